@@ -1,0 +1,128 @@
+"""Command line: ``tunelab run | list`` (and the commands other modules add).
+
+Errors a user caused print one line on stderr and exit 2; ``--debug`` shows the traceback.
+"""
+
+import argparse
+import os
+import sys
+
+from .errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    from .config import FIELDS
+
+    for name, f in FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        typ = f.type if isinstance(f.type, type) else {"str": str, "int": int, "float": float, "bool": bool}[f.type]
+        if typ is bool:
+            p.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=f.metadata["help"])
+        else:
+            p.add_argument(flag, type=str, default=argparse.SUPPRESS, metavar=name.upper(), help=f.metadata["help"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tunelab", description="Fine-tune pretrained transformers with many methods; compare them honestly.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    p = sub.add_parser("run", help="fine-tune one model on one task with one method")
+    p.add_argument("args", nargs="*", help="[CONFIG.yaml] [key=value ...]")
+    _add_run_options(p)
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    sub.add_parser("list", help="known tasks, methods and model aliases")
+    for extra in _extra_commands():
+        extra.add_parser(sub)
+    return parser
+
+
+def _extra_commands() -> list:
+    """Commands living in their own modules (compare, report, analyze) register here."""
+    mods = []
+    import importlib
+
+    for name in ("tunelab.compare.cli", "tunelab.analysis.cli"):
+        try:
+            mods.append(importlib.import_module(name))
+        except ModuleNotFoundError as e:
+            if e.name and not name.startswith(e.name):
+                raise
+    return mods
+
+
+def config_from_args(ns) -> "object":
+    from .config import FIELDS, _coerce, build_config, load_yaml, parse_overrides
+
+    values = {}
+    positional = list(ns.args)
+    if positional and "=" not in positional[0]:
+        values.update(load_yaml(positional.pop(0)))
+    flags = {k: v for k, v in vars(ns).items() if k in FIELDS}
+    for k, v in flags.items():
+        values[k] = _coerce(k, v, "--" + k.replace("_", "-"))
+    values.update(parse_overrides(positional))
+    return build_config(values)
+
+
+def cmd_list() -> None:
+    from .methods import get_method, method_names
+    from .models import ALIASES
+    from .tasks import get_task, task_names
+
+    print("tasks:")
+    for n in task_names():
+        t = get_task(n)
+        print(f"  {n:<12} {t.head:<15} metrics: {', '.join(t.metric_names)}")
+    print("methods:")
+    for n in method_names():
+        m = get_method(n)
+        doc = (m.__doc__ or "").strip().splitlines()[0] if m.__doc__ else ""
+        print(f"  {n:<12} default lr {m.default_lr:<8g} {doc}")
+    print("model aliases:")
+    for n, (desc, _) in ALIASES.items():
+        print(f"  {n:<12} {desc}")
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        ns = build_parser().parse_args(argv)
+        if ns.command == "run":
+            from .runner import run
+
+            rec = run(config_from_args(ns))
+            print(f"{rec['status']}: {rec['task']}/{rec['method']} " + " ".join(f"{k}={v:.4f}" for k, v in rec["metrics"].items())
+                  + f" -> {rec['config']['output_dir']}/run.json")
+        elif ns.command == "list":
+            cmd_list()
+        elif ns.command and hasattr(ns, "func"):
+            return ns.func(ns) or 0
+        else:
+            build_parser().print_help()
+            return 2
+        return 0
+    except UserError as e:
+        if debug:
+            raise
+        print(f"tunelab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tunelab: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001
+        if debug:
+            raise
+        msg = str(e).splitlines()[0] if str(e) else ""
+        print(f"tunelab: error: {type(e).__name__}: {msg} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

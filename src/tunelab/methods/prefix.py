@@ -1,0 +1,25 @@
+"""Prefix tuning / P-tuning v2 via PEFT: trainable key/value prefixes in every layer
+(``--num-virtual-tokens``; ``--prefix-projection`` adds the reparameterising MLP of Li & Liang)."""
+
+from peft import PrefixTuningConfig
+
+from ..errors import UserError
+from . import METHODS
+from .peft_common import PeftMethod, head_module_names
+
+
+@METHODS.register("prefix")
+class PrefixTuning(PeftMethod):
+    name = "prefix"
+    default_lr = 1e-2
+    options = ("num_virtual_tokens", "prefix_projection")
+    describe_keys = ("num_virtual_tokens", "prefix_projection", "encoder_hidden_size", "modules_to_save")
+
+    def validate(self, cfg):
+        if cfg.num_virtual_tokens < 1:
+            raise UserError(f"--num-virtual-tokens {cfg.num_virtual_tokens}: must be a positive integer")
+
+    def build_config(self, ctx):
+        return PrefixTuningConfig(task_type=ctx.peft_task_type, num_virtual_tokens=ctx.cfg.num_virtual_tokens,
+                                  prefix_projection=bool(ctx.cfg.prefix_projection),
+                                  modules_to_save=head_module_names(ctx.layout) or None)

@@ -1,0 +1,60 @@
+"""run.json: everything needed to reproduce and report a run, written atomically.
+
+``status`` is "running" while training, "failed"/"interrupted" if it stopped, and "completed" only
+after weights, predictions and the final record are all on disk.
+"""
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+
+
+def write_json_atomic(path: str, data: dict) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=False, default=_default)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _default(o):
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, set):
+        return sorted(o)
+    return str(o)
+
+
+def read_record(run_dir: str) -> dict:
+    with open(os.path.join(run_dir, "run.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def git_commit() -> str | None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        out = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict:
+    import peft
+    import torch
+    import transformers
+
+    from .. import __version__
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "peft": peft.__version__,
+            "tunelab": __version__, "git_commit": git_commit(), "platform": platform.platform()}

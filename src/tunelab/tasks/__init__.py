@@ -1,0 +1,19 @@
+"""Tasks: data + objective + metrics, registered by name. Importing a family module registers it."""
+
+from ..registry import Registry
+
+TASKS = Registry("task")
+
+
+def get_task(name: str):
+    _load_families()
+    return TASKS.get(name)
+
+
+def task_names() -> list:
+    _load_families()
+    return TASKS.names()
+
+
+def _load_families():
+    from . import glue  # noqa: F401  (registers the 9 GLUE tasks)
