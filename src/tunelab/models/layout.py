@@ -82,8 +82,8 @@ def find_layout(model: nn.Module) -> Layout:
     prefix = getattr(model, "base_model_prefix", "") or ""
     heads = []
     if prefix and prefix in names and names[prefix] is not model:
-        for child, _ in model.named_children():
-            if child != prefix:
+        for child, mod in model.named_children():
+            if child != prefix and any(True for _ in mod.parameters()):
                 heads.append(child)
         for n, _ in names[prefix].named_children():
             if "pooler" in n:
