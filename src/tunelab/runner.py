@@ -18,10 +18,11 @@ from .methods.base import PrepareContext, count_params
 from .models import load_backbone
 from .results.record import versions, write_json_atomic
 from .tasks import get_task
+from .tasks.base import FitContext
 from .train.loop import seed_everything, train
 from .train.resources import peak_cuda_mb, peak_rss_mb
 
-PEFT_TASK_TYPE = {"classification": "SEQ_CLS", "regression": "SEQ_CLS", "causal-lm": "CAUSAL_LM"}
+PEFT_TASK_TYPE = {"classification": "SEQ_CLS", "regression": "SEQ_CLS", "reward": "SEQ_CLS", "causal-lm": "CAUSAL_LM"}
 
 
 def default_output_dir(cfg: RunConfig) -> str:
@@ -63,30 +64,8 @@ def predict(model, task, loader, device):
     return preds, refs
 
 
-def run(cfg: RunConfig) -> dict:
-    """Execute one run and return its record (also written to OUTPUT_DIR/run.json)."""
-    task = get_task(cfg.task)
-    method = get_method(cfg.method)()
-    method.validate(cfg)
-    cfg.output_dir = cfg.output_dir or default_output_dir(cfg)
-    check_output_dir(cfg.output_dir, cfg.overwrite)
-    lr = cfg.lr if cfg.lr is not None else method.default_lr
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-
-    train_split = task.load("train", cfg.data_dir)
-    eval_splits = [task.load(s, cfg.data_dir) for s in task.eval_splits]
-    train_examples = subsample(train_split.examples, cfg.max_train_samples, cfg.seed)
-    for s in eval_splits:
-        s.examples = subsample(s.examples, cfg.max_eval_samples, cfg.seed)
-
-    seed_everything(cfg.seed)  # before the head and any adapter are initialised
-    model, tokenizer, layout, source = load_backbone(cfg.model, task.head, task.num_labels)
-    ctx = PrepareContext(cfg=cfg, layout=layout, peft_task_type=PEFT_TASK_TYPE[task.head])
-    model = method.prepare(model, ctx).to(device)
-    params = count_params(model, layout)
-
+def classifier_io(task, tokenizer, cfg, train_examples, eval_splits, device):
+    """(train loader, evaluate(model) -> (metrics, predictions)) for TextClassificationTask-style tasks."""
     collate = task.collator(tokenizer)
     gen = torch.Generator().manual_seed(cfg.seed)
     train_rows = task.encode(train_examples, tokenizer, cfg.max_seq_length)
@@ -106,6 +85,41 @@ def run(cfg: RunConfig) -> dict:
             preds[split.name] = (p, r, split.examples)
         return metrics, preds
 
+    return train_loader, evaluate
+
+
+def run(cfg: RunConfig) -> dict:
+    """Execute one run and return its record (also written to OUTPUT_DIR/run.json)."""
+    task = get_task(cfg.task)
+    task = task.bind(cfg) if hasattr(task, "bind") else task  # configured for this run (e.g. data subset)
+    owns_training = hasattr(task, "fit")  # e.g. alignment objectives: TRL trainers + their own evaluation
+    if cfg.grad_accum > 1 and not owns_training:
+        raise UserError(f"--grad-accum {cfg.grad_accum}: task {cfg.task} trains with tunelab's loop, which does "
+                        "not accumulate gradients; use --batch-size")
+    method = get_method(cfg.method)()
+    method.validate(cfg)
+    cfg.output_dir = cfg.output_dir or default_output_dir(cfg)
+    check_output_dir(cfg.output_dir, cfg.overwrite)
+    lr = cfg.lr if cfg.lr is not None else (task.default_lr(method) if hasattr(task, "default_lr") else method.default_lr)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+
+    train_split = task.load("train", cfg.data_dir)
+    eval_splits = [task.load(s, cfg.data_dir) for s in task.eval_splits]
+    train_examples = subsample(train_split.examples, cfg.max_train_samples, cfg.seed)
+    for s in eval_splits:
+        s.examples = subsample(s.examples, cfg.max_eval_samples, cfg.seed)
+
+    seed_everything(cfg.seed)  # before the head and any adapter are initialised
+    model, tokenizer, layout, source = load_backbone(cfg.model, task.head, task.num_labels)
+    ctx = PrepareContext(cfg=cfg, layout=layout, peft_task_type=PEFT_TASK_TYPE[task.head])
+    model = method.prepare(model, ctx).to(device)
+    params = count_params(model, layout)
+
+    if not owns_training:
+        train_loader, evaluate = classifier_io(task, tokenizer, cfg, train_examples, eval_splits, device)
+
     # Only now touch the output dir: every input has been validated.
     out = cfg.output_dir
     if os.path.isdir(out) and os.listdir(out):
@@ -120,6 +134,7 @@ def run(cfg: RunConfig) -> dict:
         "config": {**cfg.as_dict(), "lr": lr, "device": str(device)},
         "data": {**train_split.files, **{k: v for s in eval_splits for k, v in s.files.items()}},
         "data_sizes": {"train": len(train_examples), **{s.name: len(s.examples) for s in eval_splits}},
+        "data_notes": {s.name: s.info for s in [train_split, *eval_splits] if getattr(s, "info", None)},
         "versions": versions(),
     }
     run_json = os.path.join(out, "run.json")
@@ -129,13 +144,21 @@ def run(cfg: RunConfig) -> dict:
             record["history"].append(rec)
             write_json_atomic(run_json, record)
 
-        summary = train(model, method, train_loader, evaluate, cfg, lr, device, on_epoch=on_epoch)
+        if owns_training:
+            summary = task.fit(FitContext(model=model, tokenizer=tokenizer, method=method, cfg=cfg, lr=lr, device=device,
+                                          train_examples=train_examples, eval_splits=eval_splits, model_source=source,
+                                          out_dir=out, on_epoch=on_epoch, train_all=train_split.examples))
+        else:
+            summary = train(model, method, train_loader, evaluate, cfg, lr, device, on_epoch=on_epoch)
         state = summary["state"]
         record["method_details"] = method.describe()
         record.update(method.record_extras())
+        record["params"].update(method.params_extras())
         files = method.save(model, out)
         tokenizer.save_pretrained(out)
-        write_predictions(os.path.join(out, "predictions.tsv"), summary["final_predictions"])
+        (task.write_predictions if owns_training else write_predictions)(
+            os.path.join(out, "predictions.tsv"), summary["final_predictions"])
+        record.update(summary.get("record", {}))
         record.update({
             "metrics": summary["final_metrics"], "main_metric": summary["main_metric"],
             "best_epoch": summary["best_epoch"], "stopped_early": summary["stopped_early"],

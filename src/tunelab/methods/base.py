@@ -53,6 +53,10 @@ class Method:
         """Extra top-level run.json entries (e.g. a dynamic method's layer timeline)."""
         return {}
 
+    def params_extras(self) -> dict:
+        """Extra entries merged into run.json ``params`` after training (e.g. trainable_fraction_mean)."""
+        return {}
+
     def save(self, model: nn.Module, out_dir: str) -> list:
         """Write weights (HF format, safetensors). Returns the files written."""
         model.save_pretrained(out_dir, safe_serialization=True)

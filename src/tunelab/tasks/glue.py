@@ -133,7 +133,10 @@ class GlueTask(TextClassificationTask):
     def _load_hub(self, split: str):
         try:
             import datasets
+            import huggingface_hub
 
+            datasets.logging.set_verbosity_error()  # one error line from us, not retry chatter
+            huggingface_hub.utils.logging.set_verbosity_error()
             ds = datasets.load_dataset("nyu-mll/glue", self.name, split=split)
         except Exception as e:  # noqa: BLE001  (network / hub errors become one line)
             raise UserError(f"cannot load nyu-mll/glue/{self.name} from the hub ({type(e).__name__}); "

@@ -1,0 +1,136 @@
+"""Run a Hugging Face / TRL trainer under tunelab's rules.
+
+- The optimizer is ours (``train.loop.build_optimizer`` over ``method.optimizer_params``), so every
+  adaptation method, dynamic ones included, trains the parameters it chose; the trainer only adds
+  the linear warm-up schedule, clipping and gradient accumulation.
+- ``MethodBridge`` forwards trainer events to the method hooks (``on_train_start``, ``on_step``
+  after every optimizer step, ``on_train_end``) with a ``TrainState``, evaluates after every epoch
+  (history + run.json update through the runner's ``on_epoch``), keeps the trainer's per-step logs
+  (e.g. DPO's implicit-reward accuracy) and measures training time without evaluation time.
+"""
+
+import math
+import os
+import time
+
+from tqdm.auto import tqdm
+from transformers import TrainerCallback
+
+from ..train.loop import TrainState, build_optimizer
+
+
+def trainer_args(config_cls, cfg, lr, device, workdir, **kw):
+    """A (TRL) TrainingArguments subclass filled from the RunConfig; no checkpoints, no reporting."""
+    base = dict(
+        output_dir=workdir, per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.eval_batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs, learning_rate=lr,
+        weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_ratio, max_grad_norm=cfg.max_grad_norm,
+        lr_scheduler_type="linear", logging_steps=1, save_strategy="no", eval_strategy="no", report_to="none",
+        seed=cfg.seed, data_seed=cfg.seed, use_cpu=(device.type == "cpu"), dataloader_num_workers=0,
+        disable_tqdm=True, remove_unused_columns=False, bf16=False, gradient_checkpointing=False,
+    )
+    base.update(kw)
+    return config_cls(**base)
+
+
+def make_optimizer(model, method, lr, cfg):
+    return build_optimizer(method.optimizer_params(model), lr, cfg.weight_decay)
+
+
+class MethodBridge(TrainerCallback):
+    def __init__(self, method, evaluate, on_epoch=None, n_train: int = 0, patience=None, desc="train",
+                 higher_is_better=True):
+        self.method, self.evaluate, self.on_epoch_cb = method, evaluate, on_epoch
+        self.sign = 1.0 if higher_is_better else -1.0
+        self.n_train, self.patience, self.desc = n_train, patience, desc
+        self.state = None
+        self.history, self.curve = [], []
+        self.eval_seconds = 0.0
+        self.last_metrics, self.last_predictions = {}, {}
+        self.best, self.best_epoch, self.bad_epochs, self.stopped_early = None, None, 0, False
+        self._epoch_losses, self._last_eval_step, self._bar = [], -1, None
+
+    # ---- trainer events
+    def on_train_begin(self, args, state, control, model=None, optimizer=None, **kw):
+        self.state = TrainState(model=model, optimizer=optimizer, total_steps=state.max_steps)
+        self._bar = tqdm(total=state.max_steps, desc=self.desc, unit="step", dynamic_ncols=True, mininterval=1.0)
+        self.method.on_train_start(self.state)
+
+    def on_step_end(self, args, state, control, **kw):
+        s = self.state
+        s.step = state.global_step
+        s.epoch = int(state.epoch or 0)
+        s.samples_seen = int(round((state.epoch or 0) * self.n_train))
+        self.method.on_step(s)
+        self._bar.update(1)
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        logs = logs or {}
+        if "loss" in logs:
+            self.state.loss = float(logs["loss"])
+            self._epoch_losses.append(float(logs["loss"]))
+            self._bar.set_postfix(loss=f"{self.state.loss:.4f}", refresh=False)
+        if "train_runtime" not in logs:  # the final summary line is not a step
+            self.curve.append({"step": state.global_step, **{k: _num(v) for k, v in logs.items()}})
+
+    def on_epoch_end(self, args, state, control, model=None, **kw):
+        self._eval(state, model)
+        if self.patience and self.bad_epochs >= self.patience:
+            self.stopped_early = True
+            control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, model=None, **kw):
+        if self._last_eval_step != state.global_step:  # fractional last epoch
+            self._eval(state, model)
+        self._bar.close()
+        self.method.on_train_end(self.state)
+
+    # ---- helpers
+    def _eval(self, state, model):
+        if self.evaluate is None:
+            return
+        t0 = time.perf_counter()
+        metrics, predictions = self.evaluate(model)
+        dt = time.perf_counter() - t0
+        self.eval_seconds += dt
+        self._last_eval_step = state.global_step
+        epoch = max(1, math.ceil(state.epoch or 0))
+        rec = {"epoch": epoch, "step": state.global_step,
+               "train_loss": sum(self._epoch_losses) / len(self._epoch_losses) if self._epoch_losses else None,
+               "metrics": metrics, "eval_seconds": round(dt, 3)}
+        self._epoch_losses = []
+        self.history.append(rec)
+        self.last_metrics, self.last_predictions = metrics, predictions
+        self._bar.write(f"epoch {epoch}: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if v is not None))
+        main = next(iter(metrics), None)
+        score = metrics.get(main) if main else None
+        if score is not None and (self.best is None or self.sign * score > self.sign * self.best):
+            self.best, self.best_epoch, self.bad_epochs = score, epoch, 0
+        else:
+            self.bad_epochs += 1
+        if self.on_epoch_cb:
+            self.on_epoch_cb(rec, predictions)
+
+
+def _num(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return v
+
+
+def run_trainer(trainer, bridge) -> dict:
+    """trainer.train() with the bridge attached; -> loop-style summary (without final metrics)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    t0 = time.perf_counter()
+    trainer.train()
+    total = time.perf_counter() - t0
+    bridge.state.train_seconds = max(0.0, total - bridge.eval_seconds)
+    workdir = trainer.args.output_dir
+    if os.path.isdir(workdir) and not os.listdir(workdir):
+        os.rmdir(workdir)
+    return {"history": bridge.history, "state": bridge.state, "best_epoch": bridge.best_epoch, "best": bridge.best,
+            "stopped_early": bridge.stopped_early, "curve": bridge.curve}

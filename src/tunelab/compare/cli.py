@@ -1,0 +1,115 @@
+"""``tunelab compare CONFIG.yaml | --preset NAME [key=value ...]`` and ``tunelab report OUTPUT_DIR``."""
+
+import os
+import time
+
+from ..errors import UserError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("compare", help="run a tasks x methods x models x seeds grid and write the report",
+                       description="Run every cell of a comparison grid (each as its own `tunelab run` process), "
+                                   "store the results in OUTPUT_DIR/results.sqlite and write report.md / report.html. "
+                                   "Re-running skips completed runs and redoes unfinished ones.")
+    p.add_argument("args", nargs="*", metavar="[CONFIG.yaml] [key=value ...]",
+                   help="a compare YAML and/or overrides: tasks=sst2,mrpc methods=full,lora seeds=0,1 epochs=1 ...")
+    p.add_argument("--preset", help="a shipped config: " + ", ".join(_preset_names()))
+    p.add_argument("--data-dir", help="local data folder (default: $TUNELAB_DATA_DIR, else the Hugging Face hub)")
+    p.add_argument("--output-dir", help="study folder (default: runs/compare-<name>)")
+    p.add_argument("--threads", type=int, help="torch CPU threads per run")
+    p.add_argument("--isolation", choices=("fork", "exec"), default=None,
+                   help="how each run gets its own process: fork this one (default on Linux: no repeated "
+                        "torch import) or exec a fresh `python -m tunelab.cli run`")
+    p.add_argument("--dry-run", action="store_true", help="list the grid and what is done, run nothing")
+    p.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
+    p.set_defaults(func=cmd_compare)
+
+    r = sub.add_parser("report", help="write report.md and report.html for a compare OUTPUT_DIR",
+                       description="Build OUTPUT_DIR/report.md and the self-contained OUTPUT_DIR/report.html "
+                                   "from OUTPUT_DIR/results.sqlite.")
+    r.add_argument("output_dir", metavar="OUTPUT_DIR")
+    r.set_defaults(func=cmd_report)
+
+
+def _preset_names() -> list:
+    from .config import preset_names
+
+    return preset_names()
+
+
+def _command(ns, path, overrides) -> list:
+    cmd = ["tunelab", "compare"]
+    cmd += [path] if path else ["--preset", ns.preset]
+    cmd += list(overrides)
+    for flag, v in (("--data-dir", ns.data_dir), ("--output-dir", ns.output_dir), ("--threads", ns.threads)):
+        if v is not None:
+            cmd += [flag, str(v)]
+    return cmd
+
+
+def cmd_compare(ns) -> int:
+    from .config import load_compare_config
+
+    positional = list(ns.args)
+    path = positional.pop(0) if positional and "=" not in positional[0] else None
+    if path is not None and ns.preset:
+        raise UserError("compare: give either CONFIG.yaml or --preset, not both")
+    if ns.data_dir is not None and not os.path.isdir(ns.data_dir):
+        raise UserError(f"--data-dir {ns.data_dir}: no such folder")
+    if ns.threads is not None and ns.threads < 1:
+        raise UserError(f"--threads {ns.threads}: must be >= 1")
+    cc = load_compare_config(path, ns.preset, positional)
+    out = ns.output_dir or os.path.join("runs", f"compare-{cc.name}")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--output-dir {out}: exists and is not a folder")
+
+    from .execute import completed_record, run_grid
+    from .grid import expand
+
+    cells = expand(cc, out, ns.data_dir, ns.threads)
+    if ns.dry_run:
+        done = 0
+        for c in cells:
+            ok = completed_record(c) is not None
+            done += ok
+            print(f"{'done' if ok else 'todo'}  {c.run_id}  {c.config_hash}")
+        print(f"{len(cells)} runs ({done} done) -> {out}")
+        return 0
+
+    from .store import Store
+
+    os.makedirs(out, exist_ok=True)
+    store = Store(os.path.join(out, "results.sqlite"))
+    try:
+        store.set_meta(name=cc.name, description=cc.description, source=cc.source, config_text=cc.text,
+                       overrides=positional, config=cc.as_dict(), command=_command(ns, path, positional),
+                       cwd=os.getcwd(), grid=[c.run_id for c in cells],
+                       started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        print(f"compare {cc.name}: {len(cells)} runs ({len(cc.tasks)} tasks x {len(cc.methods)} methods x "
+              f"{len(cc.models)} models x {len(cc.seeds)} seeds) -> {out}", flush=True)
+        res = run_grid(cells, store, out, isolation=ns.isolation)
+        store.set_meta(finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    finally:
+        store.close()
+    print(f"runs: {res['completed']} run now, {res['skipped']} already done, {len(res['failed'])} failed; "
+          f"{out}/results.sqlite", flush=True)
+    if not ns.no_report:
+        from ..report import write_report
+
+        md, html = write_report(out)
+        print(f"report: {md} {html}")
+    if res["failed"]:
+        print(f"tunelab: {len(res['failed'])} run(s) failed: {', '.join(res['failed'])} (logs in {out}/logs/); "
+              f"re-run the same command to retry them", flush=True)
+        return 1
+    return 0
+
+
+def cmd_report(ns) -> int:
+    from ..report import write_report
+
+    if not os.path.isdir(ns.output_dir):
+        raise UserError(f"report: {ns.output_dir}: no such folder")
+    md, html = write_report(ns.output_dir)
+    print(f"report: {md} {html}")
+    return 0

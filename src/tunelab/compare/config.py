@@ -1,0 +1,290 @@
+"""CompareConfig: a study grid (tasks x methods x models x seeds) from a YAML file or a shipped preset,
+plus ``key=value`` overrides; every error names the file and line.
+
+YAML shape (see ``presets/quick.yaml``)::
+
+    name: my-study
+    tasks: [sst2, mrpc, {cola: {epochs: 3}}]      # a name, or {name: {run options for this task}}
+    models: [minilm]
+    seeds: [0, 1]
+    methods:
+      - full                                      # label = method name
+      - selective: {layers: "top:25%"}            # {label: {options}}; method = label ...
+      - lora-r4: {method: lora, lora_r: 4}        # ... unless the options name the method
+      - {label: lora-r16, method: lora, lora_r: 16}
+    epochs: 2                                     # any other key: a `tunelab run` option shared by all cells
+    max_train_samples: 500
+
+Precedence inside one cell (low -> high): shared options, the task's, the model's, the method's,
+then the command line's ``key=value`` overrides.
+"""
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+
+import yaml
+
+from ..config import FIELDS, _coerce, _key
+from ..errors import UserError
+
+GRID_KEYS = ("tasks", "methods", "models", "seeds")
+META_KEYS = ("name", "description")
+PER_CELL = {"task": "tasks", "method": "methods", "model": "models", "seed": "seeds"}
+MANAGED = ("output_dir", "overwrite")  # compare decides where each run goes
+
+
+@dataclass
+class Entry:
+    """One task, model or method of the grid. For methods ``label`` may differ from ``name``."""
+
+    label: str
+    name: str
+    options: dict = field(default_factory=dict)
+    where: str = ""
+
+
+@dataclass
+class CompareConfig:
+    source: str  # YAML path or "preset:NAME"
+    name: str
+    description: str = ""
+    tasks: list = field(default_factory=list)
+    methods: list = field(default_factory=list)
+    models: list = field(default_factory=list)
+    seeds: list = field(default_factory=list)
+    shared: dict = field(default_factory=dict)  # run options for every cell
+    overrides: dict = field(default_factory=dict)  # command-line run options (win over everything)
+    text: str = ""  # the YAML as read
+
+    def as_dict(self) -> dict:
+        ent = lambda es: [{"label": e.label, "name": e.name, "options": e.options} for e in es]  # noqa: E731
+        return {"source": self.source, "name": self.name, "description": self.description,
+                "tasks": ent(self.tasks), "methods": ent(self.methods), "models": ent(self.models),
+                "seeds": self.seeds, "shared": self.shared, "overrides": self.overrides}
+
+
+def preset_names() -> list:
+    files = resources.files("tunelab.compare").joinpath("presets").iterdir()
+    return sorted(f.name[:-5] for f in files if f.name.endswith(".yaml"))
+
+
+def preset_text(name: str) -> str:
+    if name not in preset_names():
+        from ..registry import unknown_name_message
+
+        raise UserError("--preset: " + unknown_name_message("preset", name, preset_names()))
+    return resources.files("tunelab.compare").joinpath("presets", f"{name}.yaml").read_text(encoding="utf-8")
+
+
+def load_compare_config(path: str | None = None, preset: str | None = None, overrides=()) -> CompareConfig:
+    """Read a YAML file or a preset, apply ``key=value`` overrides, check every name and option."""
+    if (path is None) == (preset is None):
+        raise UserError("compare: give either CONFIG.yaml or --preset NAME (tunelab compare --help)")
+    if preset is not None:
+        text, source, where = preset_text(preset), f"preset:{preset}", f"preset {preset}"
+    else:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise UserError(f"{path}: cannot read ({e.strerror})") from None
+        source = where = path
+    cc = parse_compare_yaml(text, where)
+    cc.source = source
+    if not cc.name:
+        cc.name = preset or os.path.splitext(os.path.basename(path))[0]
+    apply_overrides(cc, overrides)
+    check_names(cc)
+    return cc
+
+
+# ---------------------------------------------------------------- YAML with line numbers
+
+def _line(where: str, node) -> str:
+    return f"{where}:{node.start_mark.line + 1}"
+
+
+def _py(node):
+    return yaml.SafeLoader("").construct_object(node, deep=True)
+
+
+def _did_you_mean(key: str, known) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def parse_compare_yaml(text: str, where: str) -> CompareConfig:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise UserError(f"{where}{line}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
+    if root is None:
+        raise UserError(f"{where}:1: empty compare config (needs tasks:, methods:)")
+    if not isinstance(root, yaml.MappingNode):
+        raise UserError(f"{_line(where, root)}: expected a mapping (tasks:, methods:, models:, seeds:, run options)")
+    cc = CompareConfig(source=where, name="", text=text)
+    seen = set()
+    for knode, vnode in root.value:
+        key = _key(str(knode.value))
+        at = _line(where, knode)
+        if key in seen:
+            raise UserError(f"{at}: '{knode.value}' given twice")
+        seen.add(key)
+        if key in GRID_KEYS:
+            setattr(cc, key, _parse_grid_key(key, vnode, where))
+        elif key in META_KEYS:
+            setattr(cc, key, "" if _py(vnode) is None else str(_py(vnode)))
+        else:
+            cc.shared.update(_options({knode.value: vnode}, where, {knode.value: knode}))
+    for key in ("tasks", "methods"):
+        if not getattr(cc, key):
+            raise UserError(f"{where}:1: '{key}:' is required (a list)")
+    cc.models = cc.models or [Entry("minilm", "minilm", {}, f"{where}:1")]
+    cc.seeds = cc.seeds or [0]
+    return cc
+
+
+def _options(items: dict, where: str, key_nodes: dict) -> dict:
+    """{key: value-node} -> validated run options; key_nodes give line numbers."""
+    out = {}
+    for raw, vnode in items.items():
+        key = _key(str(raw))
+        at = _line(where, key_nodes[raw])
+        if key in PER_CELL:
+            raise UserError(f"{at}: '{raw}' is set per run by the grid; list it under '{PER_CELL[key]}:'")
+        if key in MANAGED:
+            raise UserError(f"{at}: '{raw}' is chosen by compare (runs go to OUTPUT_DIR/runs/<run-id>)")
+        if key not in FIELDS:
+            known = list(FIELDS) + list(GRID_KEYS) + list(META_KEYS)
+            raise UserError(f"{at}: unknown key '{raw}'{_did_you_mean(key, known)}")
+        out[key] = _coerce(key, _py(vnode), at)
+    return out
+
+
+def _parse_grid_key(key: str, node, where: str):
+    if key == "seeds":
+        return _parse_seeds(_py(node), _line(where, node))
+    nodes = node.value if isinstance(node, yaml.SequenceNode) else [node]
+    if isinstance(node, yaml.MappingNode):  # tasks: {sst2: {...}, mrpc: null}
+        nodes = [yaml.MappingNode("tag:yaml.org,2002:map", [kv], start_mark=kv[0].start_mark) for kv in node.value]
+    entries = [_parse_entry(key, n, where) for n in nodes]
+    labels = {}
+    for e in entries:
+        if e.label in labels:
+            raise UserError(f"{e.where}: {key[:-1]} label '{e.label}' already used at line "
+                            f"{labels[e.label].split(':')[-1]}; give each entry its own label")
+        labels[e.label] = e.where
+    return entries
+
+
+def _parse_entry(key: str, node, where: str) -> Entry:
+    at = _line(where, node)
+    kind = key[:-1]
+    if isinstance(node, yaml.ScalarNode):
+        name = _py(node)
+        if name is None or isinstance(name, (dict, list)):
+            raise UserError(f"{at}: empty {kind} entry")
+        return Entry(str(name), str(name), {}, at)
+    if not isinstance(node, yaml.MappingNode):
+        raise UserError(f"{at}: a {kind} entry is a name or a mapping, not a list")
+    pairs = {str(k.value): (k, v) for k, v in node.value}
+    if kind in pairs or "label" in pairs:  # flat form: {label: x, method: y, option: value ...}
+        if kind not in pairs:
+            raise UserError(f"{at}: entry with 'label' needs '{kind}:' too")
+        name = str(_py(pairs[kind][1]))
+        label = str(_py(pairs["label"][1])) if "label" in pairs else name
+        rest = {k: v for k, (_, v) in pairs.items() if k not in (kind, "label")}
+        opts = _options(rest, where, {k: kn for k, (kn, _) in pairs.items()})
+        return Entry(label, name, opts, at)
+    if len(pairs) != 1:
+        raise UserError(f"{at}: a {kind} entry is 'name', '{{label: {{options}}}}' or "
+                        f"'{{label: x, {kind}: y, options...}}'; found keys {sorted(pairs)}")
+    (label, (knode, vnode)), = pairs.items()
+    at = _line(where, knode)
+    if isinstance(vnode, yaml.ScalarNode) and _py(vnode) is None:
+        return Entry(label, label, {}, at)
+    if not isinstance(vnode, yaml.MappingNode):
+        raise UserError(f"{at}: options of {kind} '{label}' must be a mapping (option: value)")
+    inner = {str(k.value): (k, v) for k, v in vnode.value}
+    name = label
+    if kind in inner:
+        name = str(_py(inner.pop(kind)[1]))
+    opts = _options({k: v for k, (_, v) in inner.items()}, where, {k: kn for k, (kn, _) in inner.items()})
+    return Entry(str(label), name, opts, at)
+
+
+def _parse_seeds(value, at: str) -> list:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list):
+        value = [value]
+    seeds = []
+    for v in value:
+        try:
+            if isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()):
+                raise ValueError
+            s = int(v)
+            if s < 0:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise UserError(f"{at}: seeds: {v!r} is not a non-negative integer") from None
+        if s in seeds:
+            raise UserError(f"{at}: seeds: {s} listed twice")
+        seeds.append(s)
+    if not seeds:
+        raise UserError(f"{at}: seeds: empty list")
+    return seeds
+
+
+# ---------------------------------------------------------------- overrides and name checks
+
+def apply_overrides(cc: CompareConfig, items) -> None:
+    """``tasks=sst2,mrpc`` / ``methods=full,lora`` select (keeping the config's per-entry options),
+    ``seeds=0,1,2`` replaces, any run option (``epochs=1``) wins over every level of the config."""
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"override {item!r}: expected key=value")
+        raw, value = item.split("=", 1)
+        key = _key(raw.strip())
+        where = f"override {item}"
+        if key == "seeds":
+            cc.seeds = _parse_seeds(yaml.safe_load(value) if value.strip() else None, where)
+        elif key in ("tasks", "methods", "models"):
+            names = value
+            parsed = yaml.safe_load(value) if value.strip() else None
+            if isinstance(parsed, list):
+                names = ",".join(str(x) for x in parsed)
+            wanted = [n.strip() for n in str(names).split(",") if n.strip()]
+            if not wanted:
+                raise UserError(f"{where}: empty list")
+            known = {e.label: e for e in getattr(cc, key)}
+            setattr(cc, key, [known.get(n) or Entry(n, n, {}, where) for n in wanted])
+        elif key in META_KEYS:
+            setattr(cc, key, value)
+        elif key in PER_CELL:
+            raise UserError(f"{where}: '{raw}' is set per run; use {PER_CELL[key]}=...")
+        elif key in MANAGED:
+            raise UserError(f"{where}: '{raw}' is chosen by compare (use --output-dir for the study folder)")
+        elif key in FIELDS:
+            cc.overrides[key] = _coerce(key, yaml.safe_load(value) if value.strip() else None, where)
+        else:
+            known = list(FIELDS) + list(GRID_KEYS) + list(META_KEYS)
+            raise UserError(f"{where}: unknown key '{raw}'{_did_you_mean(key, known)}")
+
+
+def check_names(cc: CompareConfig) -> None:
+    """Every task, method and model must exist (errors name the config line)."""
+    from ..methods import get_method
+    from ..models import resolve_model
+    from ..tasks import get_task
+
+    for entries, getter in ((cc.tasks, get_task), (cc.methods, get_method), (cc.models, resolve_model)):
+        for e in entries:
+            try:
+                getter(e.name)
+            except UserError as err:
+                raise UserError(f"{e.where}: {err}") from None

@@ -1,0 +1,240 @@
+"""Run a grid: each cell is its own ``tunelab run`` process writing ``OUTPUT_DIR/runs/<run-id>/``
+(so time and peak memory are that run's alone), one after another. By default (Linux) the process
+is forked from the compare process, which has imported torch/transformers/peft once; with
+``--isolation exec`` it is a fresh ``python -m tunelab.cli run ...``. The child's stdout (epoch
+lines) goes to ``OUTPUT_DIR/logs/<run-id>.log``, its progress bar to the terminal below ours.
+
+Crash safety: a cell counts as done only when its run.json says "completed" and its config hash
+matches the cell; only then is its store row written as completed. Anything else is re-run from
+scratch (``--overwrite`` wipes the half-written folder). Children get SIGKILL when the compare
+process dies (Linux ``PR_SET_PDEATHSIG``), so a killed compare leaves no orphan writing a run folder.
+"""
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+from ..config import FIELDS
+from ..results.record import read_record
+from .grid import Cell, config_hash
+from .store import Store
+
+
+def completed_record(cell: Cell) -> dict | None:
+    """The cell's run.json if it is a finished run of exactly this config, else None."""
+    path = os.path.join(cell.run_dir, "run.json")
+    try:
+        rec = read_record(cell.run_dir)
+    except (OSError, ValueError):
+        return None
+    if rec.get("status") != "completed" or not isinstance(rec.get("config"), dict):
+        return None
+    if config_hash(rec["config"]) != cell.config_hash:
+        return None
+    if not os.path.isfile(os.path.join(cell.run_dir, "predictions.tsv")):
+        return None
+    return rec if os.path.isfile(path) else None
+
+
+def run_args(cell: Cell) -> list:
+    """``tunelab run`` arguments reproducing this cell (options at their default are omitted)."""
+    cfg = cell.config.as_dict()
+    args = ["run", "--task", cfg["task"], "--method", cfg["method"], "--model", cfg["model"],
+            "--seed", str(cfg["seed"]), "--output-dir", cfg["output_dir"], "--overwrite"]
+    for k, v in cfg.items():
+        if k in ("task", "method", "model", "seed", "output_dir", "overwrite") or v == FIELDS[k].default:
+            continue
+        args.append(f"{k}={_yaml_scalar(v)}")
+    return args
+
+
+def _yaml_scalar(v) -> str:
+    """The value as `tunelab run` reads it back (YAML scalar): plain when unambiguous, else JSON."""
+    import yaml
+
+    if isinstance(v, str):
+        try:
+            if yaml.safe_load(v) == v:
+                return v
+        except yaml.YAMLError:
+            pass
+    return json.dumps(v)
+
+
+def _libc():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
+def _die_with_parent_fn():
+    """A function for the child: SIGKILL me when the compare process dies (Linux)."""
+    libc, parent = _libc(), os.getpid()
+
+    def fn():
+        if libc is not None:
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # parent died before prctl took effect
+            os._exit(1)
+
+    return fn
+
+
+def _log_header(cell: Cell, log_path: str) -> int:
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, ("$ " + " ".join(shlex.quote(a) for a in ["tunelab", *run_args(cell)]) + "\n").encode())
+    return fd
+
+
+def launch_exec(cell: Cell, log_path: str, on_wait=None) -> int:
+    """``python -m tunelab.cli run ...`` in a fresh interpreter (pays the torch/transformers import)."""
+    cmd = [sys.executable, "-m", "tunelab.cli", *run_args(cell)]
+    env = {**os.environ, "TQDM_POSITION": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+    fd = _log_header(cell, log_path)
+    try:
+        proc = subprocess.Popen(cmd, stdout=fd, stderr=None, env=env, preexec_fn=_die_with_parent_fn())
+    finally:
+        os.close(fd)
+    return _wait(proc.pid, on_wait)
+
+
+def launch_fork(cell: Cell, log_path: str, on_wait=None) -> int:
+    """The same ``tunelab run`` in a forked child of this process, which has already imported torch,
+    transformers and peft (saves ~10 s a run on a small CPU; the child's time and peak memory are
+    its own: the parent holds nothing but those imports)."""
+    fd = _log_header(cell, log_path)
+    die = _die_with_parent_fn()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # child: never returns
+        code = 1
+        try:
+            die()
+            os.dup2(fd, 1)
+            os.close(fd)
+            _child_progress_bar_below()
+            from ..cli import main
+
+            code = main(run_args(cell))
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        except BaseException:  # noqa: BLE001
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+    os.close(fd)
+    return _wait(pid, on_wait)
+
+
+def _child_progress_bar_below() -> None:
+    """In a forked child: forget the parent's bar and draw new bars one line below it."""
+    import functools
+
+    from tqdm import std
+
+    std.tqdm._instances.clear()
+    std.tqdm.__init__ = functools.partialmethod(std.tqdm.__init__, position=1)
+
+
+def _wait(pid: int, on_wait=None) -> int:
+    """Wait for a child; on Ctrl-C (which the child got too) give it time to record "interrupted"."""
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status)
+            time.sleep(0.25)
+            if on_wait:
+                on_wait()
+    except BaseException:
+        for sig, wait in ((None, 10), (signal.SIGINT, 20), (signal.SIGKILL, 5)):
+            if sig is not None:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    break
+            deadline = time.time() + wait
+            while time.time() < deadline:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    raise
+                time.sleep(0.2)
+        raise
+
+
+LAUNCHERS = {"fork": launch_fork, "exec": launch_exec}
+
+
+def default_isolation() -> str:
+    return "fork" if hasattr(os, "fork") and sys.platform.startswith("linux") else "exec"
+
+
+def run_grid(cells: list, store: Store, output_dir: str, progress: bool = True, isolation: str | None = None) -> dict:
+    """Run every cell not yet completed; returns counts {completed, skipped, failed}."""
+    from tqdm.auto import tqdm
+
+    launch = LAUNCHERS[isolation or default_isolation()]
+    tqdm.monitor_interval = 0  # no monitor thread: forking while it holds tqdm's lock would deadlock the child
+
+    todo, skipped = [], 0
+    for cell in cells:
+        rec = completed_record(cell)
+        if rec is not None:
+            store.record_completed(cell, rec)  # also repairs a row lost to a kill after the run finished
+            skipped += 1
+        else:
+            store.mark(cell, "pending")
+            todo.append(cell)
+    bar = tqdm(total=len(cells), initial=skipped, desc="compare", unit="run", position=0, dynamic_ncols=True,
+               disable=not progress, smoothing=0)
+    failed = []
+    try:
+        for cell in todo:
+            bar.set_postfix_str(cell.run_id, refresh=True)
+            store.mark(cell, "running")
+            t0 = time.perf_counter()
+            rc = launch(cell, os.path.join(output_dir, "logs", cell.run_id + ".log"), on_wait=_every(2.0, bar.refresh))
+            rec = completed_record(cell)
+            if rc == 0 and rec is not None:
+                store.record_completed(cell, rec)
+            else:
+                err = None
+                try:
+                    err = read_record(cell.run_dir).get("error")
+                except (OSError, ValueError):
+                    pass
+                store.mark(cell, "failed", error=err or f"exit code {rc} after {time.perf_counter() - t0:.0f}s")
+                failed.append(cell.run_id)
+                bar.write(f"FAILED {cell.run_id}: {err or f'exit code {rc}'} "
+                          f"(log: {os.path.join(output_dir, 'logs', cell.run_id + '.log')})", file=sys.stderr)
+            bar.update(1)
+    finally:
+        bar.close()
+    return {"completed": len(todo) - len(failed), "skipped": skipped, "failed": failed}
+
+
+def _every(seconds: float, fn):
+    last = [time.monotonic()]
+
+    def tick():
+        if time.monotonic() - last[0] >= seconds:
+            last[0] = time.monotonic()
+            fn()
+
+    return tick

@@ -1,0 +1,118 @@
+"""The results store: ``OUTPUT_DIR/results.sqlite``, table ``runs`` (one row per grid cell, keyed by
+run id, so a re-run replaces a row and never duplicates it) and table ``meta`` (the latest compare's
+grid, command and config).
+
+A row says ``completed`` only after the run's ``run.json`` said so and its config hash matched;
+every write is one SQLite transaction, so a killed compare leaves either the old row or the new one.
+"""
+
+import json
+import os
+import sqlite3
+import time
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    task TEXT NOT NULL, label TEXT NOT NULL, method TEXT NOT NULL, model TEXT NOT NULL, seed INTEGER NOT NULL,
+    status TEXT NOT NULL,              -- pending | running | completed | failed
+    config_hash TEXT NOT NULL,
+    run_dir TEXT NOT NULL,
+    main_metric TEXT, main_value REAL,
+    metrics_json TEXT,                 -- run.json "metrics"
+    history_json TEXT,                 -- run.json "history" (dev metrics per epoch)
+    trainable INTEGER, total INTEGER, trainable_pct REAL, trainable_without_head INTEGER, head INTEGER,
+    train_seconds REAL, samples_per_second REAL, steps INTEGER,
+    peak_rss_mb REAL, peak_cuda_mb REAL,
+    best_epoch INTEGER, lr REAL,
+    params_json TEXT,                  -- run.json "params" (incl. dynamic methods' extras)
+    data_json TEXT, versions_json TEXT, method_details_json TEXT,
+    error TEXT,
+    started_at TEXT, finished_at TEXT, updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+COLUMNS = ("run_id", "task", "label", "method", "model", "seed", "status", "config_hash", "run_dir",
+           "main_metric", "main_value", "metrics_json", "history_json", "trainable", "total", "trainable_pct",
+           "trainable_without_head", "head", "train_seconds", "samples_per_second", "steps", "peak_rss_mb",
+           "peak_cuda_mb", "best_epoch", "lr", "params_json", "data_json", "versions_json", "method_details_json", "error",
+           "started_at", "finished_at", "updated_at")
+
+
+class Store:
+    def __init__(self, path: str):
+        self.path = path
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.db = sqlite3.connect(path, timeout=30)
+        self.db.row_factory = sqlite3.Row
+        with self.db:
+            self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- writes (each one transaction)
+    def _upsert(self, row: dict) -> None:
+        row = {c: row.get(c) for c in COLUMNS}
+        row["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        cols = ", ".join(COLUMNS)
+        marks = ", ".join("?" for _ in COLUMNS)
+        with self.db:
+            self.db.execute(f"INSERT OR REPLACE INTO runs ({cols}) VALUES ({marks})", [row[c] for c in COLUMNS])
+
+    def mark(self, cell, status: str, error: str | None = None) -> None:
+        """A row for a cell that has no completed result (pending / running / failed)."""
+        self._upsert({**_cell_cols(cell), "status": status, "error": error})
+
+    def record_completed(self, cell, record: dict) -> None:
+        self._upsert({**_cell_cols(cell), **row_from_record(record), "status": "completed"})
+
+    def set_meta(self, **items) -> None:
+        with self.db:
+            for k, v in items.items():
+                self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (k, json.dumps(v)))
+
+    # -- reads
+    def meta(self) -> dict:
+        return {r["key"]: json.loads(r["value"]) for r in self.db.execute("SELECT key, value FROM meta")}
+
+    def rows(self, run_ids=None) -> list:
+        rows = [dict(r) for r in self.db.execute("SELECT * FROM runs")]
+        if run_ids is not None:
+            order = {rid: i for i, rid in enumerate(run_ids)}
+            rows = sorted((r for r in rows if r["run_id"] in order), key=lambda r: order[r["run_id"]])
+        for r in rows:
+            for k in [c for c in r if c.endswith("_json")]:
+                r[k[:-5]] = json.loads(r[k]) if r[k] else None
+        return rows
+
+    def count(self, status: str | None = None) -> int:
+        if status is None:
+            return self.db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+        return self.db.execute("SELECT COUNT(*) FROM runs WHERE status = ?", (status,)).fetchone()[0]
+
+
+def _cell_cols(cell) -> dict:
+    return {"run_id": cell.run_id, "task": cell.task, "label": cell.label, "method": cell.method,
+            "model": cell.model, "seed": cell.seed, "config_hash": cell.config_hash, "run_dir": cell.run_dir}
+
+
+def row_from_record(rec: dict) -> dict:
+    """The headline numbers of a run.json, exactly as recorded there."""
+    p, t, m = rec.get("params") or {}, rec.get("time") or {}, rec.get("memory") or {}
+    main = rec.get("main_metric")
+    metrics = rec.get("metrics") or {}
+    return {
+        "main_metric": main, "main_value": metrics.get(main),
+        "metrics_json": json.dumps(metrics), "history_json": json.dumps(rec.get("history") or []),
+        "trainable": p.get("trainable"), "total": p.get("total"), "trainable_pct": p.get("trainable_pct"),
+        "trainable_without_head": p.get("trainable_without_head"), "head": p.get("head"),
+        "train_seconds": t.get("train_seconds"), "samples_per_second": t.get("train_samples_per_second"),
+        "steps": t.get("steps"), "peak_rss_mb": m.get("peak_rss_mb"), "peak_cuda_mb": m.get("peak_cuda_mb"),
+        "best_epoch": rec.get("best_epoch"), "lr": (rec.get("config") or {}).get("lr"),
+        "params_json": json.dumps(p),
+        "data_json": json.dumps(rec.get("data") or {}), "versions_json": json.dumps(rec.get("versions") or {}),
+        "method_details_json": json.dumps(rec.get("method_details") or {}, default=str),
+        "started_at": rec.get("started_at"), "finished_at": rec.get("finished_at"),
+    }

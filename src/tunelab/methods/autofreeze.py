@@ -1,0 +1,96 @@
+"""AutoFreeze (Liu, Agarwal, Venkataraman 2021): progressively freeze the front layers whose
+gradients have stopped changing.
+
+Training starts with everything trainable (the embeddings are the front-most block). Every
+``--autofreeze-interval`` steps (default 50) each still-trainable block b gets
+``G_b = ||sum of its gradients over the interval||`` and its gradient-norm change rate
+``r_b = |G_b - G_b(previous interval)| / G_b(previous interval)``. The threshold is the
+``--autofreeze-percentile`` (default 50, the median the paper found to match its SVCCA analysis)
+of the r of all trainable blocks; blocks are frozen front to back (embeddings, layer 0, 1, ...)
+while their r is below the threshold; the first block at or above it stops the freezing, and the
+last layer never freezes. Frozen blocks stay frozen; their gradient buffers and optimizer state
+are freed. Not implemented: the paper's caching of the frozen prefix's activations (our speedup
+comes only from the skipped backward pass and optimizer work).
+
+Timeline ``scores``: r of every layer (null where frozen or not yet computable).
+"""
+
+import numpy as np
+
+from ..errors import UserError
+from . import METHODS
+from .dynamic import DynamicLayerMethod
+
+
+@METHODS.register("autofreeze")
+class AutoFreeze(DynamicLayerMethod):
+    """AutoFreeze: freeze front layers once their gradient-norm change rate falls below a percentile."""
+
+    name = "autofreeze"
+    options = ("autofreeze_interval", "autofreeze_percentile")
+    may_train_embeddings = True
+    uses_grad_hook = True
+    score_name = "gradient-norm change rate |G_t - G_t-1| / G_t-1 (accumulated gradients per interval)"
+
+    def validate(self, cfg):
+        if cfg.autofreeze_interval < 1:
+            raise UserError(f"--autofreeze-interval {cfg.autofreeze_interval}: must be >= 1")
+        if not 0 <= cfg.autofreeze_percentile <= 100:
+            raise UserError(f"--autofreeze-percentile {cfg.autofreeze_percentile}: must be in [0, 100]")
+
+    def configure(self, cfg):
+        self.interval = cfg.autofreeze_interval
+        self.percentile = cfg.autofreeze_percentile
+
+    def prepare(self, model, ctx):
+        model = super().prepare(model, ctx)
+        self._acc = {}  # param -> accumulated gradient over the interval
+        self._prev = {}  # block -> G of the previous interval
+        self.freeze_log = []
+        return model
+
+    def grad_hook(self, layer, p):
+        if p.grad is None:
+            return
+        buf = self._acc.get(p)
+        if buf is None:
+            self._acc[p] = p.grad.detach().clone()
+        else:
+            buf.add_(p.grad.detach())
+
+    def _params(self, block):
+        return self.embed_params if block == "emb" else self.layer_params[block]
+
+    def start(self, state):
+        self.set_active(range(self.num_layers), True)
+        return None
+
+    def decide(self, state, change):
+        blocks = (["emb"] if self.emb_active else []) + sorted(self.active)
+        G = {}
+        for b in blocks:
+            G[b] = float(np.sqrt(sum(float(self._acc[p].float().pow(2).sum()) for _, p in self._params(b) if p in self._acc)))
+        rates = {b: abs(G[b] - self._prev[b]) / self._prev[b] for b in blocks if self._prev.get(b)}
+        self._prev = G
+        self._acc = {}
+        scores = [rates.get(i) for i in range(self.num_layers)]
+        if not rates:
+            return scores
+        threshold = float(np.percentile(list(rates.values()), self.percentile))
+        frozen = []
+        for b in blocks:  # front to back
+            if b == self.num_layers - 1 or b not in rates or rates[b] >= threshold:
+                break
+            frozen.append(b)
+        self.freeze_log.append({"step": state.step, "threshold": round(threshold, 6), "frozen": frozen,
+                                "embeddings_rate": None if "emb" not in rates else round(rates["emb"], 6)})
+        if frozen:
+            emb = self.emb_active and "emb" not in frozen
+            self.set_active([i for i in self.active if i not in frozen], emb)
+        return scores
+
+    def describe(self):
+        d = super().describe()
+        d.update({"percentile": self.percentile, "embeddings": "trained until frozen",
+                  "freeze_log": getattr(self, "freeze_log", [])})
+        return d

@@ -1,0 +1,76 @@
+"""BAdam (Luo et al. 2024, block coordinate descent with Adam; the ``BlockOptimizer`` of the BAdam
+package): one block of layers trains at a time; the block switches every ``--badam-interval`` K
+steps (default 50, as in the BAdam / LLaMA-Factory examples) in ``--badam-order`` (default
+``descending`` as in ``BlockOptimizer``; ``ascending``; ``random`` = a fresh random permutation of
+all blocks per round). A block is ``--badam-block-layers`` consecutive layers (default 1 = one
+transformer layer per block, as published). Embeddings stay frozen (BAdam's default
+``include_embedding=False``); the head always trains (our "active modules"). The optimizer state of
+the block that is switched off is dropped, so each block starts a fresh Adam state (as BAdam does).
+
+Timeline ``scores``: BAdam has no score; we record each layer's measured weight change rate over
+the interval itself (null where it was frozen).
+"""
+
+import random
+
+from ..errors import UserError
+from . import METHODS
+from .dynamic import DynamicLayerMethod
+
+ORDERS = ("descending", "ascending", "random")
+
+
+@METHODS.register("badam")
+class BAdam(DynamicLayerMethod):
+    """BAdam: one block of layers at a time, switched every K steps (descending/ascending/random)."""
+
+    name = "badam"
+    options = ("badam_interval", "badam_order", "badam_block_layers")
+    scores_are_change = True
+    score_name = "weight change rate in the interval (recorded only; BAdam switches in a fixed order)"
+
+    def validate(self, cfg):
+        if cfg.badam_interval < 1:
+            raise UserError(f"--badam-interval {cfg.badam_interval}: must be >= 1")
+        if cfg.badam_order not in ORDERS:
+            raise UserError(f"--badam-order {cfg.badam_order}: must be one of {', '.join(ORDERS)}")
+        if cfg.badam_block_layers < 1:
+            raise UserError(f"--badam-block-layers {cfg.badam_block_layers}: must be >= 1")
+
+    def configure(self, cfg):
+        self.interval = cfg.badam_interval
+        self.order = cfg.badam_order
+        self.block_layers = cfg.badam_block_layers
+        self.rng = random.Random(cfg.seed)
+
+    def prepare(self, model, ctx):
+        model = super().prepare(model, ctx)
+        b = self.block_layers
+        if b > self.num_layers:
+            raise UserError(f"--badam-block-layers {b}: the model has only {self.num_layers} layers")
+        self.blocks = [list(range(i, min(i + b, self.num_layers))) for i in range(0, self.num_layers, b)]
+        self._queue = []
+        return model
+
+    def _next_block(self):
+        if not self._queue:
+            idx = list(range(len(self.blocks)))
+            if self.order == "descending":
+                idx.reverse()
+            elif self.order == "random":
+                self.rng.shuffle(idx)
+            self._queue = idx
+        return self.blocks[self._queue.pop(0)]
+
+    def start(self, state):
+        self.set_active(self._next_block())
+        return None
+
+    def decide(self, state, change):
+        self.set_active(self._next_block())
+        return None
+
+    def describe(self):
+        d = super().describe()
+        d.update({"order": self.order, "blocks": getattr(self, "blocks", None), "embeddings": "frozen"})
+        return d

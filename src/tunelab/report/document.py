@@ -1,0 +1,167 @@
+"""The report as a list of blocks, built from ``OUTPUT_DIR/results.sqlite`` (and the run folders for
+predictions, layer-activity heatmaps and attention analyses); ``render_md`` / ``render_html`` print it.
+
+Blocks: ("h", level, text) · ("p", text) · ("table", Table) · ("img", abs_path, rel_path, caption)
+· ("code", text[, lang]).
+"""
+
+import json
+import os
+import shlex
+import time
+
+from .findings import overall_findings
+from .plots import make_plots
+from .tables import Table, runs_table, summarize, task_table
+
+ASSETS = "report_files"
+
+
+def _rel(path: str, root: str) -> str:
+    return os.path.relpath(path, root).replace(os.sep, "/")
+
+
+def _run_dir(r: dict, root: str) -> str:
+    d = r["run_dir"]
+    return d if os.path.isabs(d) or os.path.isdir(d) else os.path.join(root, "runs", r["run_id"])
+
+
+def build(output_dir: str, store) -> tuple:
+    """-> (title, blocks)."""
+    meta = store.meta()
+    grid = meta.get("grid")
+    rows = store.rows(grid)
+    for r in rows:
+        r["run_dir"] = _run_dir(r, output_dir)
+    name = meta.get("name") or os.path.basename(os.path.abspath(output_dir))
+    title = f"tunelab compare: {name}"
+    summaries = summarize(rows)
+    done = [r for r in rows if r["status"] == "completed"]
+    blocks = [("h", 1, title)]
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    seeds = sorted({r["seed"] for r in rows})
+    blocks.append(("p", f"{len(done)} of {len(rows)} runs completed: tasks {', '.join(tasks)}; methods "
+                        f"{', '.join(labels)}; models {', '.join(models)}; seeds {', '.join(map(str, seeds))}. "
+                        f"Report written {time.strftime('%Y-%m-%d %H:%M:%S %z')} from {_rel(store.path, output_dir)}."))
+    if meta.get("description"):
+        blocks.append(("p", meta["description"]))
+
+    blocks.append(("h", 2, "Findings"))
+    blocks += [("p", s) for s in overall_findings(summaries)]
+
+    blocks.append(("h", 2, "Results per task"))
+    blocks.append(("p", "Dev-set metrics as mean ± sample std over seeds (one seed: the run's value). "
+                        "Δ and p compare each method with full fine-tuning on the same task and seeds. Trainable "
+                        "parameters are counted at the start of training, with and without the classification "
+                        "head (classifier + pooler); the % is of all model parameters. Train time excludes "
+                        "model loading and evaluation; peak RSS is the run process's high-water mark. "
+                        "Best value per column in bold."))
+    plots = make_plots(summaries, os.path.join(output_dir, ASSETS))
+    for ts in summaries:
+        blocks.append(("h", 3, f"{ts.task} — {ts.model} (main metric: {ts.main_metric or 'n/a'})"))
+        blocks.append(("table", task_table(ts)))
+        dyn = _dynamic_table(ts)
+        if dyn:
+            blocks.append(("p", "Dynamic methods change which layers train; their time-averaged trainable share "
+                                "of the backbone (embeddings + layers, head excluded) and optimizer state:"))
+            blocks.append(("table", dyn))
+        p = plots.get((ts.model, ts.task), {})
+        if p.get("pareto"):
+            blocks.append(("img", p["pareto"], _rel(p["pareto"], output_dir),
+                           f"{ts.task}: dev {ts.main_metric} vs trainable % (log) and vs train time; "
+                           f"error bars = std over seeds; dashed = Pareto front"))
+        if p.get("curves"):
+            blocks.append(("img", p["curves"], _rel(p["curves"], output_dir),
+                           f"{ts.task}: dev {ts.main_metric} after each epoch (mean over seeds)"))
+
+    heat = [(r, os.path.join(r["run_dir"], "layer_activity.png")) for r in done
+            if os.path.isfile(os.path.join(r["run_dir"], "layer_activity.png"))]
+    if heat:
+        blocks.append(("h", 2, "Layer activity of dynamic methods"))
+        blocks.append(("p", "Which transformer layers trained at each step (from each run's layer timeline)."))
+        for r, path in heat:
+            blocks.append(("img", path, _rel(path, output_dir), f"{r['run_id']}: layer activity"))
+
+    att = _attention_blocks(done, output_dir)
+    if att:
+        blocks.append(("h", 2, "Attention analysis"))
+        blocks += att
+
+    blocks += _reproduce_blocks(meta, rows, output_dir)
+    blocks.append(("h", 2, "All runs"))
+    blocks.append(("p", "Every run of the grid; each folder's run.json holds the full record."))
+    blocks.append(("table", runs_table(rows)))
+    return title, blocks
+
+
+def _dynamic_table(ts) -> Table | None:
+    rows = []
+    for m in ts.methods:
+        ps = [r.get("params") or {} for r in m.rows]
+        if not ps or "trainable_fraction_mean" not in ps[0]:
+            continue
+        mean = sum(p["trainable_fraction_mean"] for p in ps) / len(ps)
+        rows.append([m.label, f"{100 * mean:.2f}", f"{100 * max(p.get('trainable_fraction_max', 0) for p in ps):.2f}",
+                     _f(ps, "optimizer_state_mb_mean"), _f(ps, "optimizer_state_mb_peak"),
+                     _f(ps, "optimizer_state_mb_if_all_kept")])
+    if not rows:
+        return None
+    return Table(["method", "mean trainable % of backbone", "max %", "optimizer state MB (mean)",
+                  "optimizer state MB (peak)", "MB if all kept"], rows)
+
+
+def _f(ps, key):
+    vals = [p[key] for p in ps if p.get(key) is not None]
+    return f"{sum(vals) / len(vals):.2f}" if vals else "—"
+
+
+def _attention_blocks(done: list, root: str) -> list:
+    out = []
+    for r in done:
+        d = r["run_dir"]
+        jpath, ipath = os.path.join(d, "attention.json"), os.path.join(d, "attention.png")
+        if not (os.path.isfile(jpath) or os.path.isfile(ipath)):
+            continue
+        out.append(("h", 3, r["run_id"]))
+        if os.path.isfile(jpath):
+            try:
+                with open(jpath, encoding="utf-8") as f:
+                    data = json.load(f)
+            except (OSError, ValueError):
+                data = None
+            summary = data.get("summary", data) if isinstance(data, dict) else None
+            items = [(k, v) for k, v in (summary or {}).items() if isinstance(v, (str, int, float, bool)) or v is None]
+            if items:
+                out.append(("table", Table(["key", "value"], [[k, f"{v:.4f}" if isinstance(v, float) else str(v)]
+                                                                for k, v in items])))
+        if os.path.isfile(ipath):
+            out.append(("img", ipath, _rel(ipath, root), f"{r['run_id']}: attention analysis"))
+    return out
+
+
+def _reproduce_blocks(meta: dict, rows: list, root: str) -> list:
+    out = [("h", 2, "Reproduce")]
+    cmd = meta.get("command")
+    if cmd:
+        out.append(("p", "Command (run from " + meta.get("cwd", "?") + "):"))
+        out.append(("code", " ".join(shlex.quote(a) for a in cmd), "sh"))
+    if meta.get("config_text"):
+        out.append(("p", f"Config ({meta.get('source', '')}); command-line overrides: "
+                         f"{', '.join(meta.get('overrides') or []) or 'none'}:"))
+        out.append(("code", meta["config_text"], "yaml"))
+    versions = {}
+    for r in rows:
+        for k, v in (r.get("versions") or {}).items():
+            versions.setdefault(k, set()).add(str(v))
+    if versions:
+        out.append(("p", "Versions recorded by the runs:"))
+        out.append(("table", Table(["package", "version"], [[k, ", ".join(sorted(v))] for k, v in versions.items()])))
+    data = {}
+    for r in rows:
+        data.update(r.get("data") or {})
+    if data:
+        out.append(("p", "Data files read (sha256):"))
+        out.append(("table", Table(["file", "sha256"], [[k, v] for k, v in sorted(data.items())])))
+    return out

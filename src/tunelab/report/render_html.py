@@ -1,0 +1,68 @@
+"""Self-contained HTML rendering of the report blocks: inline CSS, every image embedded as a base64
+``data:`` URI, no script and no external reference, so the file can be mailed or archived alone."""
+
+import base64
+import html
+
+CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1300px;
+       padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { border-bottom: 2px solid #444; padding-bottom: .2em; }
+h2 { border-bottom: 1px solid #bbb; margin-top: 2em; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 13px; }
+th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; white-space: nowrap; }
+th { background: #f0f0f0; }
+td:first-child, th:first-child { text-align: left; }
+td.best { font-weight: bold; background: #e6f4e6; }
+figure { margin: 1em 0; }
+figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { font-size: 13px; color: #555; }
+pre { background: #f6f6f6; padding: .8em; overflow-x: auto; font-size: 12px; }
+.scroll { overflow-x: auto; }
+"""
+
+
+def _e(s) -> str:
+    return html.escape(str(s))
+
+
+def table_html(t) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in t.header)
+    body = []
+    for i, row in enumerate(t.rows):
+        cells = "".join(f'<td class="best">{_e(v)}</td>' if (i, j) in t.best else f"<td>{_e(v)}</td>"
+                        for j, v in enumerate(row))
+        body.append(f"<tr>{cells}</tr>")
+    notes = "".join(f"<p><em>{_e(n)}</em></p>" for n in t.notes)
+    return (f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+            + notes)
+
+
+def image_data_uri(path: str) -> str:
+    with open(path, "rb") as f:
+        data = base64.b64encode(f.read()).decode("ascii")
+    mime = "image/svg+xml" if path.endswith(".svg") else "image/jpeg" if path.endswith((".jpg", ".jpeg")) else "image/png"
+    return f"data:{mime};base64,{data}"
+
+
+def render_html(blocks: list, title: str) -> str:
+    out = []
+    for b in blocks:
+        kind = b[0]
+        if kind == "h":
+            out.append(f"<h{b[1]}>{_e(b[2])}</h{b[1]}>")
+        elif kind == "p":
+            out.append(f"<p>{_e(b[1])}</p>")
+        elif kind == "table":
+            out.append(table_html(b[1]))
+        elif kind == "img":
+            _, path, _rel, caption = b
+            out.append(f'<figure><img src="{image_data_uri(path)}" alt="{_e(caption)}">'
+                       f"<figcaption>{_e(caption)}</figcaption></figure>")
+        elif kind == "code":
+            out.append(f"<pre>{_e(b[1])}</pre>")
+        else:
+            raise ValueError(f"unknown block {kind!r}")
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'
+            f"<body>\n" + "\n".join(out) + "\n</body></html>\n")

@@ -1,0 +1,80 @@
+"""Alignment objectives on causal LMs, as tasks: ``sft``, ``sft-alpaca``, ``reward``, ``dpo``,
+``coh``, ``rlhf``. Data: hh-rlhf preference pairs (tasks/preference.py) or Alpaca instructions
+(tasks/instruction.py). Training and evaluation live in ``tunelab.align`` (the task's ``fit``);
+the runner still does config, model loading, ``method.prepare``, parameter accounting, the run
+record, timing and memory, so every adaptation method works with every objective.
+
+Metrics (run.json ``metrics``): ``pref_accuracy``, ``chosen_logppl`` (lower is better),
+``win_rate`` (vs the base model, judged by a frozen reward model), and the base model's
+``base_pref_accuracy`` / ``base_chosen_logppl`` on the same held-out pairs.
+"""
+
+import copy
+
+from . import TASKS
+from .base import Split, Task
+from .instruction import load_instructions
+from .preference import load_pairs
+
+# CPU-friendly defaults for causal LMs (a given option always wins): small batches with gradient
+# accumulation (effective batch 8), one epoch, a bounded held-out set.
+ALIGN_DEFAULTS = {"batch_size": 2, "grad_accum": 4, "eval_batch_size": 8, "epochs": 1, "max_eval_samples": 64}
+
+
+class AlignmentTask(Task):
+    head = "causal-lm"
+    num_labels = 1
+    eval_splits = ("validation",)
+    defaults = ALIGN_DEFAULTS
+
+    def __init__(self, name, objective, doc, data="hh-rlhf", head="causal-lm", lr_factor=0.2,
+                 metric_names=("pref_accuracy", "chosen_logppl", "win_rate")):
+        self.name, self.objective, self.doc, self.data = name, objective, doc, data
+        self.head, self.lr_factor, self.metric_names = head, lr_factor, metric_names
+        self.subset, self.eval_fraction = None, 0.1
+
+    def bind(self, cfg) -> "AlignmentTask":
+        """A copy configured for this run (data subset, held-out share)."""
+        t = copy.copy(self)
+        t.subset, t.eval_fraction = cfg.subset, cfg.eval_fraction
+        return t
+
+    def default_lr(self, method) -> float:
+        """The method's default (tuned for classifiers) scaled for this objective."""
+        return method.default_lr * self.lr_factor
+
+    def load(self, split: str, data_dir) -> Split:
+        if self.data == "alpaca":
+            examples, files, info = load_instructions(split, data_dir, self.eval_fraction)
+        else:
+            examples, files, info = load_pairs(split, data_dir, self.subset, self.eval_fraction)
+        return Split(split, examples, files, info)
+
+    def fit(self, ctx) -> dict:
+        from ..align.fit import fit_alignment
+
+        return fit_alignment(self, ctx)
+
+    def write_predictions(self, path: str, preds: dict) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("split\tindex\tline\tchosen_score\trejected_score\n")
+            for split, (rows, pairs) in preds.items():
+                for i, (r, p) in enumerate(zip(rows, pairs)):
+                    rej = "" if r.get("rejected_score") is None else f"{r['rejected_score']:.6g}"
+                    f.write(f"{split}\t{i}\t{p.line}\t{r['chosen_score']:.6g}\t{rej}\n")
+
+
+OBJECTIVES = [
+    AlignmentTask("sft", "sft", "supervised fine-tuning on the chosen responses (loss on response tokens only)"),
+    AlignmentTask("sft-alpaca", "sft", "supervised fine-tuning on Alpaca instructions (loss on response tokens only)",
+                  data="alpaca", metric_names=("chosen_logppl",)),
+    AlignmentTask("reward", "reward", "Bradley-Terry reward model (sequence-classification head) on pairs",
+                  head="reward", lr_factor=0.5, metric_names=("pref_accuracy",)),
+    AlignmentTask("dpo", "dpo", "direct preference optimisation (TRL DPOTrainer)", lr_factor=0.2),
+    AlignmentTask("coh", "coh", "Chain-of-Hindsight: both responses with feedback phrases, loss on responses"),
+    AlignmentTask("rlhf", "rlhf", "online RL (TRL RLOO) against a frozen reward model, KL to the reference",
+                  lr_factor=0.1),
+]
+
+for _t in OBJECTIVES:
+    TASKS.add(_t.name, _t)
