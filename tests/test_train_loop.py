@@ -1,0 +1,38 @@
+"""The training loop: early stopping on the main metric, schedule length, evaluation every epoch."""
+
+import torch
+
+from tunelab.config import RunConfig
+from tunelab.methods import get_method
+from tunelab.methods.base import PrepareContext
+from tunelab.models import load_backbone
+from tunelab.train.loop import seed_everything, train
+
+
+def _setup(epochs, patience):
+    cfg = RunConfig(task="sst2", method="selective", layers="top:1", epochs=epochs, batch_size=4,
+                    early_stopping_patience=patience)
+    m = get_method("selective")()
+    seed_everything(0)
+    model, tok, layout, _ = load_backbone("minilm", "classification", 2)
+    model = m.prepare(model, PrepareContext(cfg=cfg, layout=layout, peft_task_type="SEQ_CLS"))
+    rows = [dict(tok(t), labels=i % 2) for i, t in enumerate(["good", "bad", "fine film", "awful plot"] * 2)]
+    from transformers import DataCollatorWithPadding
+
+    loader = torch.utils.data.DataLoader(rows, batch_size=4, collate_fn=DataCollatorWithPadding(tok))
+    return cfg, m, model, loader
+
+
+def test_early_stopping_after_patience_epochs_without_improvement():
+    cfg, m, model, loader = _setup(epochs=5, patience=2)
+    scores = iter([0.6, 0.7, 0.65, 0.69, 0.9])
+    out = train(model, m, loader, lambda _m: ({"accuracy": next(scores)}, {}), cfg, 1e-3, torch.device("cpu"))
+    assert [h["metrics"]["accuracy"] for h in out["history"]] == [0.6, 0.7, 0.65, 0.69]
+    assert out["stopped_early"] and out["best_epoch"] == 2 and out["state"].step == 8  # 2 steps x 4 epochs
+
+
+def test_runs_all_epochs_without_patience():
+    cfg, m, model, loader = _setup(epochs=3, patience=None)
+    out = train(model, m, loader, lambda _m: ({"accuracy": 0.5}, {}), cfg, 1e-3, torch.device("cpu"))
+    assert len(out["history"]) == 3 and not out["stopped_early"] and out["state"].step == 6
+    assert out["state"].samples_seen == 24
