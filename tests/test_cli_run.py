@@ -144,3 +144,16 @@ def test_list_shows_registries(capsys):
     out = capsys.readouterr().out
     for name in ("sst2", "stsb", "mnli", "full", "lora", "prompt", "prefix", "selective", "minilm"):
         assert name in out
+
+
+def test_task_folder_we_were_not_given_runs(tmp_path, glue_data_dir):
+    """RTE in the standard layout (built here from real QNLI dev rows) runs with no code change."""
+    rows = Path(glue_data_dir, "QNLI", "dev.tsv").read_text(encoding="utf-8").splitlines()[1:61]
+    head = "index\tsentence1\tsentence2\tlabel\n"
+    body = [f"{i}\t{r.split(chr(9))[1]}\t{r.split(chr(9))[2]}\t{r.split(chr(9))[3]}\n" for i, r in enumerate(rows)]
+    (tmp_path / "RTE").mkdir()
+    (tmp_path / "RTE" / "train.tsv").write_text(head + "".join(body[:40]), encoding="utf-8")
+    (tmp_path / "RTE" / "dev.tsv").write_text(head + "".join(body[40:]), encoding="utf-8")
+    rec = run_ok(tiny_run_args("rte", "selective", str(tmp_path), str(tmp_path / "out"), "--layers", "top:1"))
+    assert rec["status"] == "completed" and rec["data_sizes"] == {"train": 40, "validation": 20}
+    assert set(rec["metrics"]) == {"accuracy"}

@@ -13,7 +13,8 @@ from .peft_common import PeftMethod, head_module_names
 @METHODS.register("lora")
 class LoRA(PeftMethod):
     name = "lora"
-    default_lr = 1e-3
+    # minilm, SST-2 2k examples, 1 epoch, r 8 on query,value, pooler trained: 1e-3 -> 0.745, 2e-3 -> 0.765
+    default_lr = 2e-3
     options = ("lora_r", "lora_alpha", "lora_dropout", "lora_targets", "layers")
     describe_keys = ("r", "lora_alpha", "lora_dropout", "target_modules", "layers_to_transform", "modules_to_save")
 
