@@ -32,6 +32,7 @@ class RunConfig:
     batch_size: int = opt(32, "training batch size")
     eval_batch_size: int = opt(128, "evaluation batch size")
     lr: float = opt(None, "peak learning rate (default: the method's, see tunelab list)")
+    head_lr: float = opt(None, "learning rate of the head (classifier + pooler); default: the method's, else --lr")
     weight_decay: float = opt(0.01, "AdamW weight decay (not on biases / LayerNorm)")
     warmup_ratio: float = opt(0.06, "share of steps with linear warm-up")
     max_grad_norm: float = opt(1.0, "gradient clipping norm (0 = off)")
@@ -190,6 +191,7 @@ def validate(cfg: RunConfig) -> None:
         ("batch_size", cfg.batch_size >= 1, "must be >= 1"),
         ("eval_batch_size", cfg.eval_batch_size >= 1, "must be >= 1"),
         ("lr", cfg.lr is None or cfg.lr > 0, "must be > 0"),
+        ("head_lr", cfg.head_lr is None or cfg.head_lr > 0, "must be > 0"),
         ("weight_decay", cfg.weight_decay >= 0, "must be >= 0"),
         ("warmup_ratio", 0 <= cfg.warmup_ratio < 1, "must be in [0, 1)"),
         ("max_grad_norm", cfg.max_grad_norm >= 0, "must be >= 0"),

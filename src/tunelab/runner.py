@@ -101,6 +101,7 @@ def run(cfg: RunConfig) -> dict:
     cfg.output_dir = cfg.output_dir or default_output_dir(cfg)
     check_output_dir(cfg.output_dir, cfg.overwrite)
     lr = cfg.lr if cfg.lr is not None else (task.default_lr(method) if hasattr(task, "default_lr") else method.default_lr)
+    head_lr = cfg.head_lr if cfg.head_lr is not None else method.default_head_lr  # None: same as lr
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -131,7 +132,7 @@ def run(cfg: RunConfig) -> dict:
         "model_source": source, "head": {"type": task.head, "modules": layout.head_paths},
         "layout": layout.as_dict(), "metrics": {}, "history": [], "params": params,
         "method_details": method.describe(),
-        "config": {**cfg.as_dict(), "lr": lr, "device": str(device)},
+        "config": {**cfg.as_dict(), "lr": lr, "head_lr": head_lr if head_lr is not None else lr, "device": str(device)},
         "data": {**train_split.files, **{k: v for s in eval_splits for k, v in s.files.items()}},
         "data_sizes": {"train": len(train_examples), **{s.name: len(s.examples) for s in eval_splits}},
         "data_notes": {s.name: s.info for s in [train_split, *eval_splits] if getattr(s, "info", None)},
@@ -149,7 +150,9 @@ def run(cfg: RunConfig) -> dict:
                                           train_examples=train_examples, eval_splits=eval_splits, model_source=source,
                                           out_dir=out, on_epoch=on_epoch, train_all=train_split.examples))
         else:
-            summary = train(model, method, train_loader, evaluate, cfg, lr, device, on_epoch=on_epoch)
+            head_names = [n for n, _ in model.named_parameters() if layout.classify(n) == "head"]
+            summary = train(model, method, train_loader, evaluate, cfg, lr, device, on_epoch=on_epoch,
+                            head_lr=head_lr, head_names=head_names)
         state = summary["state"]
         record["method_details"] = method.describe()
         record.update(method.record_extras())

@@ -22,6 +22,7 @@ class PrepareContext:
 class Method:
     name = ""
     default_lr = 1e-4
+    default_head_lr = None  # None: the head trains at the method's lr
     dynamic = False  # True when on_step changes what trains
     uses_peft = False
     options: tuple = ()  # RunConfig fields this method reads (recorded in run.json)

@@ -41,21 +41,25 @@ class TrainState:
     log: list = field(default_factory=list)
 
 
-def build_optimizer(params_named, lr: float, weight_decay: float):
-    decay, no_decay = [], []
+def build_optimizer(params_named, lr: float, weight_decay: float, head_lr: float | None = None, head_names=()):
+    """AdamW; no decay on biases / norms; the head's parameters may get their own lr."""
+    groups = {}
     for n, p in params_named:
-        (no_decay if p.ndim < 2 or "norm" in n.lower() or n.endswith(".bias") else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+        no_decay = p.ndim < 2 or "norm" in n.lower() or n.endswith(".bias")
+        group_lr = head_lr if head_lr is not None and n in head_names else lr
+        groups.setdefault((no_decay, group_lr), []).append(p)
+    return torch.optim.AdamW([{"params": ps, "weight_decay": 0.0 if nd else weight_decay, "lr": glr}
+                              for (nd, glr), ps in groups.items()], lr=lr)
 
 
-def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoch=None) -> dict:
+def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoch=None,
+          head_lr: float | None = None, head_names=()) -> dict:
     """Train ``model`` in place. ``evaluate(model) -> (metrics, predictions)`` runs after each epoch;
     ``on_epoch(epoch_record)`` is told each epoch's result. Returns the loop summary."""
     from transformers import get_linear_schedule_with_warmup
 
     named = method.optimizer_params(model)
-    optimizer = build_optimizer(named, lr, cfg.weight_decay)
+    optimizer = build_optimizer(named, lr, cfg.weight_decay, head_lr, set(head_names))
     steps_per_epoch = len(train_loader)
     total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
