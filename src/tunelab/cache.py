@@ -26,6 +26,7 @@ def atomic_dir(final: str):
     parent = os.path.dirname(final)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-" + os.path.basename(final) + "-")
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a cache entry is an ordinary folder
     try:
         yield tmp
         try:

@@ -96,7 +96,7 @@ def _log_header(cell: Cell, log_path: str) -> int:
     return fd
 
 
-def launch_exec(cell: Cell, log_path: str, on_wait=None) -> int:
+def launch_exec(cell: Cell, log_path: str, on_wait=None) -> tuple:
     """``python -m tunelab.cli run ...`` in a fresh interpreter (pays the torch/transformers import)."""
     cmd = [sys.executable, "-m", "tunelab.cli", *run_args(cell)]
     env = {**os.environ, "TQDM_POSITION": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
@@ -108,7 +108,7 @@ def launch_exec(cell: Cell, log_path: str, on_wait=None) -> int:
     return _wait(proc.pid, on_wait)
 
 
-def launch_fork(cell: Cell, log_path: str, on_wait=None) -> int:
+def launch_fork(cell: Cell, log_path: str, on_wait=None) -> tuple:
     """The same ``tunelab run`` in a forked child of this process, which has already imported torch,
     transformers and peft (saves ~10 s a run on a small CPU; the child's time and peak memory are
     its own: the parent holds nothing but those imports)."""
@@ -153,13 +153,14 @@ def _child_progress_bar_below() -> None:
     std.tqdm.__init__ = functools.partialmethod(std.tqdm.__init__, position=1)
 
 
-def _wait(pid: int, on_wait=None) -> int:
-    """Wait for a child; on Ctrl-C (which the child got too) give it time to record "interrupted"."""
+def _wait(pid: int, on_wait=None) -> tuple:
+    """Wait for a child -> (exit code, its CPU seconds). On Ctrl-C (which the child got too) give it
+    time to record "interrupted"."""
     try:
         while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
+            done, status, usage = os.wait4(pid, os.WNOHANG)
             if done:
-                return os.waitstatus_to_exitcode(status)
+                return os.waitstatus_to_exitcode(status), round(usage.ru_utime + usage.ru_stime, 2)
             time.sleep(0.25)
             if on_wait:
                 on_wait()
@@ -209,10 +210,14 @@ def run_grid(cells: list, store: Store, output_dir: str, progress: bool = True, 
             bar.set_postfix_str(cell.run_id, refresh=True)
             store.mark(cell, "running")
             t0 = time.perf_counter()
-            rc = launch(cell, os.path.join(output_dir, "logs", cell.run_id + ".log"), on_wait=_every(2.0, bar.refresh))
+            log = os.path.join(output_dir, "logs", cell.run_id + ".log")
+            rc, cpu = launch(cell, log, on_wait=_every(2.0, bar.refresh))
+            wall = round(time.perf_counter() - t0, 2)
+            with open(log, "a", encoding="utf-8") as f:
+                f.write(f"# exit code {rc}; process wall {wall} s, CPU {cpu} s\n")
             rec = completed_record(cell)
             if rc == 0 and rec is not None:
-                store.record_completed(cell, rec)
+                store.record_completed(cell, rec, process={"wall_seconds": wall, "cpu_seconds": cpu})
             else:
                 err = None
                 try:

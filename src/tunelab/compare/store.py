@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS runs (
     train_seconds REAL, samples_per_second REAL, steps INTEGER,
     peak_rss_mb REAL, peak_cuda_mb REAL,
     best_epoch INTEGER, lr REAL,
+    process_wall_seconds REAL, process_cpu_seconds REAL,  -- the whole run process, measured by compare
     params_json TEXT,                  -- run.json "params" (incl. dynamic methods' extras)
     data_json TEXT, versions_json TEXT, method_details_json TEXT,
     error TEXT,
@@ -36,7 +37,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 COLUMNS = ("run_id", "task", "label", "method", "model", "seed", "status", "config_hash", "run_dir",
            "main_metric", "main_value", "metrics_json", "history_json", "trainable", "total", "trainable_pct",
            "trainable_without_head", "head", "train_seconds", "samples_per_second", "steps", "peak_rss_mb",
-           "peak_cuda_mb", "best_epoch", "lr", "params_json", "data_json", "versions_json", "method_details_json", "error",
+           "peak_cuda_mb", "best_epoch", "lr", "process_wall_seconds",
+           "process_cpu_seconds", "params_json", "data_json", "versions_json", "method_details_json", "error",
            "started_at", "finished_at", "updated_at")
 
 
@@ -65,8 +67,18 @@ class Store:
         """A row for a cell that has no completed result (pending / running / failed)."""
         self._upsert({**_cell_cols(cell), "status": status, "error": error})
 
-    def record_completed(self, cell, record: dict) -> None:
-        self._upsert({**_cell_cols(cell), **row_from_record(record), "status": "completed"})
+    def record_completed(self, cell, record: dict, process: dict | None = None) -> None:
+        """``process``: wall/CPU seconds of the run's process when this compare ran it (None when the
+        run was found finished: the row keeps what an earlier compare measured)."""
+        row = {**_cell_cols(cell), **row_from_record(record), "status": "completed"}
+        if process:
+            row.update(process_wall_seconds=process["wall_seconds"], process_cpu_seconds=process["cpu_seconds"])
+        else:
+            old = self.db.execute("SELECT process_wall_seconds, process_cpu_seconds, started_at FROM runs WHERE run_id = ?",
+                                  (cell.run_id,)).fetchone()
+            if old is not None and old["started_at"] == record.get("started_at"):
+                row.update(process_wall_seconds=old[0], process_cpu_seconds=old[1])
+        self._upsert(row)
 
     def set_meta(self, **items) -> None:
         with self.db:
