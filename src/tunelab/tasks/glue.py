@@ -98,6 +98,18 @@ def read_glue_tsv(path: str, spec: GlueSpec) -> list:
     return out
 
 
+# Checked (relative to the working directory) when neither --data-dir nor TUNELAB_DATA_DIR is given,
+# before falling back to the hub: the classic GLUE download script writes ``glue_data/``.
+LOCAL_CANDIDATES = ("glue_data", "data/glue", "../shared/data/glue")
+
+
+def local_glue_dir(folder: str) -> str | None:
+    for cand in LOCAL_CANDIDATES:
+        if os.path.isfile(os.path.join(cand, folder, "train.tsv")):
+            return cand
+    return None
+
+
 class GlueTask(TextClassificationTask):
     def __init__(self, spec: GlueSpec):
         self.spec = spec
@@ -114,6 +126,7 @@ class GlueTask(TextClassificationTask):
         raise UserError(f"--data-dir {data_dir}: no folder {self.spec.folder}/ for task {self.name}")
 
     def load(self, split: str, data_dir: str | None) -> Split:
+        data_dir = data_dir or local_glue_dir(self.spec.folder)
         if data_dir:
             folder = self._local_dir(data_dir)
             fname = "train.tsv" if split == "train" else dict(self.spec.eval_files).get(split)
