@@ -27,7 +27,7 @@ def trainer_args(config_cls, cfg, lr, device, workdir, **kw):
         weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_ratio, max_grad_norm=cfg.max_grad_norm,
         lr_scheduler_type="linear", logging_steps=1, save_strategy="no", eval_strategy="no", report_to="none",
         seed=cfg.seed, data_seed=cfg.seed, use_cpu=(device.type == "cpu"), dataloader_num_workers=0,
-        disable_tqdm=True, remove_unused_columns=False, bf16=False, gradient_checkpointing=False,
+        disable_tqdm=True, remove_unused_columns=False, bf16=False, activation_checkpointing=False,
     )
     base.update(kw)
     return config_cls(**base)

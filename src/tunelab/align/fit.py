@@ -10,6 +10,7 @@
 
 import os
 import random
+import warnings
 
 from ..errors import UserError
 from .bridge import MethodBridge
@@ -61,6 +62,8 @@ def reward_fn_from(judge):
 def fit_alignment(task, ctx) -> dict:
     cfg, tok, device, model = ctx.cfg, ctx.tokenizer, ctx.device, ctx.model
     obj = task.objective
+    # transformers' own deprecation chatter from inside Trainer / TRL (not actionable for a user)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
     if tok.eos_token_id is None:
         raise UserError(f"--model {cfg.model}: the tokenizer has no EOS token (needed to end responses)")
     lens = (cfg.max_prompt_length, cfg.max_response_length)

@@ -17,6 +17,7 @@ def add_parser(sub) -> None:
     p.add_argument("--data-dir", help="local data folder (default: $TUNELAB_DATA_DIR, else the Hugging Face hub)")
     p.add_argument("--output-dir", help="study folder (default: runs/compare-<name>)")
     p.add_argument("--threads", type=int, help="torch CPU threads per run")
+    p.add_argument("--jobs", type=int, help="runs at a time, each its own process (default: the config's jobs, else 1)")
     p.add_argument("--isolation", choices=("fork", "exec"), default=None,
                    help="how each run gets its own process: fork this one (default on Linux: no repeated "
                         "torch import) or exec a fresh `python -m tunelab.cli run`")
@@ -41,7 +42,8 @@ def _command(ns, path, overrides) -> list:
     cmd = ["tunelab", "compare"]
     cmd += [path] if path else ["--preset", ns.preset]
     cmd += list(overrides)
-    for flag, v in (("--data-dir", ns.data_dir), ("--output-dir", ns.output_dir), ("--threads", ns.threads)):
+    for flag, v in (("--data-dir", ns.data_dir), ("--output-dir", ns.output_dir), ("--threads", ns.threads),
+                    ("--jobs", ns.jobs)):
         if v is not None:
             cmd += [flag, str(v)]
     return cmd
@@ -58,7 +60,10 @@ def cmd_compare(ns) -> int:
         raise UserError(f"--data-dir {ns.data_dir}: no such folder")
     if ns.threads is not None and ns.threads < 1:
         raise UserError(f"--threads {ns.threads}: must be >= 1")
+    if ns.jobs is not None and ns.jobs < 1:
+        raise UserError(f"--jobs {ns.jobs}: must be >= 1")
     cc = load_compare_config(path, ns.preset, positional)
+    jobs = ns.jobs or cc.jobs
     out = ns.output_dir or os.path.join("runs", f"compare-{cc.name}")
     if os.path.exists(out) and not os.path.isdir(out):
         raise UserError(f"--output-dir {out}: exists and is not a folder")
@@ -85,9 +90,11 @@ def cmd_compare(ns) -> int:
                        overrides=positional, config=cc.as_dict(), command=_command(ns, path, positional),
                        cwd=os.getcwd(), grid=[c.run_id for c in cells],
                        started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        threads = {c.config.threads for c in cells}
+        store.set_meta(jobs=jobs, threads=sorted(threads, key=str))
         print(f"compare {cc.name}: {len(cells)} runs ({len(cc.tasks)} tasks x {len(cc.methods)} methods x "
-              f"{len(cc.models)} models x {len(cc.seeds)} seeds) -> {out}", flush=True)
-        res = run_grid(cells, store, out, isolation=ns.isolation)
+              f"{len(cc.models)} models x {len(cc.seeds)} seeds), {jobs} at a time -> {out}", flush=True)
+        res = run_grid(cells, store, out, isolation=ns.isolation, jobs=jobs)
         store.set_meta(finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     finally:
         store.close()

@@ -31,6 +31,7 @@ from ..errors import UserError
 
 GRID_KEYS = ("tasks", "methods", "models", "seeds")
 META_KEYS = ("name", "description")
+EXEC_KEYS = ("jobs",)  # how the grid runs, not what it computes (not in any run's config hash)
 PER_CELL = {"task": "tasks", "method": "methods", "model": "models", "seed": "seeds"}
 MANAGED = ("output_dir", "overwrite")  # compare decides where each run goes
 
@@ -56,13 +57,14 @@ class CompareConfig:
     seeds: list = field(default_factory=list)
     shared: dict = field(default_factory=dict)  # run options for every cell
     overrides: dict = field(default_factory=dict)  # command-line run options (win over everything)
+    jobs: int = 1  # runs at a time (each its own process); set threads so jobs x threads <= cores
     text: str = ""  # the YAML as read
 
     def as_dict(self) -> dict:
         ent = lambda es: [{"label": e.label, "name": e.name, "options": e.options} for e in es]  # noqa: E731
         return {"source": self.source, "name": self.name, "description": self.description,
                 "tasks": ent(self.tasks), "methods": ent(self.methods), "models": ent(self.models),
-                "seeds": self.seeds, "shared": self.shared, "overrides": self.overrides}
+                "seeds": self.seeds, "shared": self.shared, "overrides": self.overrides, "jobs": self.jobs}
 
 
 def preset_names() -> list:
@@ -138,6 +140,8 @@ def parse_compare_yaml(text: str, where: str) -> CompareConfig:
             setattr(cc, key, _parse_grid_key(key, vnode, where))
         elif key in META_KEYS:
             setattr(cc, key, "" if _py(vnode) is None else str(_py(vnode)))
+        elif key in EXEC_KEYS:
+            cc.jobs = _parse_jobs(_py(vnode), at)
         else:
             cc.shared.update(_options({knode.value: vnode}, where, {knode.value: knode}))
     for key in ("tasks", "methods"):
@@ -159,7 +163,7 @@ def _options(items: dict, where: str, key_nodes: dict) -> dict:
         if key in MANAGED:
             raise UserError(f"{at}: '{raw}' is chosen by compare (runs go to OUTPUT_DIR/runs/<run-id>)")
         if key not in FIELDS:
-            known = list(FIELDS) + list(GRID_KEYS) + list(META_KEYS)
+            known = list(FIELDS) + list(GRID_KEYS) + list(META_KEYS) + list(EXEC_KEYS)
             raise UserError(f"{at}: unknown key '{raw}'{_did_you_mean(key, known)}")
         out[key] = _coerce(key, _py(vnode), at)
     return out
@@ -240,6 +244,12 @@ def _parse_seeds(value, at: str) -> list:
     return seeds
 
 
+def _parse_jobs(value, at: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{at}: jobs: {value!r} is not a positive integer")
+    return value
+
+
 # ---------------------------------------------------------------- overrides and name checks
 
 def apply_overrides(cc: CompareConfig, items) -> None:
@@ -265,6 +275,8 @@ def apply_overrides(cc: CompareConfig, items) -> None:
             setattr(cc, key, [known.get(n) or Entry(n, n, {}, where) for n in wanted])
         elif key in META_KEYS:
             setattr(cc, key, value)
+        elif key in EXEC_KEYS:
+            cc.jobs = _parse_jobs(yaml.safe_load(value) if value.strip() else None, where)
         elif key in PER_CELL:
             raise UserError(f"{where}: '{raw}' is set per run; use {PER_CELL[key]}=...")
         elif key in MANAGED:
@@ -272,7 +284,7 @@ def apply_overrides(cc: CompareConfig, items) -> None:
         elif key in FIELDS:
             cc.overrides[key] = _coerce(key, yaml.safe_load(value) if value.strip() else None, where)
         else:
-            known = list(FIELDS) + list(GRID_KEYS) + list(META_KEYS)
+            known = list(FIELDS) + list(GRID_KEYS) + list(META_KEYS) + list(EXEC_KEYS)
             raise UserError(f"{where}: unknown key '{raw}'{_did_you_mean(key, known)}")
 
 

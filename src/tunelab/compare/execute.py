@@ -96,19 +96,20 @@ def _log_header(cell: Cell, log_path: str) -> int:
     return fd
 
 
-def launch_exec(cell: Cell, log_path: str, on_wait=None) -> tuple:
+def start_exec(cell: Cell, log_path: str, slot: int = 0) -> int:
     """``python -m tunelab.cli run ...`` in a fresh interpreter (pays the torch/transformers import)."""
     cmd = [sys.executable, "-m", "tunelab.cli", *run_args(cell)]
-    env = {**os.environ, "TQDM_POSITION": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "TQDM_POSITION": str(1 + slot), "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
     fd = _log_header(cell, log_path)
     try:
         proc = subprocess.Popen(cmd, stdout=fd, stderr=None, env=env, preexec_fn=_die_with_parent_fn())
     finally:
         os.close(fd)
-    return _wait(proc.pid, on_wait)
+    proc.returncode = 0  # we reap it ourselves (os.wait4); keep Popen from trying again
+    return proc.pid
 
 
-def launch_fork(cell: Cell, log_path: str, on_wait=None) -> tuple:
+def start_fork(cell: Cell, log_path: str, slot: int = 0) -> int:
     """The same ``tunelab run`` in a forked child of this process, which has already imported torch,
     transformers and peft (saves ~10 s a run on a small CPU; the child's time and peak memory are
     its own: the parent holds nothing but those imports)."""
@@ -123,7 +124,7 @@ def launch_fork(cell: Cell, log_path: str, on_wait=None) -> tuple:
             die()
             os.dup2(fd, 1)
             os.close(fd)
-            _child_progress_bar_below()
+            _child_progress_bar_at(1 + slot)
             from ..cli import main
 
             code = main(run_args(cell))
@@ -140,57 +141,64 @@ def launch_fork(cell: Cell, log_path: str, on_wait=None) -> tuple:
             finally:
                 os._exit(code)
     os.close(fd)
-    return _wait(pid, on_wait)
+    return pid
 
 
-def _child_progress_bar_below() -> None:
-    """In a forked child: forget the parent's bar and draw new bars one line below it."""
+def _child_progress_bar_at(position: int) -> None:
+    """In a forked child: forget the parent's bar and draw new bars ``position`` lines below it."""
     import functools
 
     from tqdm import std
 
     std.tqdm._instances.clear()
-    std.tqdm.__init__ = functools.partialmethod(std.tqdm.__init__, position=1)
+    std.tqdm.__init__ = functools.partialmethod(std.tqdm.__init__, position=position)
 
 
-def _wait(pid: int, on_wait=None) -> tuple:
-    """Wait for a child -> (exit code, its CPU seconds). On Ctrl-C (which the child got too) give it
-    time to record "interrupted"."""
-    try:
-        while True:
-            done, status, usage = os.wait4(pid, os.WNOHANG)
-            if done:
-                return os.waitstatus_to_exitcode(status), round(usage.ru_utime + usage.ru_stime, 2)
-            time.sleep(0.25)
-            if on_wait:
-                on_wait()
-    except BaseException:
-        for sig, wait in ((None, 10), (signal.SIGINT, 20), (signal.SIGKILL, 5)):
+def poll(pid: int) -> tuple | None:
+    """None while the child runs, else (exit code, its CPU seconds)."""
+    done, status, usage = os.wait4(pid, os.WNOHANG)
+    if not done:
+        return None
+    return os.waitstatus_to_exitcode(status), round(usage.ru_utime + usage.ru_stime, 2)
+
+
+def stop_children(pids) -> None:
+    """After Ctrl-C (which the children got too): give them time to record "interrupted", then
+    SIGINT, then SIGKILL."""
+    alive = set(pids)
+    for sig, wait in ((None, 10), (signal.SIGINT, 20), (signal.SIGKILL, 5)):
+        for pid in list(alive):
             if sig is not None:
                 try:
                     os.kill(pid, sig)
                 except ProcessLookupError:
-                    break
-            deadline = time.time() + wait
-            while time.time() < deadline:
-                if os.waitpid(pid, os.WNOHANG)[0]:
-                    raise
-                time.sleep(0.2)
-        raise
+                    alive.discard(pid)
+        deadline = time.time() + wait
+        while alive and time.time() < deadline:
+            for pid in list(alive):
+                try:
+                    if os.waitpid(pid, os.WNOHANG)[0]:
+                        alive.discard(pid)
+                except ChildProcessError:
+                    alive.discard(pid)
+            time.sleep(0.2)
+        if not alive:
+            return
 
 
-LAUNCHERS = {"fork": launch_fork, "exec": launch_exec}
+STARTERS = {"fork": start_fork, "exec": start_exec}
 
 
 def default_isolation() -> str:
     return "fork" if hasattr(os, "fork") and sys.platform.startswith("linux") else "exec"
 
 
-def run_grid(cells: list, store: Store, output_dir: str, progress: bool = True, isolation: str | None = None) -> dict:
-    """Run every cell not yet completed; returns counts {completed, skipped, failed}."""
+def run_grid(cells: list, store: Store, output_dir: str, progress: bool = True, isolation: str | None = None,
+             jobs: int = 1) -> dict:
+    """Run every cell not yet completed, ``jobs`` at a time; returns {completed, skipped, failed}."""
     from tqdm.auto import tqdm
 
-    launch = LAUNCHERS[isolation or default_isolation()]
+    start = STARTERS[isolation or default_isolation()]
     tqdm.monitor_interval = 0  # no monitor thread: forking while it holds tqdm's lock would deadlock the child
 
     todo, skipped = [], 0
@@ -204,34 +212,52 @@ def run_grid(cells: list, store: Store, output_dir: str, progress: bool = True, 
             todo.append(cell)
     bar = tqdm(total=len(cells), initial=skipped, desc="compare", unit="run", position=0, dynamic_ncols=True,
                disable=not progress, smoothing=0)
-    failed = []
+    failed, running, pending = [], {}, list(todo)  # running: pid -> (cell, slot, t0, log)
+    refresh = _every(2.0, bar.refresh)
     try:
-        for cell in todo:
-            bar.set_postfix_str(cell.run_id, refresh=True)
-            store.mark(cell, "running")
-            t0 = time.perf_counter()
-            log = os.path.join(output_dir, "logs", cell.run_id + ".log")
-            rc, cpu = launch(cell, log, on_wait=_every(2.0, bar.refresh))
-            wall = round(time.perf_counter() - t0, 2)
-            with open(log, "a", encoding="utf-8") as f:
-                f.write(f"# exit code {rc}; process wall {wall} s, CPU {cpu} s\n")
-            rec = completed_record(cell)
-            if rc == 0 and rec is not None:
-                store.record_completed(cell, rec, process={"wall_seconds": wall, "cpu_seconds": cpu})
-            else:
-                err = None
-                try:
-                    err = read_record(cell.run_dir).get("error")
-                except (OSError, ValueError):
-                    pass
-                store.mark(cell, "failed", error=err or f"exit code {rc} after {time.perf_counter() - t0:.0f}s")
-                failed.append(cell.run_id)
-                bar.write(f"FAILED {cell.run_id}: {err or f'exit code {rc}'} "
-                          f"(log: {os.path.join(output_dir, 'logs', cell.run_id + '.log')})", file=sys.stderr)
-            bar.update(1)
+        while pending or running:
+            while pending and len(running) < max(1, jobs):
+                cell = pending.pop(0)
+                slot = min(set(range(jobs)) - {v[1] for v in running.values()})
+                store.mark(cell, "running")
+                log = os.path.join(output_dir, "logs", cell.run_id + ".log")
+                pid = start(cell, log, slot)
+                running[pid] = (cell, slot, time.perf_counter(), log)
+                bar.set_postfix_str(", ".join(v[0].run_id for v in running.values()), refresh=True)
+            finished = [(pid, r) for pid in list(running) if (r := poll(pid)) is not None]
+            if not finished:
+                time.sleep(0.25)
+                refresh()
+                continue
+            for pid, (rc, cpu) in finished:
+                cell, _slot, t0, log = running.pop(pid)
+                if not _finish(cell, rc, cpu, round(time.perf_counter() - t0, 2), log, store):
+                    failed.append(cell.run_id)
+                    bar.write(f"FAILED {cell.run_id}: {store.error(cell.run_id)} (log: {log})", file=sys.stderr)
+                bar.update(1)
+    except BaseException:
+        stop_children(list(running))
+        raise
     finally:
         bar.close()
     return {"completed": len(todo) - len(failed), "skipped": skipped, "failed": failed}
+
+
+def _finish(cell: Cell, rc: int, cpu: float, wall: float, log: str, store: Store) -> bool:
+    """Record a finished child: completed only if run.json says so for this very config."""
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(f"# exit code {rc}; process wall {wall} s, CPU {cpu} s\n")
+    rec = completed_record(cell)
+    if rc == 0 and rec is not None:
+        store.record_completed(cell, rec, process={"wall_seconds": wall, "cpu_seconds": cpu})
+        return True
+    err = None
+    try:
+        err = read_record(cell.run_dir).get("error")
+    except (OSError, ValueError):
+        pass
+    store.mark(cell, "failed", error=err or f"exit code {rc} after {wall:.0f} s")
+    return False
 
 
 def _every(seconds: float, fn):

@@ -99,6 +99,10 @@ class Store:
                 r[k[:-5]] = json.loads(r[k]) if r[k] else None
         return rows
 
+    def error(self, run_id: str) -> str | None:
+        row = self.db.execute("SELECT error FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return row[0] if row else None
+
     def count(self, status: str | None = None) -> int:
         if status is None:
             return self.db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]

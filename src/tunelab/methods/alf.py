@@ -24,6 +24,8 @@ Algorithm (options and defaults):
   relative gradient produced in this interval, same optimizer, same learning rates). At the first
   decision nothing has moved yet and ``s_l = rho_l``.
 - ``--alf-score grad-norm``: ``s_l = rho_l`` for every layer.
+- Each timeline entry of run.json also holds ``rho`` (every layer's probe value) and
+  ``calibration`` (c), so every score can be recomputed from the record.
 - Hysteresis ``--alf-hysteresis h`` (default 0.1): the active set keeps its members unless a
   frozen layer scores more than (1 + h) x the weakest active one; then they swap (repeatedly).
 - Memory: a deactivated layer's gradients and AdamW state are freed (``methods/dynamic.py``).
@@ -40,13 +42,17 @@ from . import METHODS
 from .dynamic import DynamicLayerMethod, max_layers_for_budget, tensors_norm
 
 
+def calibration(change: list, rho: list):
+    """c = median over measured layers of change / rho (None when no layer was measured)."""
+    ratios = [c / r for c, r in zip(change, rho) if c is not None and r and r > 0]
+    return statistics.median(ratios) if ratios else None
+
+
 def change_scores(change: list, rho: list) -> list:
     """ALF's ``change`` score from measured changes (None = not measured) and probe ``rho``."""
-    measured = [i for i, c in enumerate(change) if c is not None]
-    ratios = [change[i] / rho[i] for i in measured if rho[i] and rho[i] > 0]
-    if not ratios:
-        return [c if c is not None else r for c, r in zip(change, rho)] if measured else list(rho)
-    c = statistics.median(ratios)
+    c = calibration(change, rho)
+    if c is None:
+        c = 1.0  # first decision: nothing has moved yet, rank by rho
     return [change[i] if change[i] is not None else c * rho[i] for i in range(len(rho))]
 
 
@@ -177,7 +183,9 @@ class ALF(DynamicLayerMethod):
         for i, ps in enumerate(self.layer_params):
             w = tensors_norm(p for _, p in ps)
             rho.append(self._gsq[i] ** 0.5 / w if w > 0 else 0.0)
-        self.last_rho = rho
+        c = calibration(change, rho) if self.score_kind == "change" else None
+        self._entry_extras = {"rho": [float(f"{r:.6g}") for r in rho],
+                              "calibration": None if c is None else float(f"{c:.6g}")}
         scores = self.score_fn(change, rho)
         chosen = select_layers(scores, self.active, self.max_layers, self.hysteresis)
         self.set_active(chosen)

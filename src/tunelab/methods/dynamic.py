@@ -204,7 +204,7 @@ class DynamicLayerMethod(Method):
         self.timeline.append({
             "step": step, "until": None, "active": sorted(self.active), "embeddings": self.emb_active,
             "scores": None if scores is None else [None if s is None else float(f"{s:.6g}") for s in scores],
-            "change": None,
+            "change": None, **getattr(self, "_entry_extras", {}),
         })
         self._snapshot()
 

@@ -45,6 +45,9 @@ def build(output_dir: str, store) -> tuple:
     blocks.append(("p", f"{len(done)} of {len(rows)} runs completed: tasks {', '.join(tasks)}; methods "
                         f"{', '.join(labels)}; models {', '.join(models)}; seeds {', '.join(map(str, seeds))}. "
                         f"Report written {time.strftime('%Y-%m-%d %H:%M:%S %z')} from {_rel(store.path, output_dir)}."))
+    if meta.get("jobs"):
+        blocks.append(("p", f"Runs executed {meta['jobs']} at a time, each its own process; torch threads per run: "
+                            f"{', '.join('default' if t is None else str(t) for t in meta.get('threads') or [None])}."))
     if meta.get("description"):
         blocks.append(("p", meta["description"]))
 
