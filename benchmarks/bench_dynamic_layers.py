@@ -24,7 +24,7 @@ import sys
 import time
 
 METHODS = ("full", "selective", "alf", "lisa", "autofreeze", "badam")
-DEFAULT_PLAN = "sst2:2000:1,mrpc:1000:2,cola:2000:1"
+DEFAULT_PLAN = "sst2:2000:1,mrpc:800:2,cola:1500:1"
 
 
 def parse_plan(text: str) -> list:
@@ -120,6 +120,34 @@ def alf_vs_full(rows: list) -> list:
     return out
 
 
+def attention_rows(rows: list, args) -> list:
+    """``tunelab analyze attention`` on the full and alf runs (``--attention-samples``)."""
+    out = []
+    for r in rows:
+        if "failed" in r or r["method"] not in ("full", "alf"):
+            continue
+        cmd = [sys.executable, "-m", "tunelab.cli", "analyze", "attention", r["run_dir"],
+               "--samples", str(args.attention_samples)] + (["--threads", str(args.threads)] if args.threads else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"  attention analysis failed for {r['run_dir']}", file=sys.stderr)
+            continue
+        with open(os.path.join(r["run_dir"], "attention.json"), encoding="utf-8") as f:
+            o = json.load(f)["overall"]
+        out.append((r["task"], r["method"], o))
+    return out
+
+
+def attention_table(arows: list) -> str:
+    lines = ["| task | method | entropy base -> ft | content share base -> ft | [CLS]/[SEP] share base -> ft | [CLS] query content share base -> ft |",
+             "|---|---|---|---|---|---|"]
+    for task, method, o in arows:
+        cells = [f"{o[m]['base']:.3f} -> {o[m]['finetuned']:.3f} ({o[m]['delta']:+.3f})"
+                 for m in ("entropy", "content", "special", "cls_content")]
+        lines.append(f"| {task} | {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--plan", default=DEFAULT_PLAN, help=f"task:train_samples:epochs,... (default {DEFAULT_PLAN})")
@@ -136,6 +164,8 @@ def main(argv=None) -> int:
                     or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "glue"))
     ap.add_argument("--out-dir", default="runs/bench_dynamic_layers")
     ap.add_argument("--append", default=None, help="append the table to this markdown file")
+    ap.add_argument("--attention-samples", type=int, default=0,
+                    help="also run `tunelab analyze attention` on the full and alf runs with N dev examples (0 = off)")
     args = ap.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]
@@ -161,7 +191,12 @@ def main(argv=None) -> int:
     print()
     print(text)
     print("\n".join(summary))
-    print(f"\ntotal wall time {total / 60:.1f} min")
+    atext = ""
+    if args.attention_samples:
+        atext = attention_table(attention_rows(rows, args))
+        print()
+        print(atext)
+    print(f"\ntotal wall time {total / 60:.1f} min (attention analysis not included)")
     if args.append:
         import platform
 
@@ -179,6 +214,9 @@ def main(argv=None) -> int:
             "full fine-tuning would hold ~173 MB on minilm).", "",
             text, "", "ALF vs full fine-tuning (single seed unless --seeds says otherwise):", *summary, "",
         ]
+        if atext:
+            block += [f"Attention analysis (`tunelab analyze attention RUN --samples {args.attention_samples}`; "
+                      "mean over layers and heads; delta in brackets):", "", atext, ""]
         with open(args.append, "a", encoding="utf-8") as f:
             f.write("\n".join(block))
         print(f"appended to {args.append}")

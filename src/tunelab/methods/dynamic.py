@@ -117,8 +117,10 @@ class DynamicLayerMethod(Method):
         for _, p in self.head_params:
             p.requires_grad_(True)
         self.active, self.emb_active = set(), False
+        self._ever_active, self._ever_emb = set(), False
         self.budget_numel = None  # set by methods with a parameter budget
-        self.timeline, self._fractions, self._opt_bytes = [], [], []
+        self.timeline, self._fractions, self._opt_bytes, self._numels = [], [], [], []
+        self.total_params = sum(p.numel() for p in {id(q): q for q in model.parameters()}.values())
         self._hooks, self._snap = [], {}
         self.optimizer = None
         return model
@@ -157,6 +159,8 @@ class DynamicLayerMethod(Method):
                 self._release(p)
             p.requires_grad_(embeddings)
         self.active, self.emb_active = layers, bool(embeddings)
+        self._ever_active |= layers
+        self._ever_emb = self._ever_emb or bool(embeddings)
 
     def enable_all_layers_for_gradients(self) -> None:
         """Let every layer compute gradients on the next step without joining the active set
@@ -242,7 +246,8 @@ class DynamicLayerMethod(Method):
         self.after_step(state)
 
     def on_step(self, state):
-        self._fractions.append(self.active_numel() / self.denominator if self.denominator else 0.0)
+        self._numels.append(self.active_numel())
+        self._fractions.append(self._numels[-1] / self.denominator if self.denominator else 0.0)
         self._opt_bytes.append(self._optimizer_state_bytes())
         if state.step < state.total_steps and self.is_decision_step(state.step):
             change = self._close_interval(state.step)
@@ -276,14 +281,26 @@ class DynamicLayerMethod(Method):
             return {}
         # AdamW keeps two fp32 moments per parameter: what the state would be if the head and
         # every candidate (layers, embeddings or adapters) trained, as in full fine-tuning
-        full_state = 8 * (self.denominator + sum(p.numel() for _, p in self.head_params))
+        head = sum(p.numel() for _, p in self.head_params)
+        full_state = 8 * (self.denominator + head)
+        # without releasing, AdamW would keep the state of every layer that ever trained
+        kept = 8 * (head + self.active_numel(self._ever_active, self._ever_emb))
+        peak = max(self._numels)
         return {
+            # the runner counts at prepare time (head only for most dynamic methods): report the
+            # peak number trainable at one step instead, and the time-average below
+            "trainable": head + peak, "trainable_without_head": peak,
+            "trainable_pct": round(100.0 * (head + peak) / self.total_params, 4),
+            "trainable_layers": sorted(self._ever_active),
+            "trainable_counting": "dynamic method: peak trainable at one step (head included); "
+                                  "time-average of the non-head share in trainable_fraction_mean",
             "trainable_fraction_mean": round(sum(self._fractions) / len(self._fractions), 6),
             "trainable_fraction_max": round(max(self._fractions), 6),
             "trainable_fraction_of": self.describe()["budget_denominator"],
             "optimizer_state_mb_peak": round(max(self._opt_bytes) / 2**20, 2),
             "optimizer_state_mb_mean": round(sum(self._opt_bytes) / len(self._opt_bytes) / 2**20, 2),
             "optimizer_state_mb_if_all_trained": round(full_state / 2**20, 2),
+            "optimizer_state_mb_if_not_released": round(kept / 2**20, 2),
         }
 
     def save(self, model, out_dir):
