@@ -97,6 +97,8 @@ def run(cfg: RunConfig) -> dict:
         raise UserError(f"--grad-accum {cfg.grad_accum}: task {cfg.task} trains with tunelab's loop, which does "
                         "not accumulate gradients; use --batch-size")
     method = get_method(cfg.method)()
+    if cfg.adapter is not None and "adapter" not in method.options:
+        raise UserError(f"--adapter {cfg.adapter}: only --method alf takes an adapter (for LoRA use --method lora)")
     method.validate(cfg)
     cfg.output_dir = cfg.output_dir or default_output_dir(cfg)
     check_output_dir(cfg.output_dir, cfg.overwrite)
