@@ -12,17 +12,20 @@ from pathlib import Path
 
 STUDY_YAML = """\
 name: tiny-study
-description: two LoRA variants and full fine-tuning, two seeds, 64 examples
+description: two LoRA variants and full fine-tuning, two seeds, 48 examples
 tasks: [sst2]
 seeds: [0, 1]
 methods:
   - full
   - {label: lora-r4, method: lora, lora_r: 4}
   - lora-r16: {method: lora, lora_r: 16}
-max_train_samples: 64
-max_eval_samples: 64
+max_train_samples: 48
+max_eval_samples: 48
 epochs: 2
 batch_size: 16
+group_by_length: true   # as in the quick preset
+fused_adamw: true
+jobs: 2
 """
 N_RUNS = 6
 KILL_AFTER = 2  # completed runs before the SIGKILL

@@ -97,7 +97,7 @@ def tiny_llama_dir(tmp_path_factory, smollm2_tokenizer) -> str:
 @pytest.fixture(scope="session")
 def compare_study(tmp_path_factory, glue_data_dir) -> dict:
     """A real compare study (sst2; full + LoRA r=4 + LoRA r=16 labelled variants; seeds 0 and 1;
-    64 examples) run as a `tunelab compare` process, SIGKILLed mid-grid, then run again."""
+    48 examples, 2 runs at a time) run as a `tunelab compare` process, SIGKILLed mid-grid, then run again."""
     from compare_helpers import build_study
 
     return build_study(tmp_path_factory.mktemp("compare-study"), glue_data_dir)

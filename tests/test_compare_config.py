@@ -8,7 +8,7 @@ import pytest
 from tunelab.cli import main
 from tunelab.compare.config import load_compare_config, preset_names
 from tunelab.compare.execute import run_args
-from tunelab.compare.grid import config_hash, expand
+from tunelab.compare.grid import expand
 from tunelab.errors import UserError
 
 DYNAMIC = ["alf", "lisa", "autofreeze", "badam"]
@@ -126,17 +126,20 @@ methods:
         load_compare_config(path, overrides=["epoch=1"])
 
 
-def test_hash_is_stable_and_matches_a_run_json_config(tmp_path):
+def test_hash_is_stable_and_run_json_values_resolved_by_the_run_still_match(tmp_path):
+    from tunelab.compare.grid import config_matches
+
     path = write(tmp_path, "tasks: [sst2]\nmethods: [lora]\nepochs: 1\nlora_r: 4\n")
     a = expand(load_compare_config(path), str(tmp_path / "a"), threads=1)[0]
     b = expand(load_compare_config(path), str(tmp_path / "b"), threads=2)[0]
     assert a.config_hash == b.config_hash  # where / how many threads does not define the run
-    # what run.json records: every field, lr resolved to the method default, device resolved
-    from tunelab.methods import get_method
-
-    recorded = {**a.config.as_dict(), "lr": get_method("lora").default_lr, "device": "cpu"}
-    assert config_hash(json.loads(json.dumps(recorded))) == a.config_hash
-    assert config_hash({**recorded, "lora_r": 8}) != a.config_hash
+    c = expand(load_compare_config(path, overrides=["lora_r=8"]), str(tmp_path / "a"))[0]
+    assert c.config_hash != a.config_hash
+    # run.json records every field, with what the run resolved itself (lr, head lr, device)
+    recorded = json.loads(json.dumps({**a.config.as_dict(), "lr": 2e-3, "head_lr": 2e-3, "device": "cpu"}))
+    assert config_matches(a.config.as_dict(), recorded)
+    assert not config_matches(a.config.as_dict(), {**recorded, "lora_r": 8})
+    assert not config_matches(a.config.as_dict(), {**recorded, "epochs": 2.0})
 
 
 def test_run_args_round_trip_through_tunelab_run_parsing(tmp_path):

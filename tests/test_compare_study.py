@@ -55,18 +55,26 @@ def test_sigkill_mid_grid_then_rerun_completes_only_the_missing_runs(compare_stu
 
 
 def test_store_rows_hold_run_json_numbers_and_matching_hashes(compare_study):
-    from tunelab.compare.grid import config_hash
-
     for r in store_rows(compare_study["dir"]):
         rec = run_json(compare_study["dir"], r["run_id"])
+        cell = json.loads((compare_study["dir"] / "runs" / r["run_id"] / "compare-cell.json").read_text())
         assert rec["status"] == "completed"
-        assert r["config_hash"] == config_hash(rec["config"])
+        assert r["config_hash"] == cell["config_hash"] and cell["started_at"] == rec["started_at"]
         assert json.loads(r["metrics_json"]) == rec["metrics"]
         assert r["main_value"] == rec["metrics"][rec["main_metric"]]
         assert r["trainable"] == rec["params"]["trainable"]
         assert r["train_seconds"] == rec["time"]["train_seconds"]
         assert r["peak_rss_mb"] == rec["memory"]["peak_rss_mb"]
         assert (r["task"], r["method"], r["seed"]) == (rec["task"], rec["method"], rec["seed"])
+
+
+def test_length_grouped_runs_write_predictions_in_dataset_order(compare_study):
+    out = compare_study["dir"]
+    rec = run_json(out, "sst2--full--minilm--s0")
+    assert rec["config"]["group_by_length"] and rec["config"]["fused_adamw"]
+    rows = (out / "runs" / "sst2--full--minilm--s0" / "predictions.tsv").read_text().splitlines()[1:]
+    lines = [int(r.split("\t")[2]) for r in rows]
+    assert len(lines) == 48 and lines == sorted(lines)
 
 
 def test_lora_variants_are_distinct_runs(compare_study):
@@ -127,3 +135,28 @@ def test_report_command_rewrites_the_report(compare_study, missing, tmp_path):
     assert main(["report", str(out)]) == 0
     assert (out / missing).stat().st_size > 1000
     assert main(["report", str(tmp_path)]) == 2  # no results.sqlite
+
+
+def test_report_embeds_layer_activity_and_attention_found_in_run_folders(compare_study, tmp_path):
+    import shutil
+
+    from tunelab.report import write_report
+
+    study = tmp_path / "study"
+    shutil.copytree(compare_study["dir"], study)  # a moved study still reports from its own folders
+    run = study / "runs" / "sst2--lora-r4--minilm--s0"
+    png = study / "report_files" / "pareto-minilm-sst2.png"
+    shutil.copy(png, run / "layer_activity.png")
+    shutil.copy(png, run / "attention.png")
+    (run / "attention.json").write_text(json.dumps({
+        "samples": 48, "split": "validation", "query_tokens": 900,
+        "definitions": {"entropy": "mean attention entropy (nats)"},
+        "overall": {"entropy": {"base": 1.5, "finetuned": 1.25, "delta": -0.25}}}))
+    md_path, html_path = write_report(str(study))
+    md = open(md_path).read()
+    assert "## Layer activity of dynamic methods" in md and "](runs/sst2--lora-r4--minilm--s0/layer_activity.png)" in md
+    att = md.split("## Attention analysis", 1)[1]
+    assert "| entropy | 1.5000 | 1.2500 | -0.2500 | mean attention entropy (nats) |" in att
+    assert "](runs/sst2--lora-r4--minilm--s0/attention.png)" in att
+    html = open(html_path).read()
+    assert html.count("<img ") == 4 and str(compare_study["dir"]) not in md.split("## Reproduce")[0]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from tunelab.report.stats import compare_to_reference, metric_on_resamples, paired_bootstrap, paired_ttest
+from tunelab.report.stats import metric_on_resamples, paired_bootstrap, paired_ttest
 from tunelab.report.tables import summarize, task_table
 
 
@@ -81,25 +81,48 @@ def test_summary_table_mean_std_best_marks_and_ttest_with_three_seeds(tmp_path):
     assert ts.get("lora").significance.delta == pytest.approx(-0.11)
 
 
-def test_completed_record_requires_completed_status_and_same_config(tmp_path):
+def test_a_cell_counts_as_done_only_when_completed_marked_and_same_config(tmp_path):
     from tunelab.compare.config import parse_compare_yaml
-    from tunelab.compare.execute import completed_record
+    from tunelab.compare.execute import completed_record, mark_completed
     from tunelab.compare.grid import expand
+    from tunelab.methods import get_method
 
     cc = parse_compare_yaml("tasks: [sst2]\nmethods: [lora]\nlora_r: 4\n", "x.yaml")
     (cell,) = expand(cc, str(tmp_path))
     d = tmp_path / "runs" / cell.run_id
     d.mkdir(parents=True)
-    from tunelab.methods import get_method
-
-    rec = {"status": "completed", "config": {**cell.config.as_dict(), "lr": get_method("lora").default_lr, "device": "cpu"}}
+    rec = {"status": "completed", "started_at": "t0",
+           "config": {**cell.config.as_dict(), "lr": get_method("lora").default_lr, "device": "cpu"}}
     (d / "run.json").write_text(json.dumps(rec))
-    assert completed_record(cell) is None  # no predictions.tsv: not a finished run
+    assert mark_completed(cell) is None  # no predictions.tsv: not a finished run
     (d / "predictions.tsv").write_text("split\tindex\tline\tlabel\tprediction\n")
+    assert completed_record(cell) is None  # finished, but compare has not checked it yet
+    assert mark_completed(cell) is not None
     assert completed_record(cell) is not None
-    (d / "run.json").write_text(json.dumps({**rec, "status": "running"}))
+    (d / "run.json").write_text(json.dumps({**rec, "started_at": "t1"}))  # a different run in that folder
     assert completed_record(cell) is None
+    (d / "run.json").write_text(json.dumps({**rec, "status": "running"}))
+    assert completed_record(cell) is None and mark_completed(cell) is None
     (d / "run.json").write_text(json.dumps({**rec, "config": {**rec["config"], "lora_r": 16}}))
-    assert completed_record(cell) is None  # the config changed: the run must be redone
+    assert mark_completed(cell) is None  # the run did not use the cell's options
     (d / "run.json").write_text('{"status": "compl')  # torn write
     assert completed_record(cell) is None
+    (cell2,) = expand(parse_compare_yaml("tasks: [sst2]\nmethods: [lora]\nlora_r: 8\n", "x.yaml"), str(tmp_path))
+    (d / "run.json").write_text(json.dumps(rec))
+    assert completed_record(cell) is not None and completed_record(cell2) is None  # config changed: redo
+
+
+def test_lower_is_better_metrics_are_marked_and_described_as_such(tmp_path):
+    from tunelab.report.findings import task_findings
+
+    rows = []
+    for label, method, ppl in (("full", "full", 3.0), ("lora", "lora", 2.5)):
+        r = _row(tmp_path, label, method, 0, 0.0, 100, 1.0)
+        r["metrics"] = {"chosen_logppl": ppl}
+        r["main_metric"] = "chosen_logppl"
+        rows.append(r)
+    (ts,) = summarize(rows)
+    t = task_table(ts)
+    assert t.header[2] == "chosen_logppl (lower is better)"
+    assert (1, 2) in t.best and (0, 2) not in t.best
+    assert "the lowest (best) mean was lora with 2.5000" in task_findings(ts)

@@ -69,16 +69,29 @@ def classifier_io(task, tokenizer, cfg, train_examples, eval_splits, device):
     collate = task.collator(tokenizer)
     gen = torch.Generator().manual_seed(cfg.seed)
     train_rows = task.encode(train_examples, tokenizer, cfg.max_seq_length)
-    train_loader = torch.utils.data.DataLoader(train_rows, batch_size=cfg.batch_size, shuffle=True,
-                                               generator=gen, collate_fn=collate)
-    eval_loaders = [(s, torch.utils.data.DataLoader(task.encode(s.examples, tokenizer, cfg.max_seq_length),
-                                                    batch_size=cfg.eval_batch_size, collate_fn=collate))
-                    for s in eval_splits]
+    by_length = getattr(cfg, "group_by_length", False)
+    if by_length:  # opt-in (train/batching.py): same examples, less padding
+        from .train.batching import LengthGroupedBatches, length_order, unsort
+
+        sampler = LengthGroupedBatches([len(r["input_ids"]) for r in train_rows], cfg.batch_size, gen)
+        train_loader = torch.utils.data.DataLoader(train_rows, batch_sampler=sampler, collate_fn=collate)
+    else:
+        train_loader = torch.utils.data.DataLoader(train_rows, batch_size=cfg.batch_size, shuffle=True,
+                                                   generator=gen, collate_fn=collate)
+    eval_loaders = []
+    for s in eval_splits:
+        rows = task.encode(s.examples, tokenizer, cfg.max_seq_length)
+        order = length_order(rows) if by_length else None
+        rows = [rows[i] for i in order] if order else rows
+        eval_loaders.append((s, torch.utils.data.DataLoader(rows, batch_size=cfg.eval_batch_size, collate_fn=collate),
+                             order))
 
     def evaluate(m):
         metrics, preds = {}, {}
-        for i, (split, loader) in enumerate(eval_loaders):
+        for i, (split, loader, order) in enumerate(eval_loaders):
             p, r = predict(m, task, loader, device)
+            if order:
+                p, r = unsort(p, order), unsort(r, order)
             res = task.metrics(p, r)
             prefix = "" if i == 0 else split.name.replace("validation_", "") + "_"
             metrics.update({prefix + k: v for k, v in res.items()})
@@ -96,6 +109,8 @@ def run(cfg: RunConfig) -> dict:
     if cfg.grad_accum > 1 and not owns_training:
         raise UserError(f"--grad-accum {cfg.grad_accum}: task {cfg.task} trains with tunelab's loop, which does "
                         "not accumulate gradients; use --batch-size")
+    if hasattr(task, "validate"):
+        task.validate(cfg)
     method = get_method(cfg.method)()
     if cfg.adapter is not None and "adapter" not in method.options:
         raise UserError(f"--adapter {cfg.adapter}: only --method alf takes an adapter (for LoRA use --method lora)")

@@ -78,9 +78,6 @@ def fit_alignment(task, ctx) -> dict:
     n_win = cfg.win_rate_prompts if (generative and paired and cfg.judge != "none") else 0
     judge = rl_reward = None
     if n_win or (obj == "rlhf" and not cfg.reward_model):
-        if cfg.judge == "none":
-            raise UserError("--task rlhf needs a reward model: --reward-model PATH (e.g. a reward run's folder) "
-                            "or --judge auto|PATH")
         judge_train = tokenize_pairs(seeded_subset(ctx.train_all or ctx.train_examples,
                                                    cfg.judge_train_samples or len(ctx.train_examples)), tok, *lens)
         judge = get_judge(cfg.judge, ctx.model_source, tok, judge_train, evalp, cfg, device)
@@ -114,6 +111,8 @@ def fit_alignment(task, ctx) -> dict:
     else:
         raise ValueError(f"unknown objective {obj!r}")
 
+    if getattr(model, "config", None) is not None:
+        model.config.use_cache = True  # Trainer switched it off; generation and the saved config want it on
     metrics = dict(bridge.last_metrics)
     win_details, samples = {}, []
     if generative:

@@ -76,8 +76,9 @@ def generate(model, tok, prompts_ids, max_new_tokens: int, batch_size: int, devi
     """Greedy continuations (text, cleaned) of each prompt (token ids)."""
     from transformers import GenerationConfig
 
+    # use_cache explicitly: transformers' Trainer leaves model.config.use_cache = False after training
     gen_cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
-                               eos_token_id=tok.eos_token_id)
+                               eos_token_id=tok.eos_token_id, use_cache=True)
     out = []
     with eval_mode(model):
         for batch in _chunks(prompts_ids, batch_size):

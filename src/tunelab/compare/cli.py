@@ -43,7 +43,7 @@ def _command(ns, path, overrides) -> list:
     cmd += [path] if path else ["--preset", ns.preset]
     cmd += list(overrides)
     for flag, v in (("--data-dir", ns.data_dir), ("--output-dir", ns.output_dir), ("--threads", ns.threads),
-                    ("--jobs", ns.jobs)):
+                    ("--jobs", ns.jobs), ("--isolation", ns.isolation)):
         if v is not None:
             cmd += [flag, str(v)]
     return cmd

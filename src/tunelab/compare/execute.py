@@ -1,11 +1,13 @@
 """Run a grid: each cell is its own ``tunelab run`` process writing ``OUTPUT_DIR/runs/<run-id>/``
-(so time and peak memory are that run's alone), one after another. By default (Linux) the process
+(so time and peak memory are that run's alone), ``jobs`` at a time. By default (Linux) the process
 is forked from the compare process, which has imported torch/transformers/peft once; with
 ``--isolation exec`` it is a fresh ``python -m tunelab.cli run ...``. The child's stdout (epoch
-lines) goes to ``OUTPUT_DIR/logs/<run-id>.log``, its progress bar to the terminal below ours.
+lines) goes to ``OUTPUT_DIR/logs/<run-id>.log``, its progress bar to the terminal below the grid's
+bar (one line per concurrent run).
 
-Crash safety: a cell counts as done only when its run.json says "completed" and its config hash
-matches the cell; only then is its store row written as completed. Anything else is re-run from
+Crash safety: a cell counts as done only when its run.json says "completed", agrees with the cell's
+options, and the ``compare-cell.json`` written beside it afterwards carries the cell's config hash;
+only then is its store row written as completed. Anything else is re-run from
 scratch (``--overwrite`` wipes the half-written folder). Children get SIGKILL when the compare
 process dies (Linux ``PR_SET_PDEATHSIG``), so a killed compare leaves no orphan writing a run folder.
 """
@@ -19,25 +21,43 @@ import sys
 import time
 
 from ..config import FIELDS
-from ..results.record import read_record
-from .grid import Cell, config_hash
+from ..results.record import read_record, write_json_atomic
+from .grid import Cell, config_matches
 from .store import Store
+
+CELL_FILE = "compare-cell.json"  # beside run.json: which cell (config hash) this finished run is
 
 
 def completed_record(cell: Cell) -> dict | None:
-    """The cell's run.json if it is a finished run of exactly this config, else None."""
-    path = os.path.join(cell.run_dir, "run.json")
+    """The cell's run.json if it is a finished run of exactly this cell's config, else None."""
+    try:
+        rec = read_record(cell.run_dir)
+        with open(os.path.join(cell.run_dir, CELL_FILE), encoding="utf-8") as f:
+            mark = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if rec.get("status") != "completed" or not os.path.isfile(os.path.join(cell.run_dir, "predictions.tsv")):
+        return None
+    if mark.get("config_hash") != cell.config_hash or mark.get("started_at") != rec.get("started_at"):
+        return None
+    return rec
+
+
+def mark_completed(cell: Cell) -> dict | None:
+    """After a child exits: if its run.json is completed and agrees with the cell's config, write the
+    cell file (atomically) and return the record; else None."""
     try:
         rec = read_record(cell.run_dir)
     except (OSError, ValueError):
         return None
-    if rec.get("status") != "completed" or not isinstance(rec.get("config"), dict):
+    if (rec.get("status") != "completed" or not isinstance(rec.get("config"), dict)
+            or not config_matches(cell.config.as_dict(), rec["config"])
+            or not os.path.isfile(os.path.join(cell.run_dir, "predictions.tsv"))):
         return None
-    if config_hash(rec["config"]) != cell.config_hash:
-        return None
-    if not os.path.isfile(os.path.join(cell.run_dir, "predictions.tsv")):
-        return None
-    return rec if os.path.isfile(path) else None
+    write_json_atomic(os.path.join(cell.run_dir, CELL_FILE), {
+        "run_id": cell.run_id, "config_hash": cell.config_hash, "label": cell.label, "task": cell.task,
+        "model": cell.model, "seed": cell.seed, "started_at": rec.get("started_at")})
+    return rec
 
 
 def run_args(cell: Cell) -> list:
@@ -247,8 +267,8 @@ def _finish(cell: Cell, rc: int, cpu: float, wall: float, log: str, store: Store
     """Record a finished child: completed only if run.json says so for this very config."""
     with open(log, "a", encoding="utf-8") as f:
         f.write(f"# exit code {rc}; process wall {wall} s, CPU {cpu} s\n")
-    rec = completed_record(cell)
-    if rc == 0 and rec is not None:
+    rec = mark_completed(cell) if rc == 0 else None
+    if rec is not None:
         store.record_completed(cell, rec, process={"wall_seconds": wall, "cpu_seconds": cpu})
         return True
     err = None
@@ -256,6 +276,8 @@ def _finish(cell: Cell, rc: int, cpu: float, wall: float, log: str, store: Store
         err = read_record(cell.run_dir).get("error")
     except (OSError, ValueError):
         pass
+    if err is None and rc == 0:
+        err = "run.json is not a completed run of this cell's config"
     store.mark(cell, "failed", error=err or f"exit code {rc} after {wall:.0f} s")
     return False
 

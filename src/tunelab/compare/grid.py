@@ -1,11 +1,14 @@
 """The grid: every (model, seed, task, method label) of a CompareConfig as one validated run config
 with a stable run id and config hash.
 
-The hash covers what defines a run's result (task, method, model, seed, every option with the
-method's default learning rate resolved) and leaves out where and how it runs (output dir,
-overwrite, data dir path (the data files' sha256 are in run.json), threads, device). Options at
-their ``RunConfig`` default are left out too, so adding a new option with a default elsewhere in
-tunelab does not invalidate finished runs, while changing any value does.
+The hash covers what defines a run's result as requested (task, method, model, seed, every option,
+with the method's default learning rate filled in so that a changed default re-runs the cell) and
+leaves out where and how it runs (output dir, overwrite, data dir path (the data files' sha256 are
+in run.json), threads, device). Options at their ``RunConfig`` default are left out too, so adding
+a new option with a default elsewhere in tunelab does not invalidate finished runs, while changing
+any value does. The hash is stored beside each finished run (``compare-cell.json``), because
+run.json records values the run resolved itself (e.g. a head learning rate) that a request leaves
+open; ``config_matches`` checks that run.json agrees with every value the request did set.
 """
 
 import hashlib
@@ -65,6 +68,16 @@ def config_hash(config: dict, default_lr: float | None = None) -> str:
         keep[k] = _norm(v)
     blob = json.dumps(keep, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def config_matches(requested: dict, recorded: dict) -> bool:
+    """run.json's config agrees with every option the request set (None = left to the run)."""
+    for k, want in requested.items():
+        if k in NOT_HASHED or k not in FIELDS or want is None:
+            continue
+        if _norm(recorded.get(k, FIELDS[k].default)) != _norm(want):
+            return False
+    return True
 
 
 def expand(cc: CompareConfig, output_dir: str, data_dir: str | None = None, threads: int | None = None) -> list:

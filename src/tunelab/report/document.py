@@ -22,8 +22,9 @@ def _rel(path: str, root: str) -> str:
 
 
 def _run_dir(r: dict, root: str) -> str:
-    d = r["run_dir"]
-    return d if os.path.isabs(d) or os.path.isdir(d) else os.path.join(root, "runs", r["run_id"])
+    """The run's folder: OUTPUT_DIR/runs/<run-id> (so a moved or copied study still reports), else as stored."""
+    here = os.path.join(root, "runs", r["run_id"])
+    return here if os.path.isdir(here) else r["run_dir"]
 
 
 def build(output_dir: str, store) -> tuple:
@@ -111,13 +112,21 @@ def _dynamic_table(ts) -> Table | None:
                      _f(ps, "optimizer_state_mb_if_all_kept")])
     if not rows:
         return None
-    return Table(["method", "mean trainable % of backbone", "max %", "optimizer state MB (mean)",
-                  "optimizer state MB (peak)", "MB if all kept"], rows)
+    header = ["method", "mean trainable % of backbone", "max %", "optimizer state MB (mean)",
+              "optimizer state MB (peak)", "MB if all kept"]
+    keep = [j for j in range(len(header)) if j == 0 or any(r[j] != "—" for r in rows)]
+    return Table([header[j] for j in keep], [[r[j] for j in keep] for r in rows])
 
 
 def _f(ps, key):
     vals = [p[key] for p in ps if p.get(key) is not None]
     return f"{sum(vals) / len(vals):.2f}" if vals else "—"
+
+
+def _f4(v, signed: bool = False) -> str:
+    if not isinstance(v, (int, float)):
+        return "—"
+    return f"{v:+.4f}" if signed else f"{v:.4f}"
 
 
 def _attention_blocks(done: list, root: str) -> list:
@@ -134,11 +143,20 @@ def _attention_blocks(done: list, root: str) -> list:
                     data = json.load(f)
             except (OSError, ValueError):
                 data = None
-            summary = data.get("summary", data) if isinstance(data, dict) else None
-            items = [(k, v) for k, v in (summary or {}).items() if isinstance(v, (str, int, float, bool)) or v is None]
-            if items:
-                out.append(("table", Table(["key", "value"], [[k, f"{v:.4f}" if isinstance(v, float) else str(v)]
-                                                                for k, v in items])))
+            overall = data.get("overall") if isinstance(data, dict) else None
+            if isinstance(overall, dict) and all(isinstance(v, dict) for v in overall.values()):
+                # tunelab analyze attention: means over layers and heads, base vs fine-tuned
+                defs = data.get("definitions") or {}
+                out.append(("p", f"{data.get('samples', '?')} {data.get('split', 'dev')} examples, "
+                                 f"{data.get('query_tokens', '?')} query tokens; means over all layers and heads."))
+                out.append(("table", Table(["measure", "base", "fine-tuned", "Δ", "meaning"], [
+                    [k, _f4(v.get("base")), _f4(v.get("finetuned")), _f4(v.get("delta"), signed=True), defs.get(k, "")]
+                    for k, v in overall.items()])))
+            elif isinstance(data, dict):
+                items = [(k, v) for k, v in data.items() if isinstance(v, (str, int, float, bool)) or v is None]
+                if items:
+                    out.append(("table", Table(["key", "value"], [[k, _f4(v) if isinstance(v, float) else str(v)]
+                                                                    for k, v in items])))
         if os.path.isfile(ipath):
             out.append(("img", ipath, _rel(ipath, root), f"{r['run_id']}: attention analysis"))
     return out

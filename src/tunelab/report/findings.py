@@ -2,7 +2,7 @@
 each method's gap to full fine-tuning with its p-value, its trainable-parameter and train-time ratio
 to full FT, which methods stayed at the majority-class level, and what the p-values measure."""
 
-from .tables import TaskSummary
+from .tables import TaskSummary, higher_is_better
 
 ALPHA = 0.05
 MAJORITY_MARGIN = 0.01  # within this of the majority-class score = "did not learn"
@@ -13,9 +13,12 @@ def _clause(m, ref) -> str:
     if m.significance.p is not None:
         parts.append(f"p = {m.significance.p:.3f}" if m.significance.p >= 0.001 else "p < 0.001")
     if ref.params.get("trainable"):
-        parts.append(f"{100 * m.params['trainable'] / ref.params['trainable']:.1f} % of its trainable parameters")
+        parts.append(f"{100 * m.params['trainable'] / ref.params['trainable']:.1f} % of full FT's trainable parameters")
     if ref.train_seconds[0] and m.train_seconds[0] is not None:
         parts.append(f"{m.train_seconds[0] / ref.train_seconds[0]:.2f}× its train time")
+    share = (m.rows[0].get("params") or {}).get("trainable_fraction_mean")
+    if share is not None:
+        parts.append(f"{100 * share:.1f} % of the backbone trainable on average")
     return f"{m.label} ({', '.join(parts)})"
 
 
@@ -24,12 +27,18 @@ def task_findings(ts: TaskSummary) -> str:
     if not done:
         return f"{ts.task}: no completed runs."
     main = ts.main_metric
-    best = max(done, key=lambda m: m.metrics[main][0])
-    s = [f"On {ts.task} ({ts.model}, dev {main}) the highest mean was {best.label} with {best.metrics[main][0]:.4f}"]
+    up = higher_is_better(main)
+    word = "highest" if up else "lowest (best)"
+    top = (max if up else min)(m.metrics[main][0] for m in done)
+    best = [m for m in done if m.metrics[main][0] == top]
+    if len(best) == 1:
+        s = [f"On {ts.task} ({ts.model}, dev {main}) the {word} mean was {best[0].label} with {top:.4f}"]
+    else:
+        s = [f"On {ts.task} ({ts.model}, dev {main}) {', '.join(m.label for m in best)} tied for the {word} mean, {top:.4f}"]
     ref = ts.get(ts.reference) if ts.reference else None
     if ref is None:
         return s[0] + "; there is no full fine-tuning run to compare with."
-    if best is not ref:
+    if ref not in best:
         s[0] += f"; full fine-tuning reached {ref.metrics[main][0]:.4f}"
     s[0] += "."
     groups = {"below": [], "same": [], "above": [], "untested": []}
@@ -37,17 +46,18 @@ def task_findings(ts: TaskSummary) -> str:
         if m is ref or m.significance is None or m.significance.delta is None:
             continue
         p = m.significance.p
-        key = "untested" if p is None else ("same" if p >= ALPHA else ("above" if m.significance.delta > 0 else "below"))
+        better = (m.significance.delta > 0) == up
+        key = "untested" if p is None else ("same" if p >= ALPHA else ("above" if better else "below"))
         groups[key].append(_clause(m, ref))
     if groups["same"]:
         s.append(f"Not significantly different from full FT (p ≥ {ALPHA}): " + "; ".join(groups["same"]) + ".")
     if groups["below"]:
-        s.append(f"Significantly below full FT (p < {ALPHA}): " + "; ".join(groups["below"]) + ".")
+        s.append(f"Significantly worse than full FT (p < {ALPHA}): " + "; ".join(groups["below"]) + ".")
     if groups["above"]:
-        s.append(f"Significantly above full FT (p < {ALPHA}): " + "; ".join(groups["above"]) + ".")
+        s.append(f"Significantly better than full FT (p < {ALPHA}): " + "; ".join(groups["above"]) + ".")
     if groups["untested"]:
         s.append("Without a p-value: " + "; ".join(groups["untested"]) + ".")
-    if main in ts.majority:
+    if main in ts.majority and up:
         maj = ts.majority[main]
         low = [m.label for m in done if m.metrics[main][0] <= maj + MAJORITY_MARGIN]
         if low:
@@ -65,18 +75,22 @@ def overall_findings(summaries: list) -> list:
         for ts in scored:
             done = [m for m in ts.methods if m.rows and ts.main_metric in m.metrics]
             if done:
-                b = max(done, key=lambda m: m.metrics[ts.main_metric][0])
-                wins[b.label] = wins.get(b.label, 0) + 1
-        out.append("Highest mean main metric per task: " + ", ".join(f"{k} on {v} of {len(scored)}" for k, v in wins.items()) + ".")
+                top = (max if higher_is_better(ts.main_metric) else min)(m.metrics[ts.main_metric][0] for m in done)
+                for m in done:
+                    if m.metrics[ts.main_metric][0] == top:
+                        wins[m.label] = wins.get(m.label, 0) + 1
+        out.append("Best mean main metric (ties counted for each): "
+                   + ", ".join(f"{k} on {v} of {len(scored)} tasks" for k, v in wins.items()) + ".")
         labels = [m.label for m in scored[0].methods]
         ok = []
         for label in labels:
             ms = [ts.get(label) for ts in scored]
             if all(m is not None and m.significance is not None and m.significance.p is not None
-                   and (m.significance.p >= ALPHA or m.significance.delta > 0) for m in ms):
+                   and (m.significance.p >= ALPHA or (m.significance.delta > 0) == higher_is_better(ts.main_metric))
+                   for m, ts in zip(ms, scored)):
                 ok.append((ms[0].params.get("trainable") or 0, label))
         if ok:
-            out.append("Not significantly below full FT on every task: "
+            out.append("Not significantly worse than full FT on any task: "
                        + ", ".join(label for _, label in sorted(ok)) + " (fewest trainable parameters first).")
     tests = sorted({m.significance.test for ts in summaries for m in ts.methods if m.significance and m.significance.p is not None})
     if "bootstrap" in tests:

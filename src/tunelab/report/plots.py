@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from .tables import TaskSummary
+from .tables import TaskSummary, higher_is_better
 
 
 def _plt():
@@ -44,7 +44,8 @@ def pareto_plot(ts: TaskSummary, path: str) -> str:
                         fmt="o", color=f"C{i % 10}", capsize=3, label=m.label)
             ax.annotate(m.label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
             pts.append((x, y))
-        front = pareto_front(pts)
+        sign = 1 if higher_is_better(ts.main_metric) else -1
+        front = [(c, sign * q) for c, q in pareto_front([(c, sign * q) for c, q in pts])]
         if len(front) > 1:
             ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="grey", lw=1, label="Pareto front")
         if ts.main_metric in ts.majority:

@@ -94,6 +94,9 @@ VECTORISED = {
 }
 
 
+BOOTSTRAPPABLE = set(VECTORISED) | {"spearman"}  # metrics tasks.metrics recomputes from predictions.tsv
+
+
 def metric_on_resamples(name: str, y: np.ndarray, p: np.ndarray) -> np.ndarray:
     """``y``, ``p``: (B, n) arrays -> (B,) metric values, same definitions as tasks.metrics."""
     if name in VECTORISED:
@@ -148,6 +151,8 @@ def compare_to_reference(method_rows: list, ref_rows: list, metric: str) -> Sign
     delta = float(np.mean([a - b for a, b in vals]))
     if len(paired) >= 3:
         return Significance(paired_ttest([a for a, _ in vals], [b for _, b in vals]), "t-test", len(paired), delta)
+    if metric not in BOOTSTRAPPABLE:
+        return Significance(None, f"{metric} is not recomputable from predictions; needs >= 3 seeds", len(paired), delta)
     pairs = []
     for r, q in paired:
         try:

@@ -9,6 +9,12 @@ from dataclasses import dataclass, field
 
 from .stats import Significance, compare_to_reference, majority_baseline, mean_std
 
+LOWER_IS_BETTER = ("ppl", "perplexity", "loss", "error", "wer", "cer")  # name fragments
+
+
+def higher_is_better(metric: str) -> bool:
+    return not any(f in (metric or "").lower() for f in LOWER_IS_BETTER)
+
 
 @dataclass
 class MethodSummary:
@@ -129,11 +135,12 @@ def task_table(ts: TaskSummary) -> Table:
     """One row per method label; best value per column marked (max for quality, min for cost)."""
     mm = ts.metric_names
     has_cuda = any(m.peak_cuda_mb[0] is not None for m in ts.methods)
-    header = (["method", "seeds"] + mm + [f"Δ {ts.main_metric} vs full", "p vs full", "trainable params",
+    header = (["method", "seeds"] + [n if higher_is_better(n) else f"{n} (lower is better)" for n in mm]
+              + [f"Δ {ts.main_metric} vs full", "p vs full", "trainable params",
               "trainable %", "trainable excl. head", "excl. head %", "train time (s)", "samples/s", "peak RSS (MB)"]
               + (["peak GPU (MB)"] if has_cuda else []))
     # (column index, value getter, higher is better)
-    cols = [(2 + i, (lambda m, n=n: m.metrics.get(n, (None,))[0]), True) for i, n in enumerate(mm)]
+    cols = [(2 + i, (lambda m, n=n: m.metrics.get(n, (None,))[0]), higher_is_better(n)) for i, n in enumerate(mm)]
     base = 2 + len(mm)
     cols += [(base + 2, lambda m: m.params.get("trainable"), False), (base + 3, lambda m: m.params.get("pct"), False),
              (base + 4, lambda m: m.params.get("without_head"), False),

@@ -10,7 +10,9 @@ Metrics (run.json ``metrics``): ``pref_accuracy``, ``chosen_logppl`` (lower is b
 """
 
 import copy
+import os
 
+from ..errors import UserError
 from . import TASKS
 from .base import Split, Task
 from .instruction import load_instructions
@@ -39,9 +41,29 @@ class AlignmentTask(Task):
         t.subset, t.eval_fraction = cfg.subset, cfg.eval_fraction
         return t
 
+    def validate(self, cfg) -> None:
+        """Option checks that need no model (called before anything is loaded or written)."""
+        if cfg.judge not in ("auto", "none") and not os.path.isdir(cfg.judge):
+            raise UserError(f"--judge {cfg.judge}: no such folder (auto, none, or a reward model / reward run folder)")
+        if cfg.reward_model is not None:
+            if self.objective != "rlhf":
+                raise UserError(f"--reward-model: only --task rlhf uses it (task {self.name}); see --judge")
+            if not os.path.isdir(cfg.reward_model):
+                raise UserError(f"--reward-model {cfg.reward_model}: no such folder (a reward model or reward run folder)")
+        elif self.objective == "rlhf" and cfg.judge == "none":
+            raise UserError("--task rlhf needs a reward model: --reward-model PATH (e.g. a reward run's folder) "
+                            "or --judge auto|PATH")
+
     def default_lr(self, method) -> float:
-        """The method's default (tuned for classifiers) scaled for this objective."""
-        return method.default_lr * self.lr_factor
+        """Anchors of our own (not the methods' classifier-tuned defaults): 1e-3 for LoRA, 5e-5 for
+        methods that update weights, the method's default for prompt / prefix tuning; x lr_factor."""
+        if method.name == "lora":
+            anchor = 1e-3
+        elif getattr(method, "uses_peft", False):
+            anchor = method.default_lr
+        else:
+            anchor = 5e-5
+        return anchor * self.lr_factor
 
     def load(self, split: str, data_dir) -> Split:
         if self.data == "alpaca":
@@ -70,10 +92,10 @@ OBJECTIVES = [
                   data="alpaca", metric_names=("chosen_logppl",)),
     AlignmentTask("reward", "reward", "Bradley-Terry reward model (sequence-classification head) on pairs",
                   head="reward", lr_factor=0.5, metric_names=("pref_accuracy",)),
-    AlignmentTask("dpo", "dpo", "direct preference optimisation (TRL DPOTrainer)", lr_factor=0.2),
+    AlignmentTask("dpo", "dpo", "direct preference optimisation (TRL DPOTrainer)", lr_factor=1.0),
     AlignmentTask("coh", "coh", "Chain-of-Hindsight: both responses with feedback phrases, loss on responses"),
     AlignmentTask("rlhf", "rlhf", "online RL (TRL RLOO) against a frozen reward model, KL to the reference",
-                  lr_factor=0.1),
+                  lr_factor=0.1),  # 1e-4 with LoRA
 ]
 
 for _t in OBJECTIVES:
