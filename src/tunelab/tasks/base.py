@@ -1,6 +1,16 @@
 """The task protocol the runner relies on."""
 
+import hashlib
 from dataclasses import dataclass, field
+
+
+def sha256_file(path: str) -> str:
+    """Hex sha256 of a data file (recorded in run.json ``data``)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 @dataclass

@@ -6,13 +6,12 @@ header, no CSV quoting (a field may contain a double quote), columns found by he
 extra annotator columns of MNLI dev do not matter. Both sources produce the same ``Example`` rows.
 """
 
-import hashlib
 import os
 from dataclasses import dataclass
 
 from ..errors import UserError
 from . import TASKS
-from .base import Example, Split, TextClassificationTask
+from .base import Example, Split, TextClassificationTask, sha256_file
 
 BINARY = {"0": 0, "1": 1}
 NLI3 = {"entailment": 0, "neutral": 1, "contradiction": 2}
@@ -45,14 +44,6 @@ SPECS = [
     GlueSpec("rte", "RTE", ("sentence1", "sentence2"), "label", NLI2, ("accuracy",), ("sentence1", "sentence2")),
     GlueSpec("wnli", "WNLI", ("sentence1", "sentence2"), "label", BINARY, ("accuracy",), ("sentence1", "sentence2")),
 ]
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_glue_tsv(path: str, spec: GlueSpec) -> list:

@@ -15,13 +15,13 @@ run seed so that all runs are evaluated on the same pairs.
 """
 
 import gzip
-import hashlib
 import json
 import os
 import random
 from dataclasses import dataclass
 
 from ..errors import UserError
+from .base import sha256_file
 
 ASSISTANT = "\n\nAssistant:"
 HUMAN = "\n\nHuman:"
@@ -52,14 +52,6 @@ def split_dialogues(chosen: str, rejected: str):
         return None
     cut = i + len(ASSISTANT)
     return chosen[:cut], chosen[cut:], rejected[cut:]
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _open_text(path: str):
