@@ -38,8 +38,13 @@ def lm_preference_metrics(model, pairs, pad_id, batch_size, device, context=list
     metrics = {}
     if has_rej:
         metrics["pref_accuracy"] = sum(_ranked(c[0], r[0]) for c, r in zip(chosen, rejected)) / n
+        # the same ranking by mean log-likelihood per response token: the summed one is dominated by
+        # response length (a longer response has a lower sum), so it barely moves in short runs
+        metrics["pref_accuracy_per_token"] = sum(_ranked(c[0] / max(1, c[1]), r[0] / max(1, r[1]))
+                                                 for c, r in zip(chosen, rejected)) / n
     metrics["chosen_logppl"] = -sum(c[0] for c in chosen) / max(1, sum(c[1] for c in chosen))
-    rows = [{"chosen_score": c[0], "rejected_score": r[0], "chosen_tokens": c[1]} for c, r in zip(chosen, rejected)]
+    rows = [{"chosen_score": c[0], "rejected_score": r[0], "chosen_tokens": c[1], "rejected_tokens": r[1]}
+            for c, r in zip(chosen, rejected)]
     return metrics, rows
 
 
@@ -53,7 +58,7 @@ def reward_preference_metrics(model, pairs, pad_id, batch_size, device):
 def base_evaluation(base, tok, pairs, n_generate: int, cfg, device, source: str) -> dict:
     """The base model on the held-out pairs: preference metrics + greedy generations of the first
     ``n_generate`` prompts. Cached under $TUNELAB_CACHE/base-eval/ (pure function of its inputs)."""
-    key_src = {"v": 1, "model": model_fingerprint(source), "pairs": pairs_digest(pairs), "n_generate": n_generate,
+    key_src = {"v": 2, "model": model_fingerprint(source), "pairs": pairs_digest(pairs), "n_generate": n_generate,
                "max_new_tokens": cfg.max_response_length}
     key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:20]
     path = cache_dir("base-eval", key + ".json")

@@ -4,9 +4,10 @@
 the runner still does config, model loading, ``method.prepare``, parameter accounting, the run
 record, timing and memory, so every adaptation method works with every objective.
 
-Metrics (run.json ``metrics``): ``pref_accuracy``, ``chosen_logppl`` (lower is better),
-``win_rate`` (vs the base model, judged by a frozen reward model), and the base model's
-``base_pref_accuracy`` / ``base_chosen_logppl`` on the same held-out pairs.
+Metrics (run.json ``metrics``): ``pref_accuracy``, ``pref_accuracy_per_token`` (the same ranking by
+mean log-likelihood per response token), ``chosen_logppl`` (lower is better), ``win_rate`` (vs the
+base model, judged by a frozen reward model), and the base model's ``base_*`` values on the same
+held-out pairs.
 """
 
 import copy
@@ -79,11 +80,12 @@ class AlignmentTask(Task):
 
     def write_predictions(self, path: str, preds: dict) -> None:
         with open(path, "w", encoding="utf-8") as f:
-            f.write("split\tindex\tline\tchosen_score\trejected_score\n")
+            f.write("split\tindex\tline\tchosen_score\trejected_score\tchosen_tokens\trejected_tokens\n")
             for split, (rows, pairs) in preds.items():
                 for i, (r, p) in enumerate(zip(rows, pairs)):
                     rej = "" if r.get("rejected_score") is None else f"{r['rejected_score']:.6g}"
-                    f.write(f"{split}\t{i}\t{p.line}\t{r['chosen_score']:.6g}\t{rej}\n")
+                    toks = "\t".join("" if r.get(k) is None else str(r[k]) for k in ("chosen_tokens", "rejected_tokens"))
+                    f.write(f"{split}\t{i}\t{p.line}\t{r['chosen_score']:.6g}\t{rej}\t{toks}\n")
 
 
 OBJECTIVES = [
