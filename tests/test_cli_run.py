@@ -157,3 +157,22 @@ def test_task_folder_we_were_not_given_runs(tmp_path, glue_data_dir):
     rec = run_ok(tiny_run_args("rte", "selective", str(tmp_path), str(tmp_path / "out"), "--layers", "top:1"))
     assert rec["status"] == "completed" and rec["data_sizes"] == {"train": 40, "validation": 20}
     assert set(rec["metrics"]) == {"accuracy"}
+
+
+@pytest.mark.parametrize("command", ["run", "compare", "report", "analyze", "list"])
+def test_help_of_every_command_prints(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0 and "usage: tunelab " + command in capsys.readouterr().out
+
+
+def test_boolean_options_switch_both_ways(tmp_path, glue_data_dir):
+    """fused AdamW is on by default (as in HF Trainer); --no-fused-adamw records and uses foreach AdamW."""
+    recs = []
+    for flag in ([], ["--no-fused-adamw"]):
+        out = tmp_path / ("off" if flag else "on")
+        assert main(tiny_run_args("sst2", "lora", glue_data_dir, str(out)) + flag) == 0
+        recs.append(json.loads((out / "run.json").read_text()))
+    assert recs[0]["config"]["fused_adamw"] is True and recs[1]["config"]["fused_adamw"] is False
+    # the same algorithm: fused and foreach AdamW end at (nearly) the same dev accuracy
+    assert abs(recs[0]["metrics"]["accuracy"] - recs[1]["metrics"]["accuracy"]) <= 0.05

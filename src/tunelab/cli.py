@@ -21,10 +21,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     for name, f in FIELDS.items():
         flag = "--" + name.replace("_", "-")
         typ = f.type if isinstance(f.type, type) else {"str": str, "int": int, "float": float, "bool": bool}[f.type]
+        text = f.metadata["help"].replace("%", "%%")  # argparse %-formats help ("top:25%")
         if typ is bool:
-            p.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=f.metadata["help"])
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
         else:
-            p.add_argument(flag, type=str, default=argparse.SUPPRESS, metavar=name.upper(), help=f.metadata["help"])
+            p.add_argument(flag, type=str, default=argparse.SUPPRESS, metavar=name.upper(), help=text)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -53,7 +53,8 @@ class RunConfig:
     # --- compare: opt-in CPU efficiency (used by the quick preset; tunelab/train/batching.py) ---
     group_by_length: bool = opt(False, "train on batches of similar length (shuffled 8-batch chunks sorted by length, "
                                        "as HF group_by_length) and evaluate in length order: less padding")
-    fused_adamw: bool = opt(False, "use AdamW's fused kernel (also on CPU): same algorithm, a ~10x faster optimizer step")
+    fused_adamw: bool = opt(True, "AdamW's fused kernel (also on CPU; HF Trainer's default too): same algorithm, a ~10x "
+                                      "faster optimizer step; --no-fused-adamw for torch's foreach AdamW")
     # --- dynamic layer methods: alf, lisa, autofreeze, badam (methods/dynamic.py) ---
     alf_budget: float = opt(0.25, "alf: max share of the backbone's non-head params (embeddings + layers) trainable at any step")
     alf_interval: int = opt(20, "alf: re-score layers and re-choose the active set every N optimizer steps")

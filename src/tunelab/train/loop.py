@@ -61,7 +61,7 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
 
     named = method.optimizer_params(model)
     optimizer = build_optimizer(named, lr, cfg.weight_decay, head_lr, set(head_names),
-                                fused=getattr(cfg, "fused_adamw", False))
+                                fused=getattr(cfg, "fused_adamw", True))
     steps_per_epoch = len(train_loader)
     total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
