@@ -15,11 +15,12 @@ with the command that made it.
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
 import time
+
+from bench_common import append_section, command_line, machine_line
 
 OBJECTIVES = ("reward", "sft", "dpo", "coh", "rlhf")
 
@@ -101,18 +102,10 @@ def main(argv=None) -> int:
     print(text)
     print(f"\ntotal wall time {total / 60:.1f} min")
     if args.append:
-        import torch
-
-        cmd = "python benchmarks/bench_alignment.py " + " ".join(
-            shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-        block = ["", f"## Alignment objectives on one hh-rlhf subset ({args.model}, {args.method})", "",
-                 f"Command: `{cmd}`  ",
-                 f"Date {time.strftime('%Y-%m-%d %H:%M')}, {platform.platform()}, {os.cpu_count()} CPUs, "
-                 f"torch {torch.__version__}, {args.threads or 'default'} threads; total wall time {total / 60:.1f} min.",
-                 "", text, ""]
-        with open(args.append, "a", encoding="utf-8") as f:
-            f.write("\n".join(block))
-        print(f"appended to {args.append}")
+        append_section(args.append, [
+            "", f"## Alignment objectives on one hh-rlhf subset ({args.model}, {args.method})", "",
+            f"Command: `{command_line('bench_alignment.py', argv)}`  ",
+            f"{machine_line(args.threads)}; total wall time {total / 60:.1f} min.", "", text, ""])
     return 1 if any("failed" in r for r in rows) else 0
 
 

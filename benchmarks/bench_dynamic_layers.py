@@ -18,10 +18,11 @@ on sst2), so the switching intervals are shortened from the published 50 steps: 
 import argparse
 import json
 import os
-import shlex
 import subprocess
 import sys
 import time
+
+from bench_common import append_section, command_line, machine_line
 
 METHODS = ("full", "selective", "alf", "lisa", "autofreeze", "badam")
 DEFAULT_PLAN = "sst2:2000:1,mrpc:800:2,cola:1500:1"
@@ -198,16 +199,10 @@ def main(argv=None) -> int:
         print(atext)
     print(f"\ntotal wall time {total / 60:.1f} min (attention analysis not included)")
     if args.append:
-        import platform
-
-        import torch
-
-        cmd = "python benchmarks/bench_dynamic_layers.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
         block = [
             "", "## Dynamic layer methods at a 25 % budget (benchmarks/bench_dynamic_layers.py)", "",
-            f"Command: `{cmd}`  ", f"Date {time.strftime('%Y-%m-%d %H:%M')}, {platform.platform()}, "
-            f"{os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads or 'default'} threads; "
-            f"plan {args.plan}; seeds {args.seeds}; total wall time {total / 60:.1f} min.", "",
+            f"Command: `{command_line('bench_dynamic_layers.py', argv)}`  ",
+            f"{machine_line(args.threads)}; plan {args.plan}; seeds {args.seeds}; total wall time {total / 60:.1f} min.", "",
             "Trainable share = share of the non-head parameters (embeddings + layers) that trained, time-averaged "
             "for dynamic methods. Peak RSS is the whole `tunelab run` process (model, data, optimizer). "
             "Adam state = peak size of the optimizer's moment tensors (dynamic methods release frozen layers' state; "
@@ -217,9 +212,7 @@ def main(argv=None) -> int:
         if atext:
             block += [f"Attention analysis (`tunelab analyze attention RUN --samples {args.attention_samples}`; "
                       "mean over layers and heads; delta in brackets):", "", atext, ""]
-        with open(args.append, "a", encoding="utf-8") as f:
-            f.write("\n".join(block))
-        print(f"appended to {args.append}")
+        append_section(args.append, block)
     return 1 if any("failed" in r for r in rows) else 0
 
 
