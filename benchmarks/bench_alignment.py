@@ -13,36 +13,27 @@ with the command that made it.
 """
 
 import argparse
-import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 
-from bench_common import append_section, command_line, machine_line
+from bench_common import append_section, command_line, machine_line, run_tunelab
 
 OBJECTIVES = ("reward", "sft", "dpo", "coh", "rlhf")
 
 
 def run_one(obj: str, args, reward_dir: str | None) -> dict:
     out = os.path.join(args.out_dir, f"{obj}-{args.method}")
-    cmd = [sys.executable, "-m", "tunelab.cli", "run", "--task", obj, "--method", args.method, "--model", args.model,
-           "--data-dir", args.data_dir, "--output-dir", out, "--overwrite", "--seed", str(args.seed),
-           "--max-train-samples", str(args.max_train_samples)] + shlex.split(args.extra)
+    cmd = ["--task", obj, "--method", args.method, "--model", args.model, "--data-dir", args.data_dir,
+           "--seed", str(args.seed), "--max-train-samples", str(args.max_train_samples)] + shlex.split(args.extra)
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     if obj == "rlhf" and reward_dir:
         cmd += ["--reward-model", reward_dir]
-    t0 = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.time() - t0
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
-        print(f"  FAILED {obj}: {tail[0]}", file=sys.stderr)
-        return {"objective": obj, "failed": tail[0], "wall_s": wall}
-    with open(os.path.join(out, "run.json"), encoding="utf-8") as f:
-        rec = json.load(f)
+    rec, wall, err = run_tunelab(cmd, out, obj)
+    if err is not None:
+        return {"objective": obj, "failed": err, "wall_s": wall}
     return {"objective": obj, "rec": rec, "wall_s": wall, "run_dir": out}
 
 

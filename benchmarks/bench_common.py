@@ -24,3 +24,21 @@ def append_section(path: str, lines: list) -> None:
     with open(path, "a", encoding="utf-8") as f:
         f.write("\n".join(lines))
     print(f"appended to {path}")
+
+
+def run_tunelab(args: list, out_dir: str, what: str):
+    """``python -m tunelab.cli run ARGS --output-dir OUT_DIR --overwrite`` in its own process.
+    -> (run.json dict or None, wall seconds, the last error line or None)."""
+    import json
+    import subprocess
+
+    cmd = [sys.executable, "-m", "tunelab.cli", "run", *args, "--output-dir", out_dir, "--overwrite"]
+    t0 = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.time() - t0
+    if proc.returncode != 0:
+        err = ((proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"])[0]
+        print(f"  FAILED {what}: {err}", file=sys.stderr)
+        return None, wall, err
+    with open(os.path.join(out_dir, "run.json"), encoding="utf-8") as f:
+        return json.load(f), wall, None

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 
-from bench_common import append_section, command_line, machine_line
+from bench_common import append_section, command_line, machine_line, run_tunelab
 
 METHODS = ("full", "selective", "alf", "lisa", "autofreeze", "badam")
 DEFAULT_PLAN = "sst2:2000:1,mrpc:800:2,cola:1500:1"
@@ -61,9 +61,8 @@ def trainable_fraction(rec: dict) -> float:
 
 def run_one(task, n_train, epochs, method, seed, args, alf_layers):
     out = os.path.join(args.out_dir, f"{task}-{method}-s{seed}")
-    cmd = [sys.executable, "-m", "tunelab.cli", "run", "--task", task, "--method", method, "--model", args.model,
-           "--output-dir", out, "--overwrite", "--max-train-samples", str(n_train), "--epochs", str(epochs),
-           "--seed", str(seed)]
+    cmd = ["--task", task, "--method", method, "--model", args.model, "--max-train-samples", str(n_train),
+           "--epochs", str(epochs), "--seed", str(seed)]
     if args.data_dir:
         cmd += ["--data-dir", args.data_dir]
     if args.threads:
@@ -71,16 +70,9 @@ def run_one(task, n_train, epochs, method, seed, args, alf_layers):
     if args.max_eval_samples:
         cmd += ["--max-eval-samples", str(args.max_eval_samples)]
     extra = method_args(method, args, alf_layers)
-    cmd += extra
-    t0 = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.time() - t0
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
-        print(f"  FAILED {task}/{method}: {tail[0]}", file=sys.stderr)
-        return {"task": task, "method": method, "seed": seed, "failed": tail[0], "args": " ".join(extra)}
-    with open(os.path.join(out, "run.json"), encoding="utf-8") as f:
-        rec = json.load(f)
+    rec, wall, err = run_tunelab(cmd + extra, out, f"{task}/{method}")
+    if err is not None:
+        return {"task": task, "method": method, "seed": seed, "failed": err, "args": " ".join(extra)}
     main = rec["main_metric"]
     return {
         "task": task, "method": method, "seed": seed, "args": " ".join(extra),

@@ -85,6 +85,7 @@ ERRORS = [
     (["--task", "sst3"], "unknown task 'sst3' (did you mean 'sst2'?)"),
     (["--method", "lorra"], "unknown method 'lorra' (did you mean 'lora'?)"),
     (["--model", "minilmx"], "unknown model alias 'minilmx'"),
+    (["--model", "./no/such/model"], "--model ./no/such/model: no such model folder"),
     (["--lora-r", "0", "--method", "lora"], "--lora-r 0: must be a positive integer"),
     (["--lr", "-1"], "--lr -1.0: must be > 0"),
     (["--method", "selective", "--layers", "7"], "--layers 7: layer(s) [7] out of range"),

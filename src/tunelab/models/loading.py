@@ -20,6 +20,8 @@ def load_backbone(name: str, head: str, num_labels: int = 2):
 
     _quiet_transformers()
     source = resolve_model(name)
+    if not os.path.isdir(source) and (source.startswith(("/", ".", "~")) or source.count("/") > 1):
+        raise UserError(f"--model {name}: no such model folder (nor an alias or a hub id of the form owner/name)")
     try:
         tok = AutoTokenizer.from_pretrained(source)
         if head in ("classification", "regression"):
