@@ -58,8 +58,9 @@ def build(output_dir: str, store) -> tuple:
     blocks.append(("h", 2, "Results per task"))
     blocks.append(("p", "Dev-set metrics as mean ± sample std over seeds (one seed: the run's value). "
                         "Δ and p compare each method with full fine-tuning on the same task and seeds. Trainable "
-                        "parameters are counted at the start of training, with and without the classification "
-                        "head (classifier + pooler); the % is of all model parameters. Train time excludes "
+                        "parameters are counted at the start of training, with and without the task head "
+                        "(each run's head.modules: classifier + pooler for encoders, the score layer of a reward "
+                        "model, none for causal-LM objectives); the % is of all model parameters. Train time excludes "
                         "model loading and evaluation; peak RSS is the run process's high-water mark. "
                         "Best value per column in bold."))
     plots = make_plots(summaries, os.path.join(output_dir, ASSETS))
