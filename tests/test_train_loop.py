@@ -36,3 +36,4 @@ def test_runs_all_epochs_without_patience():
     out = train(model, m, loader, lambda _m: ({"accuracy": 0.5}, {}), cfg, 1e-3, torch.device("cpu"))
     assert len(out["history"]) == 3 and not out["stopped_early"] and out["state"].step == 6
     assert out["state"].samples_seen == 24
+    assert out["state"].optimizer.defaults["fused"] is True  # fused AdamW by default (cfg.fused_adamw)

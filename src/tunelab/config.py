@@ -50,7 +50,7 @@ class RunConfig:
     train_embeddings: bool = opt(False, "selective: also train the embeddings")
     threads: int = opt(None, "torch CPU threads (default: torch's)")
     device: str = opt("auto", "auto | cpu | cuda")
-    # --- compare: opt-in CPU efficiency (used by the quick preset; tunelab/train/batching.py) ---
+    # --- CPU efficiency: length grouping is opt-in (quick preset; train/batching.py), fused AdamW the default ---
     group_by_length: bool = opt(False, "train on batches of similar length (shuffled 8-batch chunks sorted by length, "
                                        "as HF group_by_length) and evaluate in length order: less padding")
     fused_adamw: bool = opt(True, "AdamW's fused kernel (also on CPU; HF Trainer's default too): same algorithm, a ~10x "

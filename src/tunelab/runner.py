@@ -69,7 +69,7 @@ def classifier_io(task, tokenizer, cfg, train_examples, eval_splits, device):
     collate = task.collator(tokenizer)
     gen = torch.Generator().manual_seed(cfg.seed)
     train_rows = task.encode(train_examples, tokenizer, cfg.max_seq_length)
-    by_length = getattr(cfg, "group_by_length", False)
+    by_length = cfg.group_by_length
     if by_length:  # opt-in (train/batching.py): same examples, less padding
         from .train.batching import LengthGroupedBatches, length_order, unsort
 
@@ -109,8 +109,7 @@ def run(cfg: RunConfig) -> dict:
     if cfg.grad_accum > 1 and not owns_training:
         raise UserError(f"--grad-accum {cfg.grad_accum}: task {cfg.task} trains with tunelab's loop, which does "
                         "not accumulate gradients; use --batch-size")
-    if hasattr(task, "validate"):
-        task.validate(cfg)
+    task.validate(cfg)
     method = get_method(cfg.method)()
     if cfg.adapter is not None and "adapter" not in method.options:
         raise UserError(f"--adapter {cfg.adapter}: only --method alf takes an adapter (for LoRA use --method lora)")

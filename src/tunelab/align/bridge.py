@@ -35,7 +35,7 @@ def trainer_args(config_cls, cfg, lr, device, workdir, **kw):
 
 def make_optimizer(model, method, lr, cfg):
     return build_optimizer(method.optimizer_params(model), lr, cfg.weight_decay,
-                           fused=bool(getattr(cfg, "fused_adamw", True)))
+                           fused=cfg.fused_adamw)
 
 
 class MethodBridge(TrainerCallback):

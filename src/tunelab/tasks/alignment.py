@@ -60,7 +60,7 @@ class AlignmentTask(Task):
         methods that update weights, the method's default for prompt / prefix tuning; x lr_factor."""
         if method.name == "lora":
             anchor = 1e-3
-        elif getattr(method, "uses_peft", False):
+        elif method.uses_peft:
             anchor = method.default_lr
         else:
             anchor = 5e-5

@@ -67,6 +67,9 @@ class Task:
     def main_metric(self) -> str:
         return self.metric_names[0]
 
+    def validate(self, cfg) -> None:
+        """Task-specific option checks, run before any data, model or output is touched."""
+
     def load(self, split: str, data_dir: str | None) -> Split:
         raise NotImplementedError
 

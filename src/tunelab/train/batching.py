@@ -19,12 +19,12 @@ class LengthGroupedBatches:
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.generator = generator
+        self.chunk_batches = chunk_batches
         self.chunk = chunk_batches * batch_size
 
     def __len__(self) -> int:
-        n = len(self.lengths)
-        full, rest = divmod(n, self.chunk)
-        return full * math.ceil(self.chunk / self.batch_size) + math.ceil(rest / self.batch_size)
+        full, rest = divmod(len(self.lengths), self.chunk)
+        return full * self.chunk_batches + math.ceil(rest / self.batch_size)
 
     def __iter__(self):
         n = len(self.lengths)

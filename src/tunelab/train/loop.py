@@ -50,7 +50,7 @@ def build_optimizer(params_named, lr: float, weight_decay: float, head_lr: float
         group_lr = head_lr if head_lr is not None and n in head_names else lr
         groups.setdefault((no_decay, group_lr), []).append(p)
     return torch.optim.AdamW([{"params": ps, "weight_decay": 0.0 if nd else weight_decay, "lr": glr}
-                              for (nd, glr), ps in groups.items()], lr=lr, **({"fused": True} if fused else {}))
+                              for (nd, glr), ps in groups.items()], lr=lr, fused=fused)
 
 
 def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoch=None,
@@ -61,7 +61,7 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
 
     named = method.optimizer_params(model)
     optimizer = build_optimizer(named, lr, cfg.weight_decay, head_lr, set(head_names),
-                                fused=getattr(cfg, "fused_adamw", True))
+                                fused=cfg.fused_adamw)
     steps_per_epoch = len(train_loader)
     total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
