@@ -149,3 +149,21 @@ def test_run_args_round_trip_through_tunelab_run_parsing(tmp_path):
     cell = expand(load_compare_config(path), str(tmp_path))[0]
     cfg = config_from_args(build_parser().parse_args(run_args(cell)))
     assert cfg.as_dict() == cell.config.as_dict()
+
+
+def test_alignment_study_cells_carry_every_resolved_option_to_the_child(tmp_path):
+    """epochs 2 / grad_accum 1 differ from the alignment family's defaults (1 / 4); the child must
+    run exactly the study's values, and options a cell's method does not read stay out."""
+    from tunelab.cli import build_parser, config_from_args
+
+    path = write(tmp_path, "tasks: [dpo]\nmethods: [lora, full]\nepochs: 2\ngrad_accum: 1\nlora_r: 4\n")
+    cells = expand(load_compare_config(path), str(tmp_path))
+    for cell in cells:
+        assert cell.config.epochs == 2 and cell.config.grad_accum == 1
+        assert cell.config.batch_size == 2 and cell.config.beta == 0.1  # the task family's defaults
+        args = run_args(cell)
+        cfg = config_from_args(build_parser().parse_args(args))
+        assert cfg.as_dict() == cell.config.as_dict()
+        assert ("lora_r=4" in args) == (cell.method == "lora")  # shared lora_r reaches only the lora cell
+    by = {c.method: c for c in cells}
+    assert by["lora"].config.lr == 1e-3 and by["full"].config.lr == 5e-5  # dpo: the family lr anchors x 1.0

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tunelab.config import RunConfig
+from tunelab.config import build_config
 from tunelab.errors import UserError
 from tunelab.methods import get_method
 from tunelab.methods.base import PrepareContext, count_params
@@ -15,7 +15,7 @@ HEAD = (H * 2 + 2) + (H * H + H)  # classifier + pooler dense (the head trains i
 
 
 def prepared(method: str, **opts):
-    cfg = RunConfig(task="sst2", method=method, **opts)
+    cfg = build_config({"task": "sst2", "method": method, **opts})  # declared ranges checked here
     m = get_method(method)()
     m.validate(cfg)
     seed_everything(0)

@@ -37,3 +37,36 @@ def test_runs_all_epochs_without_patience():
     assert len(out["history"]) == 3 and not out["stopped_early"] and out["state"].step == 6
     assert out["state"].samples_seen == 24
     assert out["state"].optimizer.defaults["fused"] is True  # fused AdamW by default (cfg.fused_adamw)
+
+
+def test_early_stopping_on_a_lower_is_better_main_metric_stops_when_it_rises():
+    """chosen_logppl is registered lower-is-better: 2.0 -> 1.5 improves, 1.6 and 1.7 are worse."""
+    from tunelab.metrics import get_metric
+
+    assert get_metric("chosen_logppl").higher_is_better is False
+    cfg, m, model, loader = _setup(epochs=5, patience=2)
+    scores = iter([2.0, 1.5, 1.6, 1.7, 1.0])
+    out = train(model, m, loader, lambda _m: ({"chosen_logppl": next(scores)}, {}), cfg, 1e-3, torch.device("cpu"),
+                main_metric="chosen_logppl")
+    assert [h["metrics"]["chosen_logppl"] for h in out["history"]] == [2.0, 1.5, 1.6, 1.7]
+    assert out["stopped_early"] and out["best_epoch"] == 2 and out["best"] == 1.5
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+    """batch 4 x grad_accum 2 = one optimizer step with the gradient of the batch of 8 (dropout off)."""
+    from transformers import DataCollatorWithPadding
+
+    results = []
+    for batch_size, accum in ((8, 1), (4, 2)):
+        cfg, m, model, loader = _setup(epochs=1, patience=None)
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.Dropout):
+                mod.p = 0.0
+        cfg.grad_accum, cfg.max_grad_norm, cfg.warmup_ratio = accum, 0.0, 0.0
+        loader = torch.utils.data.DataLoader(loader.dataset, batch_size=batch_size,
+                                             collate_fn=DataCollatorWithPadding(loader.collate_fn.tokenizer))
+        out = train(model, m, loader, lambda _m: ({"accuracy": 0.5}, {}), cfg, 1e-3, torch.device("cpu"))
+        assert out["state"].step == 1 and out["state"].samples_seen == 8
+        results.append({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+    for n, p in results[0].items():
+        torch.testing.assert_close(results[1][n], p, rtol=1e-4, atol=3e-5)  # Adam steps are lr = 1e-3

@@ -1,8 +1,20 @@
-"""RunConfig: every option of a run, from CLI flags or YAML (+ ``key=value`` overrides), validated once.
+"""RunConfig: every option of a run, declared once, from CLI flags or YAML (+ ``key=value`` overrides).
 
-Each field is one CLI flag (``lora_r`` -> ``--lora-r``) and one YAML key (``lora_r`` or ``lora-r``).
-``None`` means "resolved at run time" (e.g. ``lr`` takes the method's default); run.json records the
-resolved values.
+Each field is one CLI flag (``lora_r`` -> ``--lora-r``) and one YAML key (``lora_r`` or ``lora-r``),
+declared with its type, default, valid range / choices, help and **who reads it** (``reads``: method
+names, ``family:<task family>`` or ``task:<name>``; empty = every run). Giving an option that the
+chosen method or task does not read is an error (``--lora-r 4 --method full``).
+
+Defaults are merged in one documented order (later wins):
+
+1. the field default below;
+2. the method's defaults (``Method.option_defaults()``: its learning rate);
+3. the task family's defaults (``Task.option_defaults(method)``: e.g. small batches and an lr
+   anchor for causal-LM alignment);
+4. what the user gave: preset / study / YAML file, then command-line flags and ``key=value``.
+
+``head_lr`` left open means "the same as lr". The resulting ``RunConfig`` is fully resolved:
+run.json's ``config`` records it and ``config_sources`` says which level each value came from.
 """
 
 import dataclasses
@@ -14,9 +26,16 @@ import yaml
 
 from .errors import UserError
 
+ALIGN = ("family:alignment",)
+HH = ("task:sft", "task:reward", "task:dpo", "task:coh", "task:rlhf")  # the hh-rlhf tasks
+LORA_READERS = ("lora", "alf")  # ALF reads the LoRA options with --adapter lora
 
-def opt(default, help, **kw):
-    return field(default=default, metadata={"help": help, **kw})
+
+def opt(default, help, *, reads=(), min=None, max=None, above=None, below=None, choices=None, why=None):
+    """One option: ``min``/``max`` inclusive, ``above``/``below`` exclusive bounds, ``choices`` a tuple;
+    ``why`` replaces the generated range message."""
+    return field(default=default, metadata={"help": help, "reads": tuple(reads), "min": min, "max": max,
+                                            "above": above, "below": below, "choices": choices, "why": why})
 
 
 @dataclass
@@ -27,63 +46,86 @@ class RunConfig:
     data_dir: str = opt(None, "local data folder (default: $TUNELAB_DATA_DIR, else the Hugging Face hub)")
     output_dir: str = opt(None, "run folder (default: runs/<task>-<method>-<model>-s<seed>)")
     overwrite: bool = opt(False, "replace an existing non-empty output dir")
-    seed: int = opt(0, "random seed (set before the head and any adapter are initialised)")
-    epochs: float = opt(3, "training epochs")
-    batch_size: int = opt(32, "training batch size")
-    eval_batch_size: int = opt(128, "evaluation batch size")
-    lr: float = opt(None, "peak learning rate (default: the method's, see tunelab list)")
-    head_lr: float = opt(None, "learning rate of the head (classifier + pooler); default: the method's, else --lr")
-    weight_decay: float = opt(0.01, "AdamW weight decay (not on biases / LayerNorm)")
-    warmup_ratio: float = opt(0.06, "share of steps with linear warm-up")
-    max_grad_norm: float = opt(1.0, "gradient clipping norm (0 = off)")
-    max_seq_length: int = opt(128, "truncate inputs to this many tokens (dynamic padding below it)")
-    max_train_samples: int = opt(None, "seeded random subset of the train split")
-    max_eval_samples: int = opt(None, "seeded random subset of each eval split")
-    early_stopping_patience: int = opt(None, "stop after N epochs without main-metric improvement")
-    lora_r: int = opt(8, "LoRA rank")
-    lora_alpha: float = opt(16, "LoRA alpha")
-    lora_dropout: float = opt(0.1, "LoRA dropout")
-    lora_targets: str = opt(None, "comma-separated module names (default: PEFT's mapping for the architecture)")
-    num_virtual_tokens: int = opt(20, "virtual tokens for prompt / prefix tuning")
-    prefix_projection: bool = opt(False, "prefix tuning: reparameterise prefixes with an MLP")
-    layers: str = opt(None, "layers to train: 9-11 | 0,5,9 | top:3 | bottom:2 | top:25%")
-    train_embeddings: bool = opt(False, "selective: also train the embeddings")
-    threads: int = opt(None, "torch CPU threads (default: torch's)")
-    device: str = opt("auto", "auto | cpu | cuda")
+    seed: int = opt(0, "random seed (set before the head and any adapter are initialised)", min=0)
+    epochs: float = opt(3, "training epochs", above=0)
+    batch_size: int = opt(32, "training batch size", min=1)
+    eval_batch_size: int = opt(128, "evaluation batch size", min=1)
+    lr: float = opt(None, "peak learning rate (default: the method's, see tunelab list; some task families set their own)",
+                    above=0)
+    head_lr: float = opt(None, "learning rate of the head (classifier + pooler); default: the same as --lr", above=0)
+    weight_decay: float = opt(0.01, "AdamW weight decay (not on biases / LayerNorm)", min=0)
+    warmup_ratio: float = opt(0.06, "share of steps with linear warm-up", min=0, below=1)
+    max_grad_norm: float = opt(1.0, "gradient clipping norm (0 = off)", min=0)
+    max_seq_length: int = opt(128, "truncate inputs to this many tokens (dynamic padding below it)", min=8,
+                              reads=("family:glue",))
+    max_train_samples: int = opt(None, "seeded random subset of the train split", min=1)
+    max_eval_samples: int = opt(None, "seeded random subset of each eval split", min=1)
+    early_stopping_patience: int = opt(None, "stop after N epochs without main-metric improvement", min=1)
+    grad_accum: int = opt(1, "accumulate gradients over N batches per optimizer step (effective batch = batch_size x N)",
+                          min=1)
+    lora_r: int = opt(8, "LoRA rank", min=1, reads=LORA_READERS)
+    lora_alpha: float = opt(16, "LoRA alpha", above=0, reads=LORA_READERS)
+    lora_dropout: float = opt(0.1, "LoRA dropout", min=0, below=1, reads=LORA_READERS)
+    lora_targets: str = opt(None, "comma-separated module names (default: PEFT's mapping for the architecture)",
+                            reads=LORA_READERS)
+    num_virtual_tokens: int = opt(20, "virtual tokens for prompt / prefix tuning", min=1, reads=("prompt", "prefix"))
+    prefix_projection: bool = opt(False, "prefix tuning: reparameterise prefixes with an MLP", reads=("prefix",))
+    layers: str = opt(None, "layers to train: 9-11 | 0,5,9 | top:3 | bottom:2 | top:25% ; per stack on encoder-decoder "
+                            "models: encoder:top:2,decoder:0-1 (docs/architecture.md)", reads=("selective", "lora"))
+    train_embeddings: bool = opt(False, "selective: also train the embeddings", reads=("selective",))
+    threads: int = opt(None, "torch CPU threads (default: torch's)", min=1)
+    device: str = opt("auto", "auto | cpu | cuda", choices=("auto", "cpu", "cuda"))
     # --- CPU efficiency: length grouping is opt-in (quick preset; train/batching.py), fused AdamW the default ---
     group_by_length: bool = opt(False, "train on batches of similar length (shuffled 8-batch chunks sorted by length, "
                                        "as HF group_by_length) and evaluate in length order: less padding")
     fused_adamw: bool = opt(True, "AdamW's fused kernel (also on CPU; HF Trainer's default too): same algorithm, a ~10x "
-                                      "faster optimizer step; --no-fused-adamw for torch's foreach AdamW")
+                                  "faster optimizer step; --no-fused-adamw for torch's foreach AdamW")
     # --- dynamic layer methods: alf, lisa, autofreeze, badam (methods/dynamic.py) ---
-    alf_budget: float = opt(0.25, "alf: max share of the backbone's non-head params (embeddings + layers) trainable at any step")
-    alf_interval: int = opt(20, "alf: re-score layers and re-choose the active set every N optimizer steps")
-    alf_score: str = opt("change", "alf: layer importance score: change | grad-norm")
-    alf_hysteresis: float = opt(0.1, "alf: a frozen layer replaces an active one only if its score is > (1+h) x higher")
-    adapter: str = opt(None, "alf: adapt LoRA matrices instead of weights (lora); the LoRA options apply")
-    lisa_layers: int = opt(2, "lisa: layers sampled (gamma) every --lisa-interval steps")
-    lisa_interval: int = opt(20, "lisa: steps between re-sampling the active layers (K)")
-    lisa_freeze_embeddings: bool = opt(False, "lisa: keep the embeddings frozen (published LISA trains them)")
-    autofreeze_interval: int = opt(50, "autofreeze: steps between freezing decisions")
-    autofreeze_percentile: float = opt(50, "autofreeze: freeze front layers whose gradient-norm change is below this percentile")
-    badam_interval: int = opt(50, "badam: steps between switching the active block")
-    badam_order: str = opt("descending", "badam: block order: descending | ascending | random")
-    badam_block_layers: int = opt(1, "badam: consecutive layers per block")
+    alf_budget: float = opt(0.25, "alf: max share of the backbone's non-head params (embeddings + layers) trainable at "
+                                  "any step", above=0, max=1, reads=("alf",))
+    alf_interval: int = opt(20, "alf: re-score layers and re-choose the active set every N optimizer steps", min=1,
+                            reads=("alf",))
+    alf_score: str = opt("change", "alf: layer importance score: change | grad-norm", choices=("change", "grad-norm"),
+                         reads=("alf",))
+    alf_hysteresis: float = opt(0.1, "alf: a frozen layer replaces an active one only if its score is > (1+h) x higher",
+                                min=0, reads=("alf",))
+    adapter: str = opt(None, "alf: adapt LoRA matrices instead of weights (lora); the LoRA options apply",
+                       choices=(None, "lora"), reads=("alf",))
+    lisa_layers: int = opt(2, "lisa: layers sampled (gamma) every --lisa-interval steps", min=1, reads=("lisa",))
+    lisa_interval: int = opt(20, "lisa: steps between re-sampling the active layers (K)", min=1, reads=("lisa",))
+    lisa_freeze_embeddings: bool = opt(False, "lisa: keep the embeddings frozen (published LISA trains them)",
+                                       reads=("lisa",))
+    autofreeze_interval: int = opt(50, "autofreeze: steps between freezing decisions", min=1, reads=("autofreeze",))
+    autofreeze_percentile: float = opt(50, "autofreeze: freeze front layers whose gradient-norm change is below this "
+                                           "percentile", min=0, max=100, reads=("autofreeze",))
+    badam_interval: int = opt(50, "badam: steps between switching the active block", min=1, reads=("badam",))
+    badam_order: str = opt("descending", "badam: block order: descending | ascending | random",
+                           choices=("descending", "ascending", "random"), reads=("badam",))
+    badam_block_layers: int = opt(1, "badam: consecutive layers per block", min=1, reads=("badam",))
     # --- alignment tasks: sft, sft-alpaca, reward, dpo, coh, rlhf (tasks/alignment.py, align/) ---
-    grad_accum: int = opt(1, "accumulate gradients over N batches per optimizer step (effective batch = batch_size x N)")
-    subset: str = opt(None, "hh-rlhf subset (folder under --data-dir, or hub data_dir of Anthropic/hh-rlhf; default helpful-base)")
-    eval_fraction: float = opt(0.1, "share of pairs held out (seeded, fixed split) when the data has no separate test file")
-    max_prompt_length: int = opt(128, "alignment: keep the last N prompt tokens (dialogue cut at a turn boundary when possible)")
-    max_response_length: int = opt(64, "alignment: keep the first N tokens of each response; also the generation length")
-    beta: float = opt(None, "dpo / rlhf: KL strength to the reference (default: dpo 0.1, rlhf 0.05)")
-    judge: str = opt("auto", "win-rate judge: auto (reward model trained once on the train split, cached) | none | PATH")
-    judge_train_samples: int = opt(None, "pairs the auto judge trains on (default: the run's train pairs)")
-    reward_model: str = opt(None, "rlhf: reward model folder or reward run dir (default: the judge)")
-    win_rate_prompts: int = opt(16, "held-out prompts generated by model and base for the win rate")
-    rl_generations: int = opt(2, "rlhf: completions sampled per prompt (RLOO group size)")
+    subset: str = opt(None, "hh-rlhf subset (folder under --data-dir, or hub data_dir of Anthropic/hh-rlhf; default "
+                            "helpful-base)", reads=HH)
+    eval_fraction: float = opt(0.1, "share of pairs held out (seeded, fixed split) when the data has no separate test file",
+                               above=0, below=1, reads=ALIGN)
+    max_prompt_length: int = opt(128, "alignment: keep the last N prompt tokens (dialogue cut at a turn boundary when "
+                                      "possible)", min=1, reads=ALIGN)
+    max_response_length: int = opt(64, "alignment: keep the first N tokens of each response; also the generation length",
+                                   min=1, reads=ALIGN)
+    beta: float = opt(None, "dpo / rlhf: KL strength to the reference (default: dpo 0.1, rlhf 0.05)", min=0,
+                      reads=("task:dpo", "task:rlhf"))
+    judge: str = opt("auto", "win-rate judge: auto (reward model trained once on the train split, cached) | none | PATH",
+                     reads=ALIGN)
+    judge_train_samples: int = opt(None, "pairs the auto judge trains on (default: the run's train pairs)", min=2,
+                                   reads=ALIGN)
+    reward_model: str = opt(None, "rlhf: reward model folder or reward run dir (default: the judge)", reads=("task:rlhf",))
+    win_rate_prompts: int = opt(16, "held-out prompts generated by model and base for the win rate", min=0, reads=ALIGN)
+    rl_generations: int = opt(2, "rlhf: completions sampled per prompt (RLOO group size)", min=2,
+                              why="must be >= 2 (RLOO's baseline needs the other samples)", reads=("task:rlhf",))
+
+    sources = {}  # not a field: option -> the level its value came from (set by build_config)
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return dataclasses.asdict(self)  # fields only (not ``sources``)
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
@@ -169,53 +211,88 @@ def parse_overrides(items) -> dict:
     return out
 
 
-def _task_defaults(task) -> dict:
-    """A task may change defaults it needs (e.g. small batches for causal LMs); given values win."""
-    if not task:
-        return {}
-    from .tasks import get_task
+def applies(name: str, task, method_name: str) -> bool:
+    """Whether the run (a task object and a method name) reads option ``name``."""
+    reads = FIELDS[name].metadata["reads"]
+    if not reads:
+        return True
+    tokens = {method_name, f"family:{task.family}", f"task:{task.name}"}
+    return any(r in tokens for r in reads)
 
-    return dict(getattr(get_task(task), "defaults", None) or {})
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def build_config(values: dict) -> RunConfig:
-    values = {**_task_defaults(values.get("task")), **values}
-    cfg = RunConfig(**{k: v for k, v in values.items() if k in FIELDS})
+    """Given options (preset/study/YAML/CLI, already merged by the caller) -> a resolved RunConfig.
+    Every given option must be read by the chosen method or task."""
+    from .methods import get_method
+    from .tasks import get_task
+
+    values = dict(values)
+    if not values.get("task"):
+        raise UserError("--task is required (tunelab list shows the tasks)")
+    task = get_task(values["task"])
+    method_name = values.get("method") or FIELDS["method"].default
+    method = get_method(method_name)
+    for k in values:
+        if not applies(k, task, method_name):
+            readers = ", ".join(r.replace("family:", "task family ").replace("task:", "--task ")
+                                if ":" in r else f"--method {r}" for r in FIELDS[k].metadata["reads"])
+            raise UserError(f"{flag(k)} does not apply to --method {method_name} on --task {task.name} "
+                            f"(read by {readers})")
+    # explicit None for lr / head_lr means "the default"
+    given = {k: v for k, v in values.items() if not (k in ("lr", "head_lr") and v is None)}
+    levels = [("method", method.option_defaults()), ("task", task.option_defaults(method)), ("given", given)]
+    merged, sources = {}, {}
+    for level, d in levels:
+        for k, v in d.items():
+            if k not in FIELDS:
+                raise ValueError(f"{level} defaults name an unknown option {k!r}")
+            merged[k], sources[k] = v, level
+    cfg = RunConfig(**merged)
+    if cfg.head_lr is None:
+        cfg.head_lr, sources["head_lr"] = cfg.lr, sources.get("lr", "default") + " (= lr)"
     if cfg.data_dir is None and os.environ.get("TUNELAB_DATA_DIR"):
-        cfg.data_dir = os.environ["TUNELAB_DATA_DIR"]
+        cfg.data_dir, sources["data_dir"] = os.environ["TUNELAB_DATA_DIR"], "env TUNELAB_DATA_DIR"
+    cfg.sources = {k: sources.get(k, "default") for k in FIELDS}
     validate(cfg)
     return cfg
 
 
+def _range_error(name: str, value, meta) -> str | None:
+    if value is None:
+        return None
+    if meta["choices"] is not None and value not in meta["choices"]:
+        return f"must be one of {', '.join(str(c) for c in meta['choices'] if c is not None)}"
+    bounds = [("min", lambda b: value >= b, ">="), ("max", lambda b: value <= b, "<="),
+              ("above", lambda b: value > b, ">"), ("below", lambda b: value < b, "<")]
+    bad = [(k, sym) for k, ok, sym in bounds if meta[k] is not None and not ok(meta[k])]
+    if not bad:
+        return None
+    if meta["why"]:
+        return meta["why"]
+    lo = [(k, s) for k, s in (("min", ">="), ("above", ">")) if meta[k] is not None]
+    hi = [(k, s) for k, s in (("max", "<="), ("below", "<")) if meta[k] is not None]
+    if lo and hi:
+        lb = "[" if lo[0][0] == "min" else "("
+        rb = "]" if hi[0][0] == "max" else ")"
+        return f"must be in {lb}{meta[lo[0][0]]:g}, {meta[hi[0][0]]:g}{rb}"
+    k, sym = (lo or hi)[0]
+    return f"must be {sym} {meta[k]:g}"
+
+
 def validate(cfg: RunConfig) -> None:
-    """Generic checks; method-specific ones live in each method's ``validate``."""
+    """Declared ranges and choices of every option; method- and task-specific cross-option checks
+    live in ``Method.validate`` / ``Task.validate``."""
     if not cfg.task:
         raise UserError("--task is required (tunelab list shows the tasks)")
-    checks = [
-        ("epochs", cfg.epochs > 0, "must be > 0"),
-        ("batch_size", cfg.batch_size >= 1, "must be >= 1"),
-        ("eval_batch_size", cfg.eval_batch_size >= 1, "must be >= 1"),
-        ("lr", cfg.lr is None or cfg.lr > 0, "must be > 0"),
-        ("head_lr", cfg.head_lr is None or cfg.head_lr > 0, "must be > 0"),
-        ("weight_decay", cfg.weight_decay >= 0, "must be >= 0"),
-        ("warmup_ratio", 0 <= cfg.warmup_ratio < 1, "must be in [0, 1)"),
-        ("max_grad_norm", cfg.max_grad_norm >= 0, "must be >= 0"),
-        ("max_seq_length", cfg.max_seq_length >= 8, "must be >= 8"),
-        ("max_train_samples", cfg.max_train_samples is None or cfg.max_train_samples >= 1, "must be >= 1"),
-        ("max_eval_samples", cfg.max_eval_samples is None or cfg.max_eval_samples >= 1, "must be >= 1"),
-        ("early_stopping_patience", cfg.early_stopping_patience is None or cfg.early_stopping_patience >= 1, "must be >= 1"),
-        ("device", cfg.device in ("auto", "cpu", "cuda"), "must be auto, cpu or cuda"),
-        ("grad_accum", cfg.grad_accum >= 1, "must be >= 1"),
-        ("eval_fraction", 0 < cfg.eval_fraction < 1, "must be in (0, 1)"),
-        ("max_prompt_length", cfg.max_prompt_length >= 1, "must be >= 1"),
-        ("max_response_length", cfg.max_response_length >= 1, "must be >= 1"),
-        ("beta", cfg.beta is None or cfg.beta >= 0, "must be >= 0"),
-        ("judge_train_samples", cfg.judge_train_samples is None or cfg.judge_train_samples >= 2, "must be >= 2"),
-        ("win_rate_prompts", cfg.win_rate_prompts >= 0, "must be >= 0"),
-        ("rl_generations", cfg.rl_generations >= 2, "must be >= 2 (RLOO's baseline needs the other samples)"),
-    ]
-    for name, ok, why in checks:
-        if not ok:
-            raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: {why}")
+    if cfg.lr is None:
+        raise ValueError(f"no learning rate resolved for --method {cfg.method} (its option_defaults must set lr)")
+    for name, f in FIELDS.items():
+        why = _range_error(name, getattr(cfg, name), f.metadata)
+        if why:
+            raise UserError(f"{flag(name)} {getattr(cfg, name)}: {why}")
     if cfg.data_dir is not None and not os.path.isdir(cfg.data_dir):
         raise UserError(f"--data-dir {cfg.data_dir}: no such folder")

@@ -1,12 +1,14 @@
 """Run a Hugging Face / TRL trainer under tunelab's rules.
 
-- The optimizer is ours (``train.loop.build_optimizer`` over ``method.optimizer_params``), so every
-  adaptation method, dynamic ones included, trains the parameters it chose; the trainer only adds
-  the linear warm-up schedule, clipping and gradient accumulation.
+- The optimizer is ours (``train.loop.build_optimizer`` over ``method.optimizer_params``, with the
+  head's own lr), so every adaptation method, dynamic ones included, trains the parameters it
+  chose; the trainer only adds the linear warm-up schedule, clipping and gradient accumulation.
 - ``MethodBridge`` forwards trainer events to the method hooks (``on_train_start``, ``on_step``
   after every optimizer step, ``on_train_end``) with a ``TrainState``, evaluates after every epoch
-  (history + run.json update through the runner's ``on_epoch``), keeps the trainer's per-step logs
-  (e.g. DPO's implicit-reward accuracy) and measures training time without evaluation time.
+  through the same ``EpochTracker`` as tunelab's loop (history, best epoch and early stopping in
+  the registered direction of the main metric, run.json update through the runner's
+  ``on_epoch``), keeps the trainer's per-step logs (e.g. DPO's implicit-reward accuracy) and
+  measures training time without evaluation time.
 """
 
 import math
@@ -17,6 +19,7 @@ from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
 from ..train.loop import TrainState, build_optimizer
+from ..train.tracker import EpochTracker
 
 
 def trainer_args(config_cls, cfg, lr, device, workdir, **kw):
@@ -33,23 +36,36 @@ def trainer_args(config_cls, cfg, lr, device, workdir, **kw):
     return config_cls(**base)
 
 
-def make_optimizer(model, method, lr, cfg):
-    return build_optimizer(method.optimizer_params(model), lr, cfg.weight_decay,
+def make_optimizer(model, method, lr, cfg, head_names=()):
+    return build_optimizer(method.optimizer_params(model), lr, cfg.weight_decay, cfg.head_lr, set(head_names),
                            fused=cfg.fused_adamw)
 
 
 class MethodBridge(TrainerCallback):
-    def __init__(self, method, evaluate, on_epoch=None, n_train: int = 0, patience=None, desc="train",
-                 higher_is_better=True):
-        self.method, self.evaluate, self.on_epoch_cb = method, evaluate, on_epoch
-        self.sign = 1.0 if higher_is_better else -1.0
-        self.n_train, self.patience, self.desc = n_train, patience, desc
+    def __init__(self, method, evaluate, main_metric: str, on_epoch=None, n_train: int = 0, patience=None,
+                 desc="train", head_names=()):
+        self.method, self.evaluate, self.head_names = method, evaluate, tuple(head_names)
+        self.tracker = EpochTracker(main_metric, patience, on_epoch, write=self._write)
+        self.n_train, self.desc = n_train, desc
         self.state = None
-        self.history, self.curve = [], []
+        self.curve = []
         self.eval_seconds = 0.0
-        self.last_metrics, self.last_predictions = {}, {}
-        self.best, self.best_epoch, self.bad_epochs, self.stopped_early = None, None, 0, False
         self._epoch_losses, self._last_eval_step, self._bar = [], -1, None
+
+    def _write(self, text):
+        self._bar.write(text)
+
+    @property
+    def history(self):
+        return self.tracker.history
+
+    @property
+    def last_metrics(self):
+        return self.tracker.last_metrics
+
+    @property
+    def last_predictions(self):
+        return self.tracker.last_predictions
 
     # ---- trainer events
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kw):
@@ -75,9 +91,7 @@ class MethodBridge(TrainerCallback):
             self.curve.append({"step": state.global_step, **{k: _num(v) for k, v in logs.items()}})
 
     def on_epoch_end(self, args, state, control, model=None, **kw):
-        self._eval(state, model)
-        if self.patience and self.bad_epochs >= self.patience:
-            self.stopped_early = True
+        if self._eval(state, model):
             control.should_training_stop = True
 
     def on_train_end(self, args, state, control, model=None, **kw):
@@ -87,30 +101,20 @@ class MethodBridge(TrainerCallback):
         self.method.on_train_end(self.state)
 
     # ---- helpers
-    def _eval(self, state, model):
+    def _eval(self, state, model) -> bool:
+        """Evaluate and record one epoch; True when early stopping says stop."""
         if self.evaluate is None:
-            return
+            return False
         t0 = time.perf_counter()
         metrics, predictions = self.evaluate(model)
         dt = time.perf_counter() - t0
         self.eval_seconds += dt
         self._last_eval_step = state.global_step
-        epoch = max(1, math.ceil(state.epoch or 0))
-        rec = {"epoch": epoch, "step": state.global_step,
+        rec = {"epoch": max(1, math.ceil(state.epoch or 0)), "step": state.global_step,
                "train_loss": sum(self._epoch_losses) / len(self._epoch_losses) if self._epoch_losses else None,
                "metrics": metrics, "eval_seconds": round(dt, 3)}
         self._epoch_losses = []
-        self.history.append(rec)
-        self.last_metrics, self.last_predictions = metrics, predictions
-        self._bar.write(f"epoch {epoch}: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if v is not None))
-        main = next(iter(metrics), None)
-        score = metrics.get(main) if main else None
-        if score is not None and (self.best is None or self.sign * score > self.sign * self.best):
-            self.best, self.best_epoch, self.bad_epochs = score, epoch, 0
-        else:
-            self.bad_epochs += 1
-        if self.on_epoch_cb:
-            self.on_epoch_cb(rec, predictions)
+        return self.tracker.end_epoch(rec, predictions)
 
 
 def _num(v):
@@ -133,5 +137,4 @@ def run_trainer(trainer, bridge) -> dict:
     workdir = trainer.args.output_dir
     if os.path.isdir(workdir) and not os.listdir(workdir):
         os.rmdir(workdir)
-    return {"history": bridge.history, "state": bridge.state, "best_epoch": bridge.best_epoch, "best": bridge.best,
-            "stopped_early": bridge.stopped_early, "curve": bridge.curve}
+    return {**bridge.tracker.summary(), "state": bridge.state, "curve": bridge.curve}

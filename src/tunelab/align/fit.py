@@ -94,9 +94,10 @@ def fit_alignment(task, ctx) -> dict:
             metrics, rows = lm_preference_metrics(m, evalp, tok.pad_token_id, cfg.eval_batch_size, device, context)
         return metrics, {split.name: (rows, evalp)}
 
-    bridge = MethodBridge(ctx.method, evaluate, ctx.on_epoch, n_train=len(train), patience=cfg.early_stopping_patience,
-                          desc=f"train {obj}/{cfg.method}", higher_is_better=not task.main_metric.endswith("logppl"))
-    common = dict(model=model, tok=tok, pairs=train, method=ctx.method, lr=ctx.lr, cfg=cfg, device=device,
+    bridge = MethodBridge(ctx.method, evaluate, task.main_metric, ctx.on_epoch, n_train=len(train),
+                          patience=cfg.early_stopping_patience, desc=f"train {obj}/{cfg.method}",
+                          head_names=ctx.head_names)
+    common = dict(model=model, tok=tok, pairs=train, method=ctx.method, lr=cfg.lr, cfg=cfg, device=device,
                   workdir=os.path.join(ctx.out_dir, "trainer"), bridge=bridge)
     if obj == "sft":
         summary = train_lm(collator=SFTCollator(tok), **common)

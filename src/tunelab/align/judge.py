@@ -157,10 +157,10 @@ def _train_judge(folder, source, tok, train_pairs, eval_pairs, cfg, device):
                                              lora_dropout=r["lora_dropout"])).to(device)
     jcfg = SimpleNamespace(batch_size=r["batch_size"], eval_batch_size=cfg.eval_batch_size, grad_accum=r["grad_accum"],
                            epochs=r["epochs"], weight_decay=r["weight_decay"], warmup_ratio=r["warmup_ratio"],
-                           max_grad_norm=1.0, seed=r["seed"],
+                           max_grad_norm=1.0, seed=r["seed"], head_lr=None,
                            fused_adamw=False)  # as the cached judges were trained (the key holds the recipe only)
     method = _TrainablesOnly()
-    bridge = MethodBridge(method, None, n_train=len(train_pairs), desc="judge (reward model, once)")
+    bridge = MethodBridge(method, None, "pref_accuracy", n_train=len(train_pairs), desc="judge (reward model, once)")
     t0 = time.perf_counter()
     with atomic_dir(folder) as tmp:
         summary = train_reward(model, tok, train_pairs, method, r["lr"], jcfg, device, os.path.join(tmp, "trainer"), bridge)

@@ -28,7 +28,7 @@ def train_lm(model, tok, pairs, collator, method, lr, cfg, device, workdir, brid
 
     args = trainer_args(TrainingArguments, cfg, lr, device, workdir)
     trainer = Trainer(model=model, args=args, train_dataset=pairs, data_collator=collator,
-                      optimizers=(make_optimizer(model, method, lr, cfg), None), callbacks=[bridge])
+                      optimizers=(make_optimizer(model, method, lr, cfg, bridge.head_names), None), callbacks=[bridge])
     return run_trainer(trainer, bridge)
 
 
@@ -41,7 +41,7 @@ def train_reward(model, tok, pairs, method, lr, cfg, device, workdir, bridge):
                             for p in pairs])
     args = trainer_args(RewardConfig, cfg, lr, device, workdir, max_length=None)
     trainer = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
-                            optimizers=(make_optimizer(model, method, lr, cfg), None), callbacks=[bridge])
+                            optimizers=(make_optimizer(model, method, lr, cfg, bridge.head_names), None), callbacks=[bridge])
     return run_trainer(trainer, bridge)
 
 
@@ -50,10 +50,10 @@ def train_dpo(model, tok, pairs, method, lr, cfg, device, workdir, bridge, ref_m
     from trl import DPOConfig, DPOTrainer
 
     ds = Dataset.from_list([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs])
-    beta = cfg.beta if cfg.beta is not None else 0.1
+    beta = cfg.beta  # resolved: the dpo task's default (tasks/alignment.py) unless given
     args = trainer_args(DPOConfig, cfg, lr, device, workdir, beta=beta, max_length=None)
     trainer = DPOTrainer(model=model, ref_model=None if is_peft(model) else ref_model, args=args, train_dataset=ds,
-                         processing_class=tok, optimizers=(make_optimizer(model, method, lr, cfg), None),
+                         processing_class=tok, optimizers=(make_optimizer(model, method, lr, cfg, bridge.head_names), None),
                          callbacks=[bridge])
     summary = run_trainer(trainer, bridge)
     drop_ref_adapter(model)
@@ -68,12 +68,12 @@ def train_rlhf(model, tok, pairs, method, lr, cfg, device, workdir, bridge, rewa
     if (cfg.batch_size * cfg.grad_accum) % g:
         raise UserError(f"--rl-generations {g}: batch_size x grad_accum ({cfg.batch_size} x {cfg.grad_accum}) "
                         f"must be a multiple of it (each optimizer step sees whole groups of completions)")
-    beta = cfg.beta if cfg.beta is not None else 0.05
+    beta = cfg.beta  # resolved: the rlhf task's default (tasks/alignment.py) unless given
     ds = Dataset.from_list([{"prompt": p.prompt} for p in pairs])
     args = trainer_args(RLOOConfig, cfg, lr, device, workdir, beta=beta, num_generations=g,
                         max_completion_length=cfg.max_response_length, temperature=1.0, log_completions=False)
     trainer = RLOOTrainer(model=model, reward_funcs=[reward_fn], args=args, train_dataset=ds, processing_class=tok,
-                          optimizers=(make_optimizer(model, method, lr, cfg), None), callbacks=[bridge])
+                          optimizers=(make_optimizer(model, method, lr, cfg, bridge.head_names), None), callbacks=[bridge])
     summary = run_trainer(trainer, bridge)
     drop_ref_adapter(model)
     return {**summary, "beta": beta}

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from ..config import FIELDS
+from ..config import applies
 from ..results.record import read_record, write_json_atomic
 from .grid import Cell, config_matches
 from .store import Store
@@ -61,12 +61,17 @@ def mark_completed(cell: Cell) -> dict | None:
 
 
 def run_args(cell: Cell) -> list:
-    """``tunelab run`` arguments reproducing this cell (options at their default are omitted)."""
+    """``tunelab run`` arguments reproducing this cell exactly: every resolved option that the
+    cell's method and task read (``null`` for an option left open), so no default of any level can
+    change what the child runs."""
+    from ..tasks import get_task
+
     cfg = cell.config.as_dict()
+    task = get_task(cfg["task"])
     args = ["run", "--task", cfg["task"], "--method", cfg["method"], "--model", cfg["model"],
             "--seed", str(cfg["seed"]), "--output-dir", cfg["output_dir"], "--overwrite"]
     for k, v in cfg.items():
-        if k in ("task", "method", "model", "seed", "output_dir", "overwrite") or v == FIELDS[k].default:
+        if k in ("task", "method", "model", "seed", "output_dir", "overwrite") or not applies(k, task, cfg["method"]):
             continue
         args.append(f"{k}={_yaml_scalar(v)}")
     return args

@@ -1,14 +1,19 @@
 """The grid: every (model, seed, task, method label) of a CompareConfig as one validated run config
 with a stable run id and config hash.
 
-The hash covers what defines a run's result as requested (task, method, model, seed, every option,
-with the method's default learning rate filled in so that a changed default re-runs the cell) and
+A cell's config is fully resolved (config.py's merge order: field defaults < method < task family
+< study < command line), and ``compare/execute.run_args`` passes every option the cell's method and
+task read to its child, so re-running a cell reproduces it exactly. Options in the study's shared,
+task-level or model-level settings and command-line overrides apply to the cells whose method and
+task read them (``alf_budget`` shared by a study does not reach its ``full`` cells); an option
+given to one method entry must apply to that method.
+
+The hash covers what defines a run's result (task, method, model, seed, every resolved option) and
 leaves out where and how it runs (output dir, overwrite, data dir path (the data files' sha256 are
-in run.json), threads, device). Options at their ``RunConfig`` default are left out too, so adding
-a new option with a default elsewhere in tunelab does not invalidate finished runs, while changing
-any value does. The hash is stored beside each finished run (``compare-cell.json``), because
-run.json records values the run resolved itself (e.g. a head learning rate) that a request leaves
-open; ``config_matches`` checks that run.json agrees with every value the request did set.
+in run.json), threads, device). Options at their field default (except lr) are left out too, so
+adding a new option with a default elsewhere in tunelab does not invalidate finished runs, while
+changing any value does. The hash is stored beside each finished run (``compare-cell.json``);
+``config_matches`` checks that run.json's config agrees with every value of the cell.
 """
 
 import hashlib
@@ -17,7 +22,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from ..config import FIELDS, RunConfig, build_config
+from ..config import FIELDS, RunConfig, applies, build_config
 from ..errors import UserError
 from .config import CompareConfig
 
@@ -54,11 +59,9 @@ def _norm(v):
     return v
 
 
-def config_hash(config: dict, default_lr: float | None = None) -> str:
-    """Hash of a run config (a RunConfig dict or run.json's "config"); lr None -> ``default_lr``."""
+def config_hash(config: dict) -> str:
+    """Hash of a resolved run config (a RunConfig dict or run.json's "config")."""
     cfg = dict(config)
-    if cfg.get("lr") is None and default_lr is not None:
-        cfg["lr"] = default_lr
     keep = {}
     for k, v in cfg.items():
         if k in NOT_HASHED or k not in FIELDS:
@@ -80,16 +83,27 @@ def config_matches(requested: dict, recorded: dict) -> bool:
     return True
 
 
+def cell_values(cc: CompareConfig, task, model, m, task_obj) -> dict:
+    """The options one cell is given: shared, task- and model-level options and command-line
+    overrides where the cell's method and task read them; the method entry's own options always."""
+    soft = {**cc.shared, **task.options, **model.options}
+    values = {k: v for k, v in soft.items() if applies(k, task_obj, m.name)}
+    values.update(m.options)
+    values.update({k: v for k, v in cc.overrides.items() if applies(k, task_obj, m.name)})
+    return values
+
+
 def expand(cc: CompareConfig, output_dir: str, data_dir: str | None = None, threads: int | None = None) -> list:
     """All cells, model-major then seed, task, method (full FT first where listed first)."""
     from ..methods import get_method
+    from ..tasks import get_task
 
     cells = []
     for model in cc.models:
         for seed in cc.seeds:
             for task in cc.tasks:
                 for m in cc.methods:
-                    values = {**cc.shared, **task.options, **model.options, **m.options, **cc.overrides}
+                    values = cell_values(cc, task, model, m, get_task(task.name))
                     if data_dir is not None:
                         values["data_dir"] = data_dir
                     if threads is not None:
@@ -99,10 +113,9 @@ def expand(cc: CompareConfig, output_dir: str, data_dir: str | None = None, thre
                                   output_dir=os.path.join(output_dir, "runs", rid), overwrite=True)
                     try:
                         cfg = build_config(values)
-                        method = get_method(m.name)
-                        method().validate(cfg)
+                        get_method(m.name)().validate(cfg)
                     except UserError as e:
                         raise UserError(f"{m.where}: {m.label} on {task.label}: {e}") from None
                     cells.append(Cell(rid, task.label, m.label, m.name, model.label, seed, cfg,
-                                      config_hash(cfg.as_dict(), method.default_lr)))
+                                      config_hash(cfg.as_dict())))
     return cells

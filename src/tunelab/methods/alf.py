@@ -92,25 +92,15 @@ class ALF(DynamicLayerMethod):
     """Adaptive layer-wise FT: train the layers whose weights change fastest, within a budget."""
 
     name = "alf"
-    options = ("alf_budget", "alf_interval", "alf_score", "alf_hysteresis", "adapter")
     uses_grad_hook = True
     uses_peft = False
 
     def validate(self, cfg):
-        if not 0 < cfg.alf_budget <= 1:
-            raise UserError(f"--alf-budget {cfg.alf_budget}: must be in (0, 1]")
-        if cfg.alf_interval < 1:
-            raise UserError(f"--alf-interval {cfg.alf_interval}: must be >= 1")
-        if cfg.alf_score not in SCORES:
-            raise UserError(f"--alf-score {cfg.alf_score}: must be one of {', '.join(SCORES)}")
-        if cfg.alf_hysteresis < 0:
-            raise UserError(f"--alf-hysteresis {cfg.alf_hysteresis}: must be >= 0")
-        if cfg.adapter not in (None, "lora"):
-            raise UserError(f"--adapter {cfg.adapter}: ALF supports only 'lora' (or no adapter)")
-        if cfg.adapter == "lora":
-            from .lora import LoRA
-
-            LoRA().validate(cfg)
+        if cfg.adapter != "lora":
+            given = [k for k in ("lora_r", "lora_alpha", "lora_dropout", "lora_targets")
+                     if cfg.sources.get(k) == "given"]
+            if given:
+                raise UserError(f"--{given[0].replace('_', '-')} applies to --method alf only with --adapter lora")
 
     def configure(self, cfg):
         self.interval = cfg.alf_interval
@@ -121,8 +111,6 @@ class ALF(DynamicLayerMethod):
         self.score_name = ("weight change rate ||W_t - W_t-k|| / ||W_t-k|| (frozen layers: probe estimate)"
                            if cfg.alf_score == "change" else "relative gradient norm ||g|| / ||W|| (probe)")
         self.uses_peft = cfg.adapter == "lora"
-        if self.uses_peft:
-            self.options = self.options + ("lora_r", "lora_alpha", "lora_dropout", "lora_targets")
 
     def wrap(self, model, ctx):
         if not self.uses_peft:

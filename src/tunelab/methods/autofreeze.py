@@ -17,7 +17,6 @@ Timeline ``scores``: r of every layer (null where frozen or not yet computable).
 
 import numpy as np
 
-from ..errors import UserError
 from . import METHODS
 from .dynamic import DynamicLayerMethod
 
@@ -27,16 +26,9 @@ class AutoFreeze(DynamicLayerMethod):
     """AutoFreeze: freeze front layers once their gradient-norm change rate falls below a percentile."""
 
     name = "autofreeze"
-    options = ("autofreeze_interval", "autofreeze_percentile")
     may_train_embeddings = True
     uses_grad_hook = True
     score_name = "gradient-norm change rate |G_t - G_t-1| / G_t-1 (accumulated gradients per interval)"
-
-    def validate(self, cfg):
-        if cfg.autofreeze_interval < 1:
-            raise UserError(f"--autofreeze-interval {cfg.autofreeze_interval}: must be >= 1")
-        if not 0 <= cfg.autofreeze_percentile <= 100:
-            raise UserError(f"--autofreeze-percentile {cfg.autofreeze_percentile}: must be in [0, 100]")
 
     def configure(self, cfg):
         self.interval = cfg.autofreeze_interval

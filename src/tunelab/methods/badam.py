@@ -25,17 +25,8 @@ class BAdam(DynamicLayerMethod):
     """BAdam: one block of layers at a time, switched every K steps (descending/ascending/random)."""
 
     name = "badam"
-    options = ("badam_interval", "badam_order", "badam_block_layers")
     scores_are_change = True
     score_name = "weight change rate in the interval (recorded only; BAdam switches in a fixed order)"
-
-    def validate(self, cfg):
-        if cfg.badam_interval < 1:
-            raise UserError(f"--badam-interval {cfg.badam_interval}: must be >= 1")
-        if cfg.badam_order not in ORDERS:
-            raise UserError(f"--badam-order {cfg.badam_order}: must be one of {', '.join(ORDERS)}")
-        if cfg.badam_block_layers < 1:
-            raise UserError(f"--badam-block-layers {cfg.badam_block_layers}: must be >= 1")
 
     def configure(self, cfg):
         self.interval = cfg.badam_interval

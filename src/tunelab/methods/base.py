@@ -16,19 +16,30 @@ class PrepareContext:
 
     cfg: object  # RunConfig
     layout: object  # models.Layout
-    peft_task_type: str  # "SEQ_CLS" | "CAUSAL_LM"
+    peft_task_type: str  # the head's PEFT task type: "SEQ_CLS", "CAUSAL_LM", ...
+    model_type: str | None = None  # config.model_type (PEFT's default LoRA targets depend on it)
 
 
 class Method:
     name = ""
-    default_lr = 1e-4
-    default_head_lr = None  # None: the head trains at the method's lr
-    dynamic = False  # True when on_step changes what trains
+    default_lr = 1e-4  # the method's default learning rate (level 2 of config.py's merge order)
     uses_peft = False
-    options: tuple = ()  # RunConfig fields this method reads (recorded in run.json)
+
+    @classmethod
+    def option_defaults(cls) -> dict:
+        """This method's option defaults (merged over the field defaults, under the task's)."""
+        return {"lr": cls.default_lr}
+
+    @classmethod
+    def options(cls) -> tuple:
+        """The RunConfig options that name this method among their readers."""
+        from ..config import FIELDS
+
+        return tuple(k for k, f in FIELDS.items() if cls.name in f.metadata["reads"])
 
     def validate(self, cfg) -> None:
-        """Raise UserError for invalid options (called before any model is loaded)."""
+        """Cross-option checks (ranges and choices are declared on the options); called before any
+        model is loaded. Raise UserError."""
 
     def prepare(self, model: nn.Module, ctx: PrepareContext) -> nn.Module:
         raise NotImplementedError

@@ -28,11 +28,10 @@ What ``DynamicLayerMethod`` does for every method:
   active in the interval; null for layers that were frozen, whose weights did not move).
   ``params_extras()``: ``trainable_fraction_mean`` (time-average over optimizer steps of the
   share above that trained), ``trainable_fraction_max``, the peak optimizer-state size.
-- ``save``: the weights plus ``layer_activity.png`` (layers x steps; active/frozen, score shaded).
+- ``save``: the weights (the runner draws ``layer_activity.png`` from the timeline: analysis/figures.py).
 """
 
 import math
-import os
 
 import torch
 
@@ -66,7 +65,6 @@ def max_layers_for_budget(budget: float, layer_sizes: list, denominator: int) ->
 class DynamicLayerMethod(Method):
     """Base of the methods whose trainable layer set changes during training."""
 
-    dynamic = True
     default_lr = 3e-4
     interval = 20  # steps between decisions (set from the config in ``configure``)
     score_name = ""  # what ``scores`` in the timeline means (for run.json and the plot)
@@ -306,13 +304,5 @@ class DynamicLayerMethod(Method):
     def save(self, model, out_dir):
         if getattr(self, "uses_peft", False):
             model.save_pretrained(out_dir, safe_serialization=True)
-            files = ["adapter_model.safetensors", "adapter_config.json"]
-        else:
-            files = super().save(model, out_dir)
-        from ..analysis.layer_activity import plot_layer_activity
-
-        fr = self.params_extras().get("trainable_fraction_mean")
-        title = f"{self.name} on {self.cfg.task}" + (f" - trainable share mean {fr:.1%}" if fr is not None else "")
-        plot_layer_activity(self.timeline, os.path.join(out_dir, "layer_activity.png"), num_layers=self.num_layers,
-                            score_name=self.score_name, title=title)
-        return files
+            return ["adapter_model.safetensors", "adapter_config.json"]
+        return super().save(model, out_dir)

@@ -23,16 +23,9 @@ class LISA(DynamicLayerMethod):
     """LISA: embeddings + head train; every K steps gamma random layers train."""
 
     name = "lisa"
-    options = ("lisa_layers", "lisa_interval", "lisa_freeze_embeddings")
     may_train_embeddings = True
     scores_are_change = True
     score_name = "weight change rate in the interval (recorded only; LISA draws at random)"
-
-    def validate(self, cfg):
-        if cfg.lisa_layers < 1:
-            raise UserError(f"--lisa-layers {cfg.lisa_layers}: must be >= 1")
-        if cfg.lisa_interval < 1:
-            raise UserError(f"--lisa-interval {cfg.lisa_interval}: must be >= 1")
 
     def configure(self, cfg):
         self.interval = cfg.lisa_interval

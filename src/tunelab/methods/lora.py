@@ -1,6 +1,8 @@
 """LoRA via PEFT. ``--lora-targets`` defaults to PEFT's per-architecture mapping (query/value for
 BERT/RoBERTa, query_proj/value_proj for DeBERTa-v2, q_proj/v_proj for Llama/OPT, c_attn for GPT-2).
-With ``--layers`` only those layers get adapters (PEFT ``layers_to_transform``)."""
+With ``--layers`` only those layers get adapters (PEFT ``layers_to_transform``; on a model with
+several layer stacks, e.g. Whisper's encoder and decoder, a ``target_modules`` regex over the
+chosen layers of each stack)."""
 
 from peft import LoraConfig
 
@@ -10,31 +12,55 @@ from .layers import parse_layers
 from .peft_common import PeftMethod, head_module_names
 
 
+# Architectures PEFT's mapping lacks: the usual recipe's targets (HF "fine-tune Whisper" + PEFT: q/v)
+EXTRA_TARGETS = {"whisper": ["q_proj", "v_proj"]}
+
+
+def default_targets(model_type) -> list:
+    """PEFT's per-architecture LoRA targets (what ``target_modules=None`` would pick), else ours."""
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as MAPPING
+
+    if model_type in MAPPING:
+        return list(MAPPING[model_type])
+    if model_type in EXTRA_TARGETS:
+        return list(EXTRA_TARGETS[model_type])
+    raise UserError(f"--lora-targets: no default targets for model type {model_type!r}; name them")
+
+
+def stack_targets_regex(layout, layers: list, targets: list) -> str:
+    """A PEFT ``target_modules`` regex matching ``targets`` only inside the chosen global layers."""
+    import re
+
+    alts = []
+    for s in layout.stacks:
+        local = [i - s.offset for i in layers if s.offset <= i < s.offset + s.num_layers]
+        if local:
+            alts.append(re.escape(s.path) + r"\.(?:" + "|".join(map(str, local)) + r")")
+    names = "|".join(re.escape(t) for t in targets)
+    return r"(?:.*\.)?(?:" + "|".join(alts) + r")\..*(?:" + names + r")$"
+
+
 @METHODS.register("lora")
 class LoRA(PeftMethod):
     name = "lora"
     # minilm, SST-2 2k examples, 1 epoch, r 8 on query,value, pooler trained: 1e-3 -> 0.745, 2e-3 -> 0.765
     default_lr = 2e-3
-    options = ("lora_r", "lora_alpha", "lora_dropout", "lora_targets", "layers")
     describe_keys = ("r", "lora_alpha", "lora_dropout", "target_modules", "layers_to_transform", "modules_to_save")
-
-    def validate(self, cfg):
-        if cfg.lora_r < 1:
-            raise UserError(f"--lora-r {cfg.lora_r}: must be a positive integer")
-        if cfg.lora_alpha <= 0:
-            raise UserError(f"--lora-alpha {cfg.lora_alpha}: must be positive")
-        if not 0 <= cfg.lora_dropout < 1:
-            raise UserError(f"--lora-dropout {cfg.lora_dropout}: must be in [0, 1)")
 
     def build_config(self, ctx):
         cfg, layout = ctx.cfg, ctx.layout
         targets = cfg.lora_targets
         if isinstance(targets, str):
             targets = [t for t in targets.split(",") if t]
+        if not targets and ctx.model_type in EXTRA_TARGETS:
+            targets = list(EXTRA_TARGETS[ctx.model_type])
         kw = {}
         if cfg.layers:
-            kw = {"layers_to_transform": parse_layers(cfg.layers, layout.num_layers),
-                  "layers_pattern": layout.layers_pattern}
+            chosen = parse_layers(cfg.layers, layout)
+            if len(layout.stacks) == 1:
+                kw = {"layers_to_transform": chosen, "layers_pattern": layout.layers_pattern}
+            else:  # PEFT's layers_to_transform cannot tell two stacks apart: a regex over full names
+                targets = stack_targets_regex(layout, chosen, targets or default_targets(ctx.model_type))
         return LoraConfig(task_type=ctx.peft_task_type, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                           lora_dropout=cfg.lora_dropout, target_modules=targets or None,
                           modules_to_save=head_module_names(layout) or None, **kw)

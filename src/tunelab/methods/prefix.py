@@ -3,7 +3,6 @@
 
 from peft import PrefixTuningConfig
 
-from ..errors import UserError
 from . import METHODS
 from .peft_common import PeftMethod, head_module_names
 
@@ -12,12 +11,7 @@ from .peft_common import PeftMethod, head_module_names
 class PrefixTuning(PeftMethod):
     name = "prefix"
     default_lr = 1e-2
-    options = ("num_virtual_tokens", "prefix_projection")
     describe_keys = ("num_virtual_tokens", "prefix_projection", "encoder_hidden_size", "modules_to_save")
-
-    def validate(self, cfg):
-        if cfg.num_virtual_tokens < 1:
-            raise UserError(f"--num-virtual-tokens {cfg.num_virtual_tokens}: must be a positive integer")
 
     def build_config(self, ctx):
         return PrefixTuningConfig(task_type=ctx.peft_task_type, num_virtual_tokens=ctx.cfg.num_virtual_tokens,

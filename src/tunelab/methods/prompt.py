@@ -3,7 +3,6 @@ embeddings, initialised randomly; the head trains alongside."""
 
 from peft import PromptTuningConfig
 
-from ..errors import UserError
 from . import METHODS
 from .peft_common import PeftMethod, head_module_names
 
@@ -12,12 +11,7 @@ from .peft_common import PeftMethod, head_module_names
 class PromptTuning(PeftMethod):
     name = "prompt"
     default_lr = 3e-2
-    options = ("num_virtual_tokens",)
     describe_keys = ("num_virtual_tokens", "prompt_tuning_init", "modules_to_save")
-
-    def validate(self, cfg):
-        if cfg.num_virtual_tokens < 1:
-            raise UserError(f"--num-virtual-tokens {cfg.num_virtual_tokens}: must be a positive integer")
 
     def build_config(self, ctx):
         return PromptTuningConfig(task_type=ctx.peft_task_type, num_virtual_tokens=ctx.cfg.num_virtual_tokens,

@@ -15,14 +15,13 @@ from .layers import parse_layers
 class SelectiveLayers(Method):
     name = "selective"
     default_lr = 2e-4
-    options = ("layers", "train_embeddings")
 
     def validate(self, cfg):
         if not cfg.layers:
             raise UserError("--method selective needs --layers (e.g. top:2, 9-11, 0,5,9)")
 
     def prepare(self, model, ctx):
-        self.layers = parse_layers(ctx.cfg.layers, ctx.layout.num_layers)
+        self.layers = parse_layers(ctx.cfg.layers, ctx.layout)
         for p in model.parameters():
             p.requires_grad_(False)
         groups = group_params(model, ctx.layout)

@@ -110,11 +110,11 @@ def _dynamic_table(ts) -> Table | None:
         mean = sum(p["trainable_fraction_mean"] for p in ps) / len(ps)
         rows.append([m.label, f"{100 * mean:.2f}", f"{100 * max(p.get('trainable_fraction_max', 0) for p in ps):.2f}",
                      _f(ps, "optimizer_state_mb_mean"), _f(ps, "optimizer_state_mb_peak"),
-                     _f(ps, "optimizer_state_mb_if_all_kept")])
+                     _f(ps, "optimizer_state_mb_if_not_released"), _f(ps, "optimizer_state_mb_if_all_trained")])
     if not rows:
         return None
     header = ["method", "mean trainable % of backbone", "max %", "optimizer state MB (mean)",
-              "optimizer state MB (peak)", "MB if all kept"]
+              "optimizer state MB (peak)", "MB if frozen layers kept their state", "MB if every layer trained"]
     keep = [j for j in range(len(header)) if j == 0 or any(r[j] != "—" for r in rows)]
     return Table([header[j] for j in keep], [[r[j] for j in keep] for r in rows])
 

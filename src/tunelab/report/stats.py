@@ -94,14 +94,19 @@ VECTORISED = {
 }
 
 
-BOOTSTRAPPABLE = set(VECTORISED) | {"spearman"}  # metrics tasks.metrics recomputes from predictions.tsv
+def bootstrappable(name: str) -> bool:
+    """A registered per-example metric that can be recomputed from predictions.tsv's label/prediction."""
+    from ..metrics import lookup
+
+    m = lookup(name)
+    return m is not None and m.per_example and m.fn is not None
 
 
 def metric_on_resamples(name: str, y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """``y``, ``p``: (B, n) arrays -> (B,) metric values, same definitions as tasks.metrics."""
+    """``y``, ``p``: (B, n) arrays -> (B,) metric values, same definitions as the registered metrics."""
     if name in VECTORISED:
         return VECTORISED[name](y, p)
-    from ..tasks.metrics import compute
+    from ..metrics import compute
 
     return np.array([compute([name], p[i], y[i])[name] for i in range(y.shape[0])])
 
@@ -151,7 +156,7 @@ def compare_to_reference(method_rows: list, ref_rows: list, metric: str) -> Sign
     delta = float(np.mean([a - b for a, b in vals]))
     if len(paired) >= 3:
         return Significance(paired_ttest([a for a, _ in vals], [b for _, b in vals]), "t-test", len(paired), delta)
-    if metric not in BOOTSTRAPPABLE:
+    if not bootstrappable(metric):
         return Significance(None, f"{metric} is not recomputable from predictions; needs >= 3 seeds", len(paired), delta)
     pairs = []
     for r, q in paired:

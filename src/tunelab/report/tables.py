@@ -9,11 +9,7 @@ from dataclasses import dataclass, field
 
 from .stats import Significance, compare_to_reference, majority_baseline, mean_std
 
-LOWER_IS_BETTER = ("ppl", "perplexity", "loss", "error", "wer", "cer")  # name fragments
-
-
-def higher_is_better(metric: str) -> bool:
-    return not any(f in (metric or "").lower() for f in LOWER_IS_BETTER)
+from ..metrics import higher_is_better  # noqa: F401  (the direction is the registered metric's)
 
 
 @dataclass

@@ -14,6 +14,7 @@ import copy
 import os
 
 from ..errors import UserError
+from ..metrics import Metric, register
 from . import TASKS
 from .base import Split, Task
 from .instruction import load_instructions
@@ -22,9 +23,11 @@ from .preference import load_pairs
 # CPU-friendly defaults for causal LMs (a given option always wins): small batches with gradient
 # accumulation (effective batch 8), one epoch, a bounded held-out set.
 ALIGN_DEFAULTS = {"batch_size": 2, "grad_accum": 4, "eval_batch_size": 8, "epochs": 1, "max_eval_samples": 64}
+BETA = {"dpo": 0.1, "rlhf": 0.05}  # KL strength to the reference (TRL's DPO default; RLOO's 0.05)
 
 
 class AlignmentTask(Task):
+    family = "alignment"
     head = "causal-lm"
     num_labels = 1
     eval_splits = ("validation",)
@@ -36,7 +39,14 @@ class AlignmentTask(Task):
         self.head, self.lr_factor, self.metric_names = head, lr_factor, metric_names
         self.subset, self.eval_fraction = None, 0.1
 
-    def bind(self, cfg) -> "AlignmentTask":
+    def option_defaults(self, method) -> dict:
+        """The family's defaults, its learning rate for ``method`` and the objective's beta."""
+        out = {**self.defaults, "lr": self.default_lr(method)}
+        if self.objective in BETA:
+            out["beta"] = BETA[self.objective]
+        return out
+
+    def configure(self, cfg) -> "AlignmentTask":
         """A copy configured for this run (data subset, held-out share)."""
         t = copy.copy(self)
         t.subset, t.eval_fraction = cfg.subset, cfg.eval_fraction
@@ -44,6 +54,9 @@ class AlignmentTask(Task):
 
     def validate(self, cfg) -> None:
         """Option checks that need no model (called before anything is loaded or written)."""
+        if cfg.group_by_length:
+            raise UserError(f"--group-by-length: task {self.name} trains with TRL / HF Trainer, whose batches "
+                            "tunelab does not build; drop the option")
         if cfg.judge not in ("auto", "none") and not os.path.isdir(cfg.judge):
             raise UserError(f"--judge {cfg.judge}: no such folder (auto, none, or a reward model / reward run folder)")
         if cfg.reward_model is not None:
@@ -58,7 +71,7 @@ class AlignmentTask(Task):
     def default_lr(self, method) -> float:
         """Anchors of our own (not the methods' classifier-tuned defaults): 1e-3 for LoRA, 5e-5 for
         methods that update weights, the method's default for prompt / prefix tuning; x lr_factor."""
-        if method.name == "lora":
+        if method.name == "lora":  # method: the Method class
             anchor = 1e-3
         elif method.uses_peft:
             anchor = method.default_lr
@@ -102,3 +115,9 @@ OBJECTIVES = [
 
 for _t in OBJECTIVES:
     TASKS.add(_t.name, _t)
+
+register(Metric("pref_accuracy", None, True, False, "share of held-out pairs ranked chosen > rejected"))
+register(Metric("pref_accuracy_per_token", None, True, False, "the same ranking by mean log-likelihood per token"))
+register(Metric("chosen_logppl", None, False, False, "log-perplexity of the chosen responses (lower is better)"))
+register(Metric("win_rate", None, True, False, "share of prompts where the judge prefers the model to the base"))
+register(Metric("judge_accuracy", None, True, False, "the judge's held-out pair accuracy"))

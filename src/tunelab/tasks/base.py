@@ -1,6 +1,23 @@
-"""The task protocol the runner relies on."""
+"""The task contract: what a task family provides, so that the runner needs to know none of them.
+
+A ``Task`` (one registered name; a family is a module of them) provides:
+
+- ``head``: the registered model head (``models/heads.py``: auto class, PEFT task type, processor);
+- its data: ``load(split, data_dir) -> Split`` for ``"train"`` and every name in ``eval_splits``
+  (the first is the one reported and used for early stopping);
+- its metrics: ``metric_names`` (registered in ``tunelab.metrics``; the first is the main metric);
+- its default options: ``option_defaults(method)`` (level 3 of config.py's merge order) and the
+  option checks it needs (``validate``); ``configure(cfg)`` returns a copy bound to one run;
+- training and evaluation: ``fit(ctx) -> summary``. ``SupervisedTask`` (tasks/supervised.py)
+  implements it for every family trained with tunelab's loop from four small hooks (encode rows,
+  collate, turn model outputs into predictions, compute metrics); a family that needs another
+  trainer (the alignment objectives: TRL) overrides ``fit`` and still uses the shared optimizer
+  builder and epoch tracker;
+- ``write_predictions(path, predictions)``: its ``predictions.tsv``.
+"""
 
 import hashlib
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 
@@ -30,73 +47,77 @@ class Split:
 
 @dataclass
 class FitContext:
-    """What a task that owns its training (``Task.fit``) gets from the runner: a loaded, prepared
-    model (the method already decided what trains), the data, and the resolved options."""
+    """What ``Task.fit`` gets from the runner: a loaded, prepared model (the method already decided
+    what trains), its processor, the data, and the resolved options (``cfg.lr`` etc.)."""
 
     model: object
-    tokenizer: object
+    processor: object  # tokenizer / feature extractor / processor (the head's load_processor)
     method: object  # methods.base.Method (duck-typed: tasks never import methods)
-    cfg: object  # RunConfig
-    lr: float
+    cfg: object  # RunConfig, fully resolved
     device: object
     train_examples: list
     eval_splits: list  # [Split]
     model_source: str  # resolved folder / hub id of the base model
     out_dir: str
+    layout: object = None  # models.Layout
+    head_names: tuple = ()  # parameter names that belong to the head (their own lr: cfg.head_lr)
     on_epoch: object = None  # callable(epoch_record, predictions): the runner saves run.json
     train_all: list = field(default_factory=list)  # the whole train split (train_examples is the subsample)
 
+    @property
+    def tokenizer(self):
+        return getattr(self.processor, "tokenizer", self.processor)
 
-class Task:
-    """A task knows its data, its head and its metrics.
 
-    name: registry name; head: 'classification' | 'regression' | 'reward' | 'causal-lm';
-    num_labels; metric_names (first = main metric); eval_splits (first = the one reported).
-    A task that trains itself (e.g. with TRL) defines ``fit(FitContext) -> summary`` (the same
-    summary as ``train.loop.train`` plus optional ``record``: extra run.json keys) and
-    ``write_predictions(path, predictions)``; ``defaults`` overrides RunConfig defaults.
-    """
+class Task(ABC):
+    """One task. Subclasses set the class attributes and implement ``load``, ``fit`` and
+    ``write_predictions`` (``SupervisedTask`` implements the last two for loop-trained families)."""
 
     name = ""
-    head = "classification"
+    family = ""  # e.g. "glue", "alignment": options can be scoped to a family (config.py ``reads``)
+    head = "classification"  # a registered models.heads.Head
     num_labels = 2
     metric_names: tuple = ("accuracy",)
     eval_splits: tuple = ("validation",)
+    defaults: dict = {}  # the family's option defaults (see option_defaults)
 
     @property
     def main_metric(self) -> str:
         return self.metric_names[0]
 
+    def option_defaults(self, method) -> dict:
+        """Option defaults of this task for ``method`` (a Method class); they win over the method's."""
+        return dict(self.defaults)
+
+    def configure(self, cfg) -> "Task":
+        """The task bound to one run's options (a copy when it keeps any); default: itself."""
+        return self
+
     def validate(self, cfg) -> None:
         """Task-specific option checks, run before any data, model or output is touched."""
 
+    @abstractmethod
     def load(self, split: str, data_dir: str | None) -> Split:
-        raise NotImplementedError
+        """One split's examples (``"train"`` or a name in ``eval_splits``)."""
+
+    def load_model(self, name: str):
+        """(model, processor, layout, source) with this task's head."""
+        from ..models import load_backbone
+
+        return load_backbone(name, self.head, self.num_labels)
+
+    @abstractmethod
+    def fit(self, ctx: FitContext) -> dict:
+        """Train ``ctx.model`` and evaluate it after every epoch; return the summary: ``history``,
+        ``state`` (train.loop.TrainState), ``best_epoch``, ``best``, ``main_metric``,
+        ``stopped_early``, ``final_metrics``, ``final_predictions`` and optionally ``record``
+        (extra run.json keys)."""
+
+    @abstractmethod
+    def write_predictions(self, path: str, predictions: dict) -> None:
+        """Write ``predictions.tsv`` from the summary's ``final_predictions``."""
 
     def metrics(self, predictions, references) -> dict:
-        from .metrics import compute
+        from ..metrics import compute
 
         return compute(self.metric_names, predictions, references)
-
-
-class TextClassificationTask(Task):
-    """Sentence / sentence-pair tasks with a classification or regression head."""
-
-    def encode(self, examples, tokenizer, max_len: int) -> list:
-        firsts = [e.texts[0] for e in examples]
-        seconds = [e.texts[1] for e in examples] if len(examples[0].texts) > 1 else None
-        enc = tokenizer(firsts, seconds, truncation=True, max_length=max_len)
-        rows = []
-        for i, e in enumerate(examples):
-            row = {k: enc[k][i] for k in enc.keys()}
-            row["labels"] = e.label
-            rows.append(row)
-        return rows
-
-    def collator(self, tokenizer):
-        from transformers import DataCollatorWithPadding
-
-        return DataCollatorWithPadding(tokenizer)
-
-    def predictions_from_logits(self, logits):
-        return logits.squeeze(-1).tolist() if self.head == "regression" else logits.argmax(-1).tolist()

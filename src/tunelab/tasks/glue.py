@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from ..errors import UserError
 from . import TASKS
-from .base import Example, Split, TextClassificationTask, sha256_file
+from .base import Example, Split, sha256_file
+from .supervised import TextClassificationTask
 
 BINARY = {"0": 0, "1": 1}
 NLI3 = {"entailment": 0, "neutral": 1, "contradiction": 2}
@@ -102,6 +103,8 @@ def local_glue_dir(folder: str) -> str | None:
 
 
 class GlueTask(TextClassificationTask):
+    family = "glue"
+
     def __init__(self, spec: GlueSpec):
         self.spec = spec
         self.name = spec.name

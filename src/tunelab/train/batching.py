@@ -1,4 +1,4 @@
-"""Length-grouped batching (opt-in, ``--group-by-length``): less padding for the same examples.
+"""Length-grouped batching (opt-in, ``--group-by-length``; any family whose rows have a length): less padding for the same examples.
 
 Training: every epoch, shuffle the examples, cut them into chunks of ``chunk_batches`` batches, sort
 each chunk by length and split it into batches, then shuffle the batch order (the scheme of HF
@@ -37,9 +37,9 @@ class LengthGroupedBatches:
         return iter([batches[o] for o in order])
 
 
-def length_order(rows: list) -> list:
-    """Indices of ``rows`` (dicts with input_ids) from longest to shortest (stable)."""
-    return sorted(range(len(rows)), key=lambda i: -len(rows[i]["input_ids"]))
+def length_order(lengths: list) -> list:
+    """Indices of ``lengths`` from longest to shortest (stable)."""
+    return sorted(range(len(lengths)), key=lambda i: -lengths[i])
 
 
 def unsort(values: list, order: list) -> list:

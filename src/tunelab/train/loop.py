@@ -11,7 +11,7 @@ it is not slower than Trainer on the same model, data and method.
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -38,12 +38,12 @@ class TrainState:
     loss: float = float("nan")
     samples_seen: int = 0
     train_seconds: float = 0.0
-    log: list = field(default_factory=list)
 
 
 def build_optimizer(params_named, lr: float, weight_decay: float, head_lr: float | None = None, head_names=(),
                     fused: bool = False):
-    """AdamW; no decay on biases / norms; the head's parameters may get their own lr."""
+    """AdamW; no decay on biases / norms; the head's parameters may get their own lr. Both training
+    paths (this loop and the TRL bridge) build their optimizer here."""
     groups = {}
     for n, p in params_named:
         no_decay = p.ndim < 2 or "norm" in n.lower() or n.endswith(".bias")
@@ -53,36 +53,52 @@ def build_optimizer(params_named, lr: float, weight_decay: float, head_lr: float
                               for (nd, glr), ps in groups.items()], lr=lr, fused=fused)
 
 
+def batch_len(batch: dict) -> int:
+    """Examples in a batch (any family: input_ids, input_features, pixel_values ...)."""
+    return next(v for v in batch.values() if torch.is_tensor(v)).shape[0]
+
+
+def model_loss(model, batch):
+    """The model's own loss (HF models compute it from ``labels``)."""
+    return model(**batch).loss
+
+
 def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoch=None,
-          head_lr: float | None = None, head_names=()) -> dict:
+          head_lr: float | None = None, head_names=(), main_metric: str | None = None, loss_fn=model_loss) -> dict:
     """Train ``model`` in place. ``evaluate(model) -> (metrics, predictions)`` runs after each epoch;
-    ``on_epoch(epoch_record)`` is told each epoch's result. Returns the loop summary."""
+    ``on_epoch(epoch_record, predictions)`` is told each epoch's result; ``loss_fn(model, batch)``
+    gives the training loss. ``cfg.grad_accum`` batches make one optimizer step. Returns the loop
+    summary (``EpochTracker.summary()`` + ``state``)."""
     from transformers import get_linear_schedule_with_warmup
 
+    from .tracker import EpochTracker
+
     named = method.optimizer_params(model)
-    optimizer = build_optimizer(named, lr, cfg.weight_decay, head_lr, set(head_names),
-                                fused=cfg.fused_adamw)
-    steps_per_epoch = len(train_loader)
+    optimizer = build_optimizer(named, lr, cfg.weight_decay, head_lr, set(head_names), fused=cfg.fused_adamw)
+    accum = cfg.grad_accum
+    steps_per_epoch = math.ceil(len(train_loader) / accum)
     total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     state = TrainState(model=model, optimizer=optimizer, total_steps=total_steps)
     method.on_train_start(state)
-    history, best, best_epoch, bad_epochs = [], None, None, 0
-    main = None
     bar = tqdm(total=total_steps, desc=f"train {cfg.task}/{cfg.method}", unit="step", dynamic_ncols=True, mininterval=1.0)
-    n_epochs = math.ceil(cfg.epochs)
-    stopped_early = False
-    for epoch in range(n_epochs):
+    tracker = EpochTracker(main_metric, cfg.early_stopping_patience, on_epoch, write=bar.write)
+    for epoch in range(math.ceil(cfg.epochs)):
         state.epoch = epoch
         model.train()
-        losses = []
+        losses, micro = [], []
         t0 = time.perf_counter()
-        for batch in train_loader:
+        n_batches = len(train_loader)
+        for i, batch in enumerate(train_loader):
             if state.step >= total_steps:
                 break
             batch = {k: v.to(device) for k, v in batch.items()}
-            loss = model(**batch).loss
-            loss.backward()
+            loss = loss_fn(model, batch)
+            (loss / accum if accum > 1 else loss).backward()
+            state.samples_seen += batch_len(batch)
+            micro.append(loss.item())
+            if len(micro) < accum and i + 1 < n_batches:
+                continue
             trainable = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
             if cfg.max_grad_norm and trainable:
                 torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
@@ -90,8 +106,8 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
-            state.samples_seen += batch["input_ids"].shape[0]
-            state.loss = loss.item()
+            state.loss = micro[0] if accum == 1 else float(np.mean(micro))
+            micro = []
             losses.append(state.loss)
             method.on_step(state)
             bar.update(1)
@@ -99,23 +115,10 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
         state.train_seconds += time.perf_counter() - t0
         t1 = time.perf_counter()
         metrics, predictions = evaluate(model)
-        eval_seconds = time.perf_counter() - t1
-        main = next(iter(metrics))
         rec = {"epoch": epoch + 1, "step": state.step, "train_loss": float(np.mean(losses)) if losses else None,
-               "metrics": metrics, "eval_seconds": round(eval_seconds, 3)}
-        history.append(rec)
-        bar.write(f"epoch {epoch + 1}: loss {rec['train_loss']:.4f} " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-        if on_epoch:
-            on_epoch(rec, predictions)
-        score = metrics[main]
-        if best is None or score > best:
-            best, best_epoch, bad_epochs = score, epoch + 1, 0
-        else:
-            bad_epochs += 1
-            if cfg.early_stopping_patience and bad_epochs >= cfg.early_stopping_patience:
-                stopped_early = True
-                break
+               "metrics": metrics, "eval_seconds": round(time.perf_counter() - t1, 3)}
+        if tracker.end_epoch(rec, predictions):
+            break
     bar.close()
     method.on_train_end(state)
-    return {"history": history, "state": state, "best_epoch": best_epoch, "best": best, "main_metric": main,
-            "stopped_early": stopped_early, "final_predictions": predictions, "final_metrics": metrics}
+    return {**tracker.summary(), "state": state}

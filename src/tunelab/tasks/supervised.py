@@ -1,0 +1,151 @@
+"""``SupervisedTask``: the contract's ``fit`` for every family trained with tunelab's loop.
+
+A family implements four hooks and gets batching (optionally length-grouped), evaluation on every
+eval split after every epoch, early stopping in the main metric's direction and the run summary:
+
+- ``encode(examples, processor, cfg) -> rows`` (dicts of lists/arrays, with ``labels``);
+- ``collator(processor)`` -> a callable turning rows into a batch of tensors (``input_ids``,
+  ``input_features`` or ``pixel_values`` ... the model's keyword arguments, plus ``labels``);
+- ``decode(outputs, batch) -> predictions`` (argmax, span decoding; a family that decodes with
+  ``generate`` overrides ``predict``);
+- ``metrics(predictions, references)`` (registered metrics by default).
+
+``loss(model, batch)`` is the model's own loss unless the family overrides it. ``length(row)``
+(tokens) lets ``--group-by-length`` batch similar lengths; return None where it means nothing.
+"""
+
+from abc import abstractmethod
+from dataclasses import dataclass
+
+import torch
+
+from .base import Task
+
+
+@dataclass
+class Prediction:
+    """One split's predictions as the default writer prints them."""
+
+    predictions: list
+    references: list
+    examples: list
+
+
+class SupervisedTask(Task):
+    # ------------------------------------------------------------ hooks
+    @abstractmethod
+    def encode(self, examples: list, processor, cfg) -> list:
+        """Examples -> model-input rows (one per example, in order), each with ``labels``."""
+
+    @abstractmethod
+    def collator(self, processor):
+        """rows -> batch (dict of tensors)."""
+
+    @abstractmethod
+    def decode(self, outputs, batch) -> list:
+        """Model outputs of one batch -> one prediction per example."""
+
+    def length(self, row) -> int | None:
+        ids = row.get("input_ids") if isinstance(row, dict) else None
+        return None if ids is None else len(ids)
+
+    def loss(self, model, batch):
+        return model(**batch).loss
+
+    def references(self, batch) -> list:
+        return batch["labels"].tolist()
+
+    # ------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def predict(self, model, loader, device) -> tuple:
+        """(predictions, references) over one eval loader."""
+        model.eval()
+        preds, refs = [], []
+        for batch in loader:
+            labels = batch.pop("labels")
+            out = model(**{k: v.to(device) for k, v in batch.items()})
+            preds.extend(self.decode(out, batch))
+            refs.extend(self.references({"labels": labels}))
+        return preds, refs
+
+    def split_prefix(self, index: int, split) -> str:
+        """Metric-key prefix of an eval split: none for the first (reported) one."""
+        return "" if index == 0 else split.name.replace("validation_", "") + "_"
+
+    # ------------------------------------------------------------ the contract
+    def build_data(self, ctx):
+        """(train loader, evaluate(model) -> (metrics, predictions))."""
+        from ..train.batching import LengthGroupedBatches, length_order, unsort
+
+        cfg = ctx.cfg
+        collate = self.collator(ctx.processor)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        train_rows = self.encode(ctx.train_examples, ctx.processor, cfg)
+        lengths = [self.length(r) for r in train_rows]
+        by_length = cfg.group_by_length and None not in lengths
+        if by_length:  # train/batching.py: same examples, less padding
+            sampler = LengthGroupedBatches(lengths, cfg.batch_size, gen)
+            train_loader = torch.utils.data.DataLoader(train_rows, batch_sampler=sampler, collate_fn=collate)
+        else:
+            train_loader = torch.utils.data.DataLoader(train_rows, batch_size=cfg.batch_size, shuffle=True,
+                                                       generator=gen, collate_fn=collate)
+        eval_loaders = []
+        for s in ctx.eval_splits:
+            rows = self.encode(s.examples, ctx.processor, cfg)
+            order = length_order([self.length(r) for r in rows]) if by_length else None
+            rows = [rows[i] for i in order] if order else rows
+            loader = torch.utils.data.DataLoader(rows, batch_size=cfg.eval_batch_size, collate_fn=collate)
+            eval_loaders.append((s, loader, order))
+
+        def evaluate(model):
+            metrics, preds = {}, {}
+            for i, (split, loader, order) in enumerate(eval_loaders):
+                p, r = self.predict(model, loader, ctx.device)
+                if order:
+                    p, r = unsort(p, order), unsort(r, order)
+                prefix = self.split_prefix(i, split)
+                metrics.update({prefix + k: v for k, v in self.metrics(p, r).items()})
+                preds[split.name] = Prediction(p, r, split.examples)
+            return metrics, preds
+
+        return train_loader, evaluate
+
+    def fit(self, ctx) -> dict:
+        from ..train.loop import train
+
+        train_loader, evaluate = self.build_data(ctx)
+        cfg = ctx.cfg
+        return train(ctx.model, ctx.method, train_loader, evaluate, cfg, cfg.lr, ctx.device, on_epoch=ctx.on_epoch,
+                     head_lr=cfg.head_lr, head_names=ctx.head_names, main_metric=self.main_metric,
+                     loss_fn=self.loss)
+
+    def write_predictions(self, path: str, predictions: dict) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("split\tindex\tline\tlabel\tprediction\n")
+            for split, pr in predictions.items():
+                for i, (pi, ri, ex) in enumerate(zip(pr.predictions, pr.references, pr.examples)):
+                    f.write(f"{split}\t{i}\t{getattr(ex, 'line', 0)}\t{ri}\t{pi}\n")
+
+
+class TextClassificationTask(SupervisedTask):
+    """Sentence / sentence-pair tasks with a classification or regression head."""
+
+    def encode(self, examples, processor, cfg) -> list:
+        firsts = [e.texts[0] for e in examples]
+        seconds = [e.texts[1] for e in examples] if len(examples[0].texts) > 1 else None
+        enc = processor(firsts, seconds, truncation=True, max_length=cfg.max_seq_length)
+        rows = []
+        for i, e in enumerate(examples):
+            row = {k: enc[k][i] for k in enc.keys()}
+            row["labels"] = e.label
+            rows.append(row)
+        return rows
+
+    def collator(self, processor):
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(processor)
+
+    def decode(self, outputs, batch) -> list:
+        logits = outputs.logits.float().cpu()
+        return logits.squeeze(-1).tolist() if self.head == "regression" else logits.argmax(-1).tolist()

@@ -1,0 +1,47 @@
+"""Per-epoch bookkeeping shared by both training paths (tunelab's loop and the TRL/Trainer bridge):
+the history, the best epoch and early stopping, all in the direction of the registered main
+metric (``metrics.Metric.higher_is_better``), and the runner's ``on_epoch`` callback."""
+
+from ..metrics import lookup
+
+
+class EpochTracker:
+    def __init__(self, main_metric: str | None, patience: int | None = None, on_epoch=None, write=print):
+        self.main = main_metric
+        self.patience = patience
+        self.on_epoch = on_epoch
+        self.write = write
+        self.history = []
+        self.best = self.best_epoch = None
+        self.bad_epochs = 0
+        self.stopped_early = False
+        self.last_metrics, self.last_predictions = {}, {}
+
+    def end_epoch(self, rec: dict, predictions) -> bool:
+        """Record one evaluation (``rec``: epoch, step, train_loss, metrics, eval_seconds); returns
+        True when training should stop (patience epochs without improvement)."""
+        metrics = rec["metrics"]
+        self.history.append(rec)
+        self.last_metrics, self.last_predictions = metrics, predictions
+        loss = rec.get("train_loss")
+        self.write(f"epoch {rec['epoch']}: " + (f"loss {loss:.4f} " if loss is not None else "")
+                   + " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, (int, float))))
+        if self.on_epoch:
+            self.on_epoch(rec, predictions)
+        main = self.main or next(iter(metrics), None)
+        self.main = main
+        score = metrics.get(main) if main else None
+        metric = lookup(main) if main else None
+        higher = True if metric is None else metric.higher_is_better
+        if score is not None and (self.best is None or (score > self.best if higher else score < self.best)):
+            self.best, self.best_epoch, self.bad_epochs = score, rec["epoch"], 0
+        else:
+            self.bad_epochs += 1
+        if self.patience and self.bad_epochs >= self.patience:
+            self.stopped_early = True
+        return self.stopped_early
+
+    def summary(self) -> dict:
+        return {"history": self.history, "best_epoch": self.best_epoch, "best": self.best,
+                "main_metric": self.main, "stopped_early": self.stopped_early,
+                "final_metrics": self.last_metrics, "final_predictions": self.last_predictions}
