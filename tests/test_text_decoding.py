@@ -62,7 +62,8 @@ def test_gzipped_hh_rlhf_jsonl_with_a_latin1_line(tmp_path, hh_data_dir, capsys)
     with gzip.open(folder / "test.jsonl.gz", "wb") as f:
         f.write(b"".join(real[:10]))
     out = tmp_path / "run"
-    rc = main(["run", "--task", "sft", "--method", "lora", "--data-dir", str(tmp_path / "hh"), "--output-dir", str(out)])
+    rc = main(["run", "--task", "sft", "--method", "lora", "--data-dir", str(tmp_path / "hh"),
+               "--output-dir", str(out)])
     assert rc == 2
     path = folder / "train.jsonl.gz"
     assert one_error_line(capsys) == (f"tunelab: error: {path}:{BAD_AT}: invalid UTF-8 byte 0xe9 at byte offset "
@@ -77,22 +78,24 @@ def test_alpaca_json_with_a_latin1_byte(tmp_path, shared_data, capsys):
     body, offset = with_latin1_line(lines, (bad + "\n").encode("latin-1"))
     (tmp_path / "alpaca.jsonl").write_bytes(body)
     out = tmp_path / "run"
-    rc = main(["run", "--task", "sft-alpaca", "--method", "lora", "--data-dir", str(tmp_path), "--output-dir", str(out)])
+    rc = main(["run", "--task", "sft-alpaca", "--method", "lora", "--data-dir", str(tmp_path),
+               "--output-dir", str(out)])
     assert rc == 2
     assert one_error_line(capsys) == (f"tunelab: error: {tmp_path / 'alpaca.jsonl'}:{BAD_AT}: invalid UTF-8 byte 0xe9 "
                                       f"at byte offset {offset} (the Alpaca file must be UTF-8)")
     assert not out.exists()
 
 
-@pytest.mark.parametrize("command,what", [("run", "YAML config"), ("compare", "compare config")])
-def test_yaml_config_with_a_latin1_byte(tmp_path, command, what, capsys):
-    lines = [b"# study of the caf\xc3\xa9 corpus (valid UTF-8 here)\n", b"seeds: [0]\n", b"epochs: 1\n"]
-    body = b"".join(lines) + b"description: caf\xe9 reviews\n" if command == "compare" else b"".join(lines) + b"task: caf\xe9\n"
-    offset = len(b"".join(lines)) + body[len(b"".join(lines)):].index(b"\xe9")
+@pytest.mark.parametrize("command,what,bad", [("run", "YAML config", b"task: caf\xe9\n"),
+                                              ("compare", "compare config", b"description: caf\xe9 reviews\n")],
+                         ids=["run", "compare"])
+def test_yaml_config_with_a_latin1_byte(tmp_path, command, what, bad, capsys):
+    good = b"# study of the caf\xc3\xa9 corpus (valid UTF-8 here)\nseeds: [0]\nepochs: 1\n"
     cfg = tmp_path / "study.yaml"
-    cfg.write_bytes(body)
+    cfg.write_bytes(good + bad)
     rc = main([command, str(cfg), "--output-dir", str(tmp_path / "out")])
     assert rc == 2
+    offset = len(good) + bad.index(b"\xe9")
     assert one_error_line(capsys) == (f"tunelab: error: {cfg}:4: invalid UTF-8 byte 0xe9 at byte offset {offset} "
                                       f"(the {what} must be UTF-8)")
     assert not (tmp_path / "out").exists()
