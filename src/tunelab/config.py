@@ -168,11 +168,9 @@ def _unknown(key: str, where: str):
 
 def load_yaml(path: str) -> dict:
     """YAML mapping -> {field: value}; errors name the file and line."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise UserError(f"{path}: cannot read ({e.strerror})") from None
+    from .textio import read_text
+
+    text = read_text(path, what="YAML config")
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)

@@ -81,30 +81,36 @@ def cmd_compare(ns) -> int:
         print(f"{len(cells)} runs ({done} done) -> {out}")
         return 0
 
+    from .lock import CompareLock
     from .store import Store
 
-    os.makedirs(out, exist_ok=True)
-    store = Store(os.path.join(out, "results.sqlite"))
-    try:
-        store.set_meta(name=cc.name, description=cc.description, source=cc.source, config_text=cc.text,
-                       overrides=positional, config=cc.as_dict(), command=_command(ns, path, positional),
-                       cwd=os.getcwd(), grid=[c.run_id for c in cells],
-                       started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        threads = {c.config.threads for c in cells}
-        store.set_meta(jobs=jobs, threads=sorted(threads, key=str))
-        print(f"compare {cc.name}: {len(cells)} runs ({len(cc.tasks)} tasks x {len(cc.methods)} methods x "
-              f"{len(cc.models)} models x {len(cc.seeds)} seeds), {jobs} at a time -> {out}", flush=True)
-        res = run_grid(cells, store, out, isolation=ns.isolation, jobs=jobs)
-        store.set_meta(finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    finally:
-        store.close()
-    print(f"runs: {res['completed']} run now, {res['skipped']} already done, {len(res['failed'])} failed; "
-          f"{out}/results.sqlite", flush=True)
-    if not ns.no_report:
-        from ..report import write_report
+    # One compare per folder: a second one refuses before touching the store (its meta would replace
+    # this one's grid). Released on return, error and Ctrl-C; a killed holder's lock is taken over.
+    with CompareLock(out) as lock:
+        if lock.took_over:
+            print(f"compare: took over the lock of a compare that is gone (pid {lock.took_over.get('pid')}, "
+                  f"started {lock.took_over.get('started_at')})", flush=True)
+        store = Store(os.path.join(out, "results.sqlite"))
+        try:
+            store.set_meta(name=cc.name, description=cc.description, source=cc.source, config_text=cc.text,
+                           overrides=positional, config=cc.as_dict(), command=_command(ns, path, positional),
+                           cwd=os.getcwd(), grid=[c.run_id for c in cells],
+                           started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+            threads = {c.config.threads for c in cells}
+            store.set_meta(jobs=jobs, threads=sorted(threads, key=str))
+            print(f"compare {cc.name}: {len(cells)} runs ({len(cc.tasks)} tasks x {len(cc.methods)} methods x "
+                  f"{len(cc.models)} models x {len(cc.seeds)} seeds), {jobs} at a time -> {out}", flush=True)
+            res = run_grid(cells, store, out, isolation=ns.isolation, jobs=jobs)
+            store.set_meta(finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        finally:
+            store.close()
+        print(f"runs: {res['completed']} run now, {res['skipped']} already done, {len(res['failed'])} failed; "
+              f"{out}/results.sqlite", flush=True)
+        if not ns.no_report:
+            from ..report import write_report
 
-        md, html = write_report(out)
-        print(f"report: {md} {html}")
+            md, html = write_report(out)
+            print(f"report: {md} {html}")
     if res["failed"]:
         print(f"tunelab: {len(res['failed'])} run(s) failed: {', '.join(res['failed'])} (logs in {out}/logs/); "
               f"re-run the same command to retry them", flush=True)

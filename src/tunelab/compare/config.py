@@ -28,6 +28,7 @@ import yaml
 
 from ..config import FIELDS, _coerce, _key
 from ..errors import UserError
+from ..textio import read_text
 
 GRID_KEYS = ("tasks", "methods", "models", "seeds")
 META_KEYS = ("name", "description")
@@ -87,11 +88,7 @@ def load_compare_config(path: str | None = None, preset: str | None = None, over
     if preset is not None:
         text, source, where = preset_text(preset), f"preset:{preset}", f"preset {preset}"
     else:
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as e:
-            raise UserError(f"{path}: cannot read ({e.strerror})") from None
+        text = read_text(path, what="compare config")
         source = where = path
     cc = parse_compare_yaml(text, where)
     cc.source = source

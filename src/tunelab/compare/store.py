@@ -4,12 +4,21 @@ grid, command and config).
 
 A row says ``completed`` only after the run's ``run.json`` said so and its config hash matched;
 every write is one SQLite transaction, so a killed compare leaves either the old row or the new one.
+
+Several processes may write at once (two compares sharing a results file, ``tunelab report`` reading
+while a compare writes): the database is in WAL mode (readers never block the writer), every write
+transaction starts with ``BEGIN IMMEDIATE`` (it takes the write lock up front, so the busy timeout
+applies instead of failing with "database is locked" mid-transaction), and a writer waits up to
+``BUSY_TIMEOUT_S`` for the lock.
 """
 
 import json
 import os
 import sqlite3
 import time
+from contextlib import contextmanager
+
+BUSY_TIMEOUT_S = 60
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -46,22 +55,38 @@ class Store:
     def __init__(self, path: str):
         self.path = path
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self.db = sqlite3.connect(path, timeout=30)
+        # isolation_level=None: no implicit transactions; writes go through _write() below
+        self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         self.db.row_factory = sqlite3.Row
-        with self.db:
-            self.db.executescript(SCHEMA)
+        self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
+        self.journal_mode = self.db.execute("PRAGMA journal_mode = WAL").fetchone()[0]  # 'wal' (else the FS refused)
+        self.db.executescript(SCHEMA)  # each CREATE ... IF NOT EXISTS its own transaction
 
     def close(self) -> None:
         self.db.close()
 
+    @contextmanager
+    def _write(self):
+        """One write transaction holding the write lock from its start; rolled back on any error."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
     # -- writes (each one transaction)
-    def _upsert(self, row: dict) -> None:
+    def _insert(self, row: dict) -> None:
         row = {c: row.get(c) for c in COLUMNS}
         row["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         cols = ", ".join(COLUMNS)
         marks = ", ".join("?" for _ in COLUMNS)
-        with self.db:
-            self.db.execute(f"INSERT OR REPLACE INTO runs ({cols}) VALUES ({marks})", [row[c] for c in COLUMNS])
+        self.db.execute(f"INSERT OR REPLACE INTO runs ({cols}) VALUES ({marks})", [row[c] for c in COLUMNS])
+
+    def _upsert(self, row: dict) -> None:
+        with self._write():
+            self._insert(row)
 
     def mark(self, cell, status: str, error: str | None = None) -> None:
         """A row for a cell that has no completed result (pending / running / failed)."""
@@ -71,17 +96,18 @@ class Store:
         """``process``: wall/CPU seconds of the run's process when this compare ran it (None when the
         run was found finished: the row keeps what an earlier compare measured)."""
         row = {**_cell_cols(cell), **row_from_record(record), "status": "completed"}
-        if process:
-            row.update(process_wall_seconds=process["wall_seconds"], process_cpu_seconds=process["cpu_seconds"])
-        else:
-            old = self.db.execute("SELECT process_wall_seconds, process_cpu_seconds, started_at FROM runs WHERE run_id = ?",
-                                  (cell.run_id,)).fetchone()
-            if old is not None and old["started_at"] == record.get("started_at"):
-                row.update(process_wall_seconds=old[0], process_cpu_seconds=old[1])
-        self._upsert(row)
+        with self._write():  # the read of the old row and the write are one transaction
+            if process:
+                row.update(process_wall_seconds=process["wall_seconds"], process_cpu_seconds=process["cpu_seconds"])
+            else:
+                old = self.db.execute("SELECT process_wall_seconds, process_cpu_seconds, started_at FROM runs "
+                                      "WHERE run_id = ?", (cell.run_id,)).fetchone()
+                if old is not None and old["started_at"] == record.get("started_at"):
+                    row.update(process_wall_seconds=old[0], process_cpu_seconds=old[1])
+            self._insert(row)
 
     def set_meta(self, **items) -> None:
-        with self.db:
+        with self._write():
             for k, v in items.items():
                 self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (k, json.dumps(v)))
 

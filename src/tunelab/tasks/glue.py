@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 
 from ..errors import UserError
+from ..textio import read_text
 from . import TASKS
 from .base import Example, Split, sha256_file
 from .supervised import TextClassificationTask
@@ -49,8 +50,7 @@ SPECS = [
 
 def read_glue_tsv(path: str, spec: GlueSpec) -> list:
     """Parse one GLUE TSV file into Examples; any malformed row is a UserError naming file:line."""
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        lines = f.read().split("\n")
+    lines = read_text(path, what="GLUE TSV").split("\n")  # BOM (MRPC) dropped; "\r" kept, stripped below
     if lines and lines[-1] == "":
         lines.pop()
     start = 0

@@ -10,6 +10,7 @@ import json
 import os
 
 from ..errors import UserError
+from ..textio import read_text
 from .preference import PairExample, seeded_split, sha256_file
 
 PROMPT_INPUT = ("Below is an instruction that describes a task, paired with an input that provides further "
@@ -34,11 +35,7 @@ def find_file(data_dir: str) -> str:
 
 
 def read_alpaca(path: str) -> list:
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: cannot read ({e})") from None
+    text = read_text(path, what="Alpaca file")
     rows = []
     if text.lstrip().startswith("["):
         try:
@@ -47,7 +44,7 @@ def read_alpaca(path: str) -> list:
             raise UserError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
         rows = [(i + 1, r) for i, r in enumerate(data)]  # "line" = 1-based position in the list
     else:
-        for i, raw in enumerate(text.splitlines(), start=1):
+        for i, raw in enumerate(text.split("\n"), start=1):
             if raw.strip():
                 try:
                     rows.append((i, json.loads(raw)))

@@ -14,13 +14,12 @@ are; a single file is split with a fixed seed (``--eval-fraction`` held out), th
 run seed so that all runs are evaluated on the same pairs.
 """
 
-import gzip
-import json
 import os
 import random
 from dataclasses import dataclass
 
 from ..errors import UserError
+from ..textio import read_jsonl
 from .base import sha256_file
 
 ASSISTANT = "\n\nAssistant:"
@@ -54,10 +53,6 @@ def split_dialogues(chosen: str, rejected: str):
     return chosen[:cut], chosen[cut:], rejected[cut:]
 
 
-def _open_text(path: str):
-    return gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(path, encoding="utf-8")
-
-
 def rows_to_pairs(rows, where: str):
     """[(line, dict)] -> ([PairExample], info). Malformed rows are errors; rows without a preference
     (identical responses, no shared Assistant turn) are skipped and counted."""
@@ -78,19 +73,8 @@ def rows_to_pairs(rows, where: str):
 
 
 def read_pairs_file(path: str):
-    rows = []
-    try:
-        with _open_text(path) as f:
-            for i, raw in enumerate(f, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    rows.append((i, json.loads(raw)))
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{path}:{i}: invalid JSON ({e.msg})") from None
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: cannot read ({e})") from None
-    return rows_to_pairs(rows, path)
+    """A hh-rlhf JSON Lines file (plain or gzipped) -> ([PairExample], skipped counts)."""
+    return rows_to_pairs(read_jsonl(path, what="hh-rlhf file"), path)
 
 
 def _jsonl(folder: str, stem: str):
