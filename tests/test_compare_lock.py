@@ -17,7 +17,7 @@ import pytest
 from tunelab.cli import main
 from tunelab.compare import execute
 from tunelab.compare.lock import LOCK_NAME, CompareLock, proc_stat
-from tunelab.compare.store import Store
+from tunelab.results.store import Store
 from tunelab.errors import UserError
 
 HOLD = ("import sys\nfrom tunelab.compare.lock import CompareLock\n"

@@ -8,7 +8,7 @@ import sqlite3
 import time
 from types import SimpleNamespace
 
-from tunelab.compare.store import Store
+from tunelab.results.store import Store
 
 WRITERS, UPSERTS = 4, 50
 

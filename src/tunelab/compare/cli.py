@@ -82,7 +82,7 @@ def cmd_compare(ns) -> int:
         return 0
 
     from .lock import CompareLock
-    from .store import Store
+    from ..results.store import Store
 
     # One compare per folder: a second one refuses before touching the store (its meta would replace
     # this one's grid). Released on return, error and Ctrl-C; a killed holder's lock is taken over.

@@ -23,7 +23,7 @@ import time
 from ..config import applies
 from ..results.record import read_record, write_json_atomic
 from .grid import Cell, config_matches
-from .store import Store
+from ..results.store import Store
 
 CELL_FILE = "compare-cell.json"  # beside run.json: which cell (config hash) this finished run is
 

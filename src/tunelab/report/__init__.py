@@ -8,7 +8,7 @@ from ..errors import UserError
 
 def write_report(output_dir: str) -> tuple:
     """Write OUTPUT_DIR/report.md and report.html; returns their paths."""
-    from ..compare.store import Store
+    from ..results.store import Store
     from .document import build
     from .render_html import render_html
     from .render_md import render_md
