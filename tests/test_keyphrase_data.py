@@ -298,3 +298,16 @@ def test_yake_baseline_on_inspec_test(inspec):
     assert all(1 <= len(p) <= 10 for p in preds)
     s = keyphrase_scores(preds, [d.keys for d in test])
     assert 0.10 < s["f1@10"] < 0.30  # 0.1705 measured (all gold keys, controlled + uncontrolled)
+
+
+def test_keybert_baseline_extracts_words_of_the_document(inspec):
+    from tunelab.tasks.keyphrase_baselines import keybert_keyphrases
+
+    docs, _ = inspec
+    test = split_docs(docs, "inspec")[0]["test"][:3]
+    preds = keybert_keyphrases([d.text for d in test], n=5)
+    assert len(preds) == 3 and all(1 <= len(p) <= 5 for p in preds)
+    for d, p in zip(test, preds):
+        doc_words = set(re.findall(r"\w+", d.text.lower()))  # CountVectorizer splits "out-of-print"
+        assert all(w in doc_words for phrase in p for w in phrase.split())
+    assert keybert_keyphrases([test[0].text], n=5) == [preds[0]]  # one text: still a list of lists
