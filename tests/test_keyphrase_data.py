@@ -311,3 +311,18 @@ def test_keybert_baseline_extracts_words_of_the_document(inspec):
         doc_words = set(re.findall(r"\w+", d.text.lower()))  # CountVectorizer splits "out-of-print"
         assert all(w in doc_words for phrase in p for w in phrase.split())
     assert keybert_keyphrases([test[0].text], n=5) == [preds[0]]  # one text: still a list of lists
+
+
+def test_load_hub_online_or_one_clear_line():
+    from tunelab.tasks.keyphrase_data import load_hub
+
+    with pytest.raises(UserError, match="known are inspec, kdd, www"):
+        load_hub("semeval")
+    try:
+        splits, source = load_hub("kdd")
+    except UserError as e:  # offline (this machine, CI): one line naming the repo and the offline way
+        msg = str(e)
+        assert "\n" not in msg and "midas/kdd" in msg and "--data-dir" in msg
+    else:  # online: the hub copy of KDD has its 755 documents in one test file
+        assert source["hub"] == "midas/kdd" and list(splits) == ["test"]
+        assert len(splits["test"]) == 755 and all(d.keys and d.words for d in splits["test"])
