@@ -125,3 +125,25 @@ def test_smollm2_dpo_lora_smoke(tmp_path, hh_data_dir, alignment_cache):
     # an instruction-tuned 135M model predicts hh responses far better than a random one (~10.8);
     # 5.4 measured on these 8-token response openings (the hardest tokens of a response)
     assert 1.5 < m["base_chosen_logppl"] < 7 and abs(m["chosen_logppl"] - m["base_chosen_logppl"]) < 0.5
+
+
+def test_dpo_study_runs_its_cells_with_exactly_the_study_values(tmp_path, tiny_llama_dir, hh_data_dir,
+                                                                alignment_cache, capsys):
+    """epochs 2 and grad_accum 1 are not the alignment family's defaults (1 and 4): the cell's child
+    must train with them, record them, and the compare must count the cell completed."""
+    study = tmp_path / "study.yaml"
+    study.write_text(f"tasks: [dpo]\nmethods: [lora]\nmodels: [{tiny_llama_dir}]\nepochs: 2\ngrad_accum: 1\n"
+                     "max_train_samples: 4\nmax_eval_samples: 4\nmax_prompt_length: 32\nmax_response_length: 8\n"
+                     "judge: none\nthreads: 1\n")
+    out = tmp_path / "cmp"
+    assert main(["compare", str(study), "--data-dir", hh_data_dir, "--output-dir", str(out), "--no-report",
+                 "--isolation", "exec"]) == 0, capsys.readouterr().err
+    (run_dir,) = list((out / "runs").iterdir())
+    rec = json.loads((run_dir / "run.json").read_text())
+    assert rec["status"] == "completed"
+    assert rec["config"]["epochs"] == 2 and rec["config"]["grad_accum"] == 1 and rec["config"]["batch_size"] == 2
+    assert [h["epoch"] for h in rec["history"]] == [1, 2] and rec["time"]["steps"] == 2 * 2  # 4 pairs / batch 2
+    import sqlite3
+
+    with sqlite3.connect(out / "results.sqlite") as db:
+        assert db.execute("SELECT status FROM runs").fetchall() == [("completed",)]

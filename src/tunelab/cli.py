@@ -8,6 +8,7 @@ import os
 import sys
 
 from .errors import UserError
+from .train.health import RunDiverged
 
 
 class _Parser(argparse.ArgumentParser):
@@ -99,6 +100,10 @@ def main(argv=None) -> int:
             from .runner import run
 
             rec = run(config_from_args(ns))
+            health = rec.get("training_health") or {}
+            if health.get("diverged"):
+                print(f"tunelab: warning: training diverged (5-step mean loss {health['start_loss']} -> "
+                      f"{health['max_loss']}); the run is flagged in run.json (training_health)", file=sys.stderr)
             print(f"{rec['status']}: {rec['task']}/{rec['method']} " + " ".join(f"{k}={v:.4f}" for k, v in rec["metrics"].items())
                   + f" -> {rec['config']['output_dir']}/run.json")
         elif ns.command == "list":
@@ -117,6 +122,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("tunelab: interrupted", file=sys.stderr)
         return 130
+    except RunDiverged as e:  # recorded in run.json as failed, with this reason
+        if debug:
+            raise
+        print(f"tunelab: run failed: {e}", file=sys.stderr)
+        return 1
     except Exception as e:  # noqa: BLE001
         if debug:
             raise

@@ -61,6 +61,8 @@ class RunConfig:
     max_train_samples: int = opt(None, "seeded random subset of the train split", min=1)
     max_eval_samples: int = opt(None, "seeded random subset of each eval split", min=1)
     early_stopping_patience: int = opt(None, "stop after N epochs without main-metric improvement", min=1)
+    divergence_factor: float = opt(10.0, "flag the run as diverged when a 5-step mean loss exceeds this x the first "
+                                         "5-step mean (a non-finite loss or gradient norm always stops the run)", above=1)
     grad_accum: int = opt(1, "accumulate gradients over N batches per optimizer step (effective batch = batch_size x N)",
                           min=1)
     lora_r: int = opt(8, "LoRA rank", min=1, reads=LORA_READERS)

@@ -18,6 +18,7 @@ import time
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
+from ..train.health import LossWatch
 from ..train.loop import TrainState, build_optimizer
 from ..train.tracker import EpochTracker
 
@@ -43,8 +44,9 @@ def make_optimizer(model, method, lr, cfg, head_names=()):
 
 class MethodBridge(TrainerCallback):
     def __init__(self, method, evaluate, main_metric: str, on_epoch=None, n_train: int = 0, patience=None,
-                 desc="train", head_names=()):
+                 desc="train", head_names=(), divergence_factor: float = 10.0):
         self.method, self.evaluate, self.head_names = method, evaluate, tuple(head_names)
+        self.watch = LossWatch(divergence_factor)
         self.tracker = EpochTracker(main_metric, patience, on_epoch, write=self._write)
         self.n_train, self.desc = n_train, desc
         self.state = None
@@ -83,8 +85,11 @@ class MethodBridge(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kw):
         logs = logs or {}
+        if "grad_norm" in logs and logs["grad_norm"] is not None:
+            self.watch.check_finite(float(logs["grad_norm"]), "gradient norm", state.global_step)
         if "loss" in logs:
             self.state.loss = float(logs["loss"])
+            self.watch.step(self.state.loss, state.global_step)
             self._epoch_losses.append(float(logs["loss"]))
             self._bar.set_postfix(loss=f"{self.state.loss:.4f}", refresh=False)
         if "train_runtime" not in logs:  # the final summary line is not a step
@@ -137,4 +142,5 @@ def run_trainer(trainer, bridge) -> dict:
     workdir = trainer.args.output_dir
     if os.path.isdir(workdir) and not os.listdir(workdir):
         os.rmdir(workdir)
-    return {**bridge.tracker.summary(), "state": bridge.state, "curve": bridge.curve}
+    return {**bridge.tracker.summary(), "state": bridge.state, "curve": bridge.curve,
+            "training_health": bridge.watch.summary()}

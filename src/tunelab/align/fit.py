@@ -96,7 +96,7 @@ def fit_alignment(task, ctx) -> dict:
 
     bridge = MethodBridge(ctx.method, evaluate, task.main_metric, ctx.on_epoch, n_train=len(train),
                           patience=cfg.early_stopping_patience, desc=f"train {obj}/{cfg.method}",
-                          head_names=ctx.head_names)
+                          head_names=ctx.head_names, divergence_factor=cfg.divergence_factor)
     common = dict(model=model, tok=tok, pairs=train, method=ctx.method, lr=cfg.lr, cfg=cfg, device=device,
                   workdir=os.path.join(ctx.out_dir, "trainer"), bridge=bridge)
     if obj == "sft":
@@ -155,4 +155,5 @@ def fit_alignment(task, ctx) -> dict:
     return {"history": summary["history"], "state": summary["state"], "best_epoch": summary["best_epoch"],
             "best": summary["best"], "main_metric": task.main_metric, "stopped_early": summary["stopped_early"],
             "final_metrics": metrics, "final_predictions": bridge.last_predictions,
-            "record": {"alignment": details, "train_curve": summary["curve"], "samples": samples}}
+            "record": {"alignment": details, "train_curve": summary["curve"], "samples": samples,
+                       "training_health": summary["training_health"]}}

@@ -51,6 +51,7 @@ def mark_completed(cell: Cell) -> dict | None:
     except (OSError, ValueError):
         return None
     if (rec.get("status") != "completed" or not isinstance(rec.get("config"), dict)
+            or (rec.get("training_health") or {}).get("diverged")
             or not config_matches(cell.config.as_dict(), rec["config"])
             or not os.path.isfile(os.path.join(cell.run_dir, "predictions.tsv"))):
         return None
@@ -278,7 +279,12 @@ def _finish(cell: Cell, rc: int, cpu: float, wall: float, log: str, store: Store
         return True
     err = None
     try:
-        err = read_record(cell.run_dir).get("error")
+        rec = read_record(cell.run_dir)
+        err = rec.get("error")
+        health = rec.get("training_health") or {}
+        if health.get("diverged"):
+            err = (f"training diverged: 5-step mean loss rose to {health['max_loss']} at step "
+                   f"{health['max_loss_step']} from {health['start_loss']} (> {health['factor']}x); try a lower lr")
     except (OSError, ValueError):
         pass
     if err is None and rc == 0:

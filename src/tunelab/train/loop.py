@@ -71,6 +71,7 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
     summary (``EpochTracker.summary()`` + ``state``)."""
     from transformers import get_linear_schedule_with_warmup
 
+    from .health import LossWatch
     from .tracker import EpochTracker
 
     named = method.optimizer_params(model)
@@ -83,6 +84,7 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
     method.on_train_start(state)
     bar = tqdm(total=total_steps, desc=f"train {cfg.task}/{cfg.method}", unit="step", dynamic_ncols=True, mininterval=1.0)
     tracker = EpochTracker(main_metric, cfg.early_stopping_patience, on_epoch, write=bar.write)
+    watch = LossWatch(cfg.divergence_factor)
     for epoch in range(math.ceil(cfg.epochs)):
         state.epoch = epoch
         model.train()
@@ -101,13 +103,15 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
                 continue
             trainable = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
             if cfg.max_grad_norm and trainable:
-                torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+                norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+                watch.check_finite(float(norm), "gradient norm", state.step + 1)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
             state.loss = micro[0] if accum == 1 else float(np.mean(micro))
             micro = []
+            watch.step(state.loss, state.step)
             losses.append(state.loss)
             method.on_step(state)
             bar.update(1)
@@ -121,4 +125,4 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
             break
     bar.close()
     method.on_train_end(state)
-    return {**tracker.summary(), "state": state}
+    return {**tracker.summary(), "state": state, "record": {"training_health": watch.summary()}}
