@@ -96,9 +96,11 @@ class ALF(DynamicLayerMethod):
     uses_peft = False
 
     def validate(self, cfg):
-        if cfg.adapter != "lora":
+        if cfg.adapter != "lora":  # a LoRA option set to a non-default value would be silently unused
+            from ..config import FIELDS
+
             given = [k for k in ("lora_r", "lora_alpha", "lora_dropout", "lora_targets")
-                     if cfg.sources.get(k) == "given"]
+                     if cfg.sources.get(k) == "given" and getattr(cfg, k) != FIELDS[k].default]
             if given:
                 raise UserError(f"--{given[0].replace('_', '-')} applies to --method alf only with --adapter lora")
 
