@@ -90,6 +90,13 @@ def cmd_list() -> None:
         print(f"  {n:<12} {desc}")
 
 
+def _error_line(line: str) -> None:
+    """The one error line on stderr; a compare child (TUNELAB_ERRORS_TO_STDOUT) also puts it in its log."""
+    print(line, file=sys.stderr)
+    if os.environ.get("TUNELAB_ERRORS_TO_STDOUT"):
+        print(line, flush=True)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
@@ -117,7 +124,7 @@ def main(argv=None) -> int:
     except UserError as e:
         if debug:
             raise
-        print(f"tunelab: error: {e}", file=sys.stderr)
+        _error_line(f"tunelab: error: {e}")
         return 2
     except KeyboardInterrupt:
         print("tunelab: interrupted", file=sys.stderr)
@@ -125,7 +132,7 @@ def main(argv=None) -> int:
     except RunDiverged as e:  # recorded in run.json as failed, with this reason
         if debug:
             raise
-        print(f"tunelab: run failed: {e}", file=sys.stderr)
+        _error_line(f"tunelab: run failed: {e}")
         return 1
     except Exception as e:  # noqa: BLE001
         if debug:

@@ -125,7 +125,8 @@ def _log_header(cell: Cell, log_path: str) -> int:
 def start_exec(cell: Cell, log_path: str, slot: int = 0) -> int:
     """``python -m tunelab.cli run ...`` in a fresh interpreter (pays the torch/transformers import)."""
     cmd = [sys.executable, "-m", "tunelab.cli", *run_args(cell)]
-    env = {**os.environ, "TQDM_POSITION": str(1 + slot), "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "TQDM_POSITION": str(1 + slot), "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
+           "TUNELAB_ERRORS_TO_STDOUT": "1"}
     fd = _log_header(cell, log_path)
     try:
         proc = subprocess.Popen(cmd, stdout=fd, stderr=None, env=env, preexec_fn=_die_with_parent_fn())
@@ -148,6 +149,7 @@ def start_fork(cell: Cell, log_path: str, slot: int = 0) -> int:
         code = 1
         try:
             die()
+            os.environ["TUNELAB_ERRORS_TO_STDOUT"] = "1"  # the error line also goes to the log
             os.dup2(fd, 1)
             os.close(fd)
             _child_progress_bar_at(1 + slot)
@@ -277,10 +279,10 @@ def _finish(cell: Cell, rc: int, cpu: float, wall: float, log: str, store: Store
     if rec is not None:
         store.record_completed(cell, rec, process={"wall_seconds": wall, "cpu_seconds": cpu})
         return True
-    err = None
+    err = _last_error_line(log)  # this attempt's own error line, before any stale run.json
     try:
         rec = read_record(cell.run_dir)
-        err = rec.get("error")
+        err = err or rec.get("error")
         health = rec.get("training_health") or {}
         if health.get("diverged"):
             err = (f"training diverged: 5-step mean loss rose to {health['max_loss']} at step "
@@ -291,6 +293,16 @@ def _finish(cell: Cell, rc: int, cpu: float, wall: float, log: str, store: Store
         err = "run.json is not a completed run of this cell's config"
     store.mark(cell, "failed", error=err or f"exit code {rc} after {wall:.0f} s")
     return False
+
+
+def _last_error_line(log: str) -> str | None:
+    """The child's one error line (cli._error_line) from its log, when it failed before run.json."""
+    try:
+        with open(log, encoding="utf-8", errors="replace") as f:
+            lines = [ln.strip() for ln in f if ln.startswith(("tunelab: error:", "tunelab: run failed:"))]
+    except OSError:
+        return None
+    return lines[-1].split(": ", 1)[1] if lines else None
 
 
 def _every(seconds: float, fn):
