@@ -7,8 +7,7 @@ import argparse
 import os
 import sys
 
-from .errors import UserError
-from .train.health import RunDiverged
+from .errors import RunFailed, UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -129,7 +128,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("tunelab: interrupted", file=sys.stderr)
         return 130
-    except RunDiverged as e:  # recorded in run.json as failed, with this reason
+    except RunFailed as e:  # diverged / could not write: recorded in run.json as failed when possible
         if debug:
             raise
         _error_line(f"tunelab: run failed: {e}")

@@ -43,6 +43,8 @@ class RunConfig:
     task: str = opt(None, "task name (tunelab list)")
     method: str = opt("full", "adaptation method (tunelab list)")
     model: str = opt("minilm", "model alias, local HF folder or hub id")
+    allow_pickle: bool = opt(False, "load model weights from pickle files (.bin/.pt) when a folder has no safetensors: "
+                                    "pickle can run code, so only for folders you trust")
     data_dir: str = opt(None, "local data folder (default: $TUNELAB_DATA_DIR, else the Hugging Face hub)")
     output_dir: str = opt(None, "run folder (default: runs/<task>-<method>-<model>-s<seed>)")
     overwrite: bool = opt(False, "replace an existing non-empty output dir")

@@ -12,7 +12,7 @@ import time
 import torch
 
 from .config import RunConfig
-from .errors import UserError
+from .errors import OutputError, RunFailed, UserError, output_error
 from .methods import get_method
 from .methods.base import PrepareContext, count_params
 from .models.heads import HEADS
@@ -69,7 +69,7 @@ def run(cfg: RunConfig) -> dict:
         s.examples = subsample(s.examples, cfg.max_eval_samples, cfg.seed)
 
     seed_everything(cfg.seed)  # before the head and any adapter are initialised
-    model, processor, layout, source = task.load_model(cfg.model)
+    model, processor, layout, source = task.load_model(cfg.model, allow_pickle=cfg.allow_pickle)
     ctx = PrepareContext(cfg=cfg, layout=layout, peft_task_type=HEADS.get(task.head).peft_task_type,
                          model_type=model.config.model_type)
     model = method.prepare(model, ctx).to(device)
@@ -78,9 +78,12 @@ def run(cfg: RunConfig) -> dict:
 
     # Only now touch the output dir: every input has been validated.
     out = cfg.output_dir
-    if os.path.isdir(out) and os.listdir(out):
-        shutil.rmtree(out)  # --overwrite was given (checked above)
-    os.makedirs(out, exist_ok=True)
+    try:
+        if os.path.isdir(out) and os.listdir(out):
+            shutil.rmtree(out)  # --overwrite was given (checked above)
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise output_error(out, e) from e
     record = {
         "task": cfg.task, "method": cfg.method, "model": cfg.model, "seed": cfg.seed, "status": "running",
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -109,9 +112,12 @@ def run(cfg: RunConfig) -> dict:
         record["method_details"] = method.describe()
         record.update(method.record_extras())
         record["params"].update(method.params_extras())
-        files = method.save(model, out)
-        processor.save_pretrained(out)
-        task.write_predictions(os.path.join(out, "predictions.tsv"), summary["final_predictions"])
+        try:
+            files = method.save(model, out)
+            processor.save_pretrained(out)
+            task.write_predictions(os.path.join(out, "predictions.tsv"), summary["final_predictions"])
+        except OSError as e:
+            raise output_error(e.filename or out, e) from e
         record.update(summary.get("record", {}))
         record.update({
             "metrics": summary["final_metrics"], "main_metric": summary["main_metric"],
@@ -134,7 +140,10 @@ def run(cfg: RunConfig) -> dict:
         raise
     except BaseException as e:
         record["status"] = "failed"
-        record["error"] = f"{type(e).__name__}: {e}"
-        write_json_atomic(run_json, record)
+        record["error"] = str(e) if isinstance(e, (RunFailed, UserError)) else f"{type(e).__name__}: {e}"
+        try:
+            write_json_atomic(run_json, record)
+        except OutputError:
+            pass  # the disk is what failed: the previous run.json ("running") stays, never "completed"
         raise
     return record

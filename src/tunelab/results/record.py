@@ -12,17 +12,26 @@ import tempfile
 
 
 def write_json_atomic(path: str, data: dict) -> None:
+    """Write to a temp file beside ``path``, fsync, rename: ``path`` is the old or the new file, never
+    half of one. An OSError (disk full, permission) -> ``OutputError`` naming ``path``."""
+    from ..errors import output_error
+
     d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".json")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".json")
+    except OSError as e:
+        raise output_error(path, e) from e
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2, sort_keys=False, default=_default)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise output_error(path, e) from e
         raise
 
 

@@ -100,11 +100,11 @@ class Task(ABC):
     def load(self, split: str, data_dir: str | None) -> Split:
         """One split's examples (``"train"`` or a name in ``eval_splits``)."""
 
-    def load_model(self, name: str):
+    def load_model(self, name: str, allow_pickle: bool = False):
         """(model, processor, layout, source) with this task's head."""
         from ..models import load_backbone
 
-        return load_backbone(name, self.head, self.num_labels)
+        return load_backbone(name, self.head, self.num_labels, allow_pickle=allow_pickle)
 
     @abstractmethod
     def fit(self, ctx: FitContext) -> dict:

@@ -9,8 +9,10 @@
 
 import math
 
+from ..errors import RunFailed
 
-class RunDiverged(Exception):
+
+class RunDiverged(RunFailed):
     """Training produced a non-finite loss or gradient norm."""
 
 
