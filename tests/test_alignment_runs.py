@@ -95,8 +95,9 @@ def test_bad_alignment_options_are_one_line_errors(tmp_path, tiny_llama_dir, hh_
     assert "needs a reward model" in capsys.readouterr().err
     assert main(_args("dpo", "lora", tiny_llama_dir, hh_data_dir, out, "--subset", "nope", "--overwrite")) == 2
     assert "no hh-rlhf subset 'nope'" in capsys.readouterr().err
-    assert main(["run", "--task", "sst2", "--grad-accum", "2", "--output-dir", out + "2"]) == 2
-    assert "--grad-accum 2" in capsys.readouterr().err
+    # an option the TRL path cannot honour is rejected, never ignored
+    assert main(_args("dpo", "lora", tiny_llama_dir, hh_data_dir, out, "--group-by-length", "--overwrite")) == 2
+    assert "--group-by-length: task dpo trains with TRL" in capsys.readouterr().err
 
 
 def test_smollm2_alias_without_the_wheel_says_how_to_install(monkeypatch):
