@@ -78,7 +78,7 @@ def cmd_list() -> None:
     print("tasks:")
     for n in task_names():
         t = get_task(n)
-        print(f"  {n:<12} {t.head:<15} metrics: {', '.join(t.metric_names)}")
+        print(f"  {n:<14} {t.family:<12} {t.head:<22} metrics: {', '.join(t.metric_names)}")
     print("methods:")
     for n in method_names():
         m = get_method(n)
