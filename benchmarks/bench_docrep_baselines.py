@@ -37,6 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--objective", default="declutr", choices=("declutr", "simcse"))
     p.add_argument("--temperature", type=float, default=0.05)
     p.add_argument("--train-length", type=int, default=0, help="chunk window for training (0: model length)")
+    p.add_argument("--eval-length", type=int, default=0,
+                   help="chunk window for the fine-tuned encoder's document vectors (0: model length)")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     return p.parse_args(argv)
 
@@ -114,12 +116,13 @@ def main(argv=None):
         t0 = time.time()
         losses = contrastive_finetune(ft_model, tok, [train_texts[i] for i in pick], args, log)
         train_s = time.time() - t0
-        xtr, xte = baseline_vectors("encoder-chunks", train_texts, test_texts, ft_model, tok)
+        chunks_name = f"encoder-chunks-{args.eval_length}" if args.eval_length else "encoder-chunks"
+        xtr, xte = baseline_vectors(chunks_name, train_texts, test_texts, ft_model, tok)
         seconds = time.time() - t0
         m = evaluate_vectors(xtr, train_y, xte, test_y, seed=args.seed)
         q = max(1, len(losses) // 4)
         name = (f"{args.objective} fine-tuned ({len(pick)} docs, {args.epochs} ep, bs {args.batch_size}, "
-                f"lr {args.lr:g}) + encoder-chunks")
+                f"lr {args.lr:g}, window {args.train_length or 'model'}) + {chunks_name}")
         rows.append({"representation": name, **m, "seconds": seconds, "train_seconds": train_s,
                      "loss_first_quarter": float(np.mean(losses[:q])), "loss_last_quarter": float(np.mean(losses[-q:])),
                      "steps": len(losses)})
@@ -132,7 +135,7 @@ def main(argv=None):
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['representation']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['knn_accuracy']:.4f} | "
-              f"{r['nmi']:.4f} | {r['seconds']:.0f} |")
+              f"{r['nmi']:.4f} | {r['seconds']:.1f} |")
     for r in rows:
         if "train_seconds" in r:
             print(f"\n{r['representation']}: {r['steps']} steps, train {r['train_seconds']:.0f} s, "

@@ -226,3 +226,6 @@ def stratified_split(labels, test_fraction: float = 0.2, seed: int = 0):
             "seed": seed, "test_fraction": test_fraction, "train": len(tr), "test": len(te),
             "per_category_train_test": per, "test_indices": te}
     return tr, te, info
+
+
+read_folder = read_bbc  # the same reader, by its generic name (any DIR/<category>/*.txt corpus)
