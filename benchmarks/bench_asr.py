@@ -33,9 +33,37 @@ def run_one(spec: str, args) -> dict:
     cmd += shlex.split(args.extra)
     if args.threads:
         cmd += ["--threads", str(args.threads)]
+    rec = reusable(out, args) if args.reuse else None
+    if rec is not None:
+        print(f"{label:<28} reused {out}", flush=True)
+        return {"label": label, "rec": rec, "wall_s": _seconds(rec), "failed": None}
     rec, wall, err = run_tunelab(cmd, out, label)
     print(f"{label:<28} done in {wall:.0f} s" + (f" (failed: {err})" if err else ""), flush=True)
     return {"label": label, "rec": rec, "wall_s": wall, "failed": err}
+
+
+def reusable(out: str, args):
+    """A completed run.json in ``out`` made with this benchmark's sizes (``--reuse``), else None."""
+    import json
+
+    try:
+        with open(os.path.join(out, "run.json"), encoding="utf-8") as f:
+            rec = json.load(f)
+    except (OSError, ValueError):
+        return None
+    c = rec.get("config", {})
+    same = (rec.get("status") == "completed" and c.get("model") == args.model and c.get("seed") == args.seed
+            and c.get("max_train_samples") == args.max_train_samples
+            and c.get("max_eval_samples") == args.max_eval_samples and float(c.get("epochs")) == args.epochs)
+    return rec if same else None
+
+
+def _seconds(rec: dict) -> float:
+    """Wall seconds of a finished run from its record (started_at -> finished_at)."""
+    from datetime import datetime
+
+    f = "%Y-%m-%dT%H:%M:%S%z"
+    return (datetime.strptime(rec["finished_at"], f) - datetime.strptime(rec["started_at"], f)).total_seconds()
 
 
 def fmt(v, nd=3) -> str:
@@ -81,6 +109,8 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time (each its own process)")
     ap.add_argument("--extra", default="", help="more `tunelab run` options for every method, one string")
     ap.add_argument("--out-dir", default="runs/bench_asr")
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep runs already completed in --out-dir with the same sizes (their wall time: start -> finish)")
     ap.add_argument("--append", default=None, help="append the table to this markdown file")
     args = ap.parse_args(argv)
     specs = [s.strip() for s in args.methods.split(";") if s.strip()]

@@ -73,7 +73,7 @@ def jiwer_rates(refs, hyps):
 def lora_run(tmp_path_factory, asr_cache, speech):
     out = tmp_path_factory.mktemp("asr-lora") / "run"
     rc = main(["run", "--task", "speech-accents", "--method", "lora", "--model", "whisper-tiny", "--data-dir", str(speech),
-               "--output-dir", str(out), "--max-train-samples", "8", "--max-eval-samples", "4", "--epochs", "1",
+               "--output-dir", str(out), "--max-train-samples", "8", "--max-eval-samples", "3", "--epochs", "1",
                "--batch-size", "8", "--eval-batch-size", "12", "--threads", "1"])
     assert rc == 0
     return out, json.loads((out / "run.json").read_text())
@@ -82,7 +82,7 @@ def lora_run(tmp_path_factory, asr_cache, speech):
 def test_speech_accents_lora_end_to_end(lora_run):
     out, rec = lora_run
     assert rec["status"] == "completed" and rec["main_metric"] == "cer"
-    assert rec["data_sizes"] == {"train": 8, "validation": 4, "test": 4, "real": 4}
+    assert rec["data_sizes"] == {"train": 8, "validation": 3, "test": 3, "real": 3}
     keys = [p + m for p in ("", "test_", "real_") for m in ("cer", "wer")]
     assert set(rec["metrics"]) == set(keys) | {"base_" + k for k in keys}
     assert rec["time"]["steps"] == 1 and rec["time"]["samples_seen"] == 8
@@ -94,14 +94,14 @@ def test_speech_accents_lora_end_to_end(lora_run):
     for k in keys:
         assert asr["delta"][k] == pytest.approx(rec["metrics"][k] - rec["metrics"]["base_" + k], abs=1e-6)
     assert set(asr["samples"]) == {"validation", "test", "real"}
-    assert (out / "adapter_model.safetensors").is_file() and (out / "preprocessor_config.json").is_file()
+    assert (out / "adapter_model.safetensors").is_file() and (out / "processor_config.json").is_file()
 
 
 def test_recorded_cer_wer_equal_jiwer_on_predictions_tsv(lora_run):
     out, rec = lora_run
     rows = read_tsv(out / "predictions.tsv")
     assert list(rows[0]) == ["split", "index", "line", "file", "reference", "hypothesis", "base_hypothesis"]
-    assert [r["split"] for r in rows] == ["validation"] * 4 + ["test"] * 4 + ["real"] * 4
+    assert [r["split"] for r in rows] == ["validation"] * 3 + ["test"] * 3 + ["real"] * 3
     for split, prefix in (("validation", ""), ("test", "test_"), ("real", "real_")):
         part = [r for r in rows if r["split"] == split]
         refs = [r["reference"] for r in part]
@@ -122,7 +122,7 @@ def test_base_evaluation_is_cached_and_identical(lora_run, tmp_path, speech):
     out = tmp_path / "sel"
     rc = main(["run", "--task", "speech-accents", "--method", "selective", "--layers", "decoder:top:1", "--model",
                "whisper-tiny", "--data-dir", str(speech), "--output-dir", str(out), "--max-train-samples", "4",
-               "--max-eval-samples", "4", "--epochs", "1", "--batch-size", "4", "--eval-batch-size", "12",
+               "--max-eval-samples", "3", "--epochs", "1", "--batch-size", "4", "--eval-batch-size", "12",
                "--threads", "1"])
     assert rc == 0
     rec = json.loads((out / "run.json").read_text())
@@ -309,3 +309,43 @@ def test_prompt_methods_are_declared_not_applicable(tmp_path, speech, capsys):
                "whisper-tiny", "--output-dir", str(tmp_path / "x")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "not applicable to speech recognition" in err and not (tmp_path / "x").exists()
+
+
+def test_asr_quick_preset_expands(tmp_path, speech):
+    from tunelab.compare.config import load_compare_config
+    from tunelab.compare.grid import expand
+
+    cells = expand(load_compare_config(preset="asr-quick"), str(tmp_path), str(speech))
+    assert [c.label for c in cells] == ["full", "lora", "selective", "alf"]
+    assert {(c.task, c.config.model, c.config.max_train_samples, c.config.max_eval_samples) for c in cells} == {
+        ("speech-accents", "whisper-tiny", 48, 20)}
+    lr = {c.label: c.config.lr for c in cells}
+    assert lr["full"] == 1e-5 and lr["lora"] == 1e-3  # the family's defaults (REFERENCE.md recipe)
+    assert next(c for c in cells if c.label == "selective").config.layers == "decoder:top:2"
+
+
+def test_report_shows_before_after_and_transcripts(lora_run, tmp_path):
+    """A study of ASR runs reports: CER columns marked lower-is-better, a base -> fine-tuned table per
+    split, transcripts side by side, and the paired bootstrap over utterances runs on text predictions."""
+    from tunelab.compare.grid import Cell
+    from tunelab.report import write_report
+    from tunelab.results.store import Store
+
+    out, rec = lora_run
+    store = Store(str(tmp_path / "results.sqlite"))
+    rids = []
+    for label, method in (("full", "full"), ("lora", "lora")):  # the same run under two labels
+        cfg = build_config({"task": "speech-accents", "method": method, "output_dir": str(out)})
+        rid = f"speech-accents--{label}--whisper-tiny--s0"
+        store.record_completed(Cell(rid, "speech-accents", label, method, "whisper-tiny", 0, cfg, "h"), rec)
+        rids.append(rid)
+    store.set_meta(grid=rids, name="asr-report-test")
+    store.close()
+    md, _ = write_report(str(tmp_path))
+    text = open(md, encoding="utf-8").read()
+    assert "cer (lower is better)" in text and "Speech recognition: before and after" in text
+    m = rec["metrics"]
+    assert f"{m['base_real_cer']:.4f} -> {m['real_cer']:.4f} ({m['real_cer'] - m['base_real_cer']:+.4f})" in text
+    first = read_tsv(out / "predictions.tsv")[0]
+    assert first["reference"] in text and first["base_hypothesis"] in text
+    assert "1.000 (bootstrap)" in text  # identical predictions: the bootstrap over utterances gives p = 1
