@@ -89,8 +89,8 @@ def table(rows: list) -> str:
         m, p = rec["metrics"], rec["params"]
         pct = p.get("trainable_fraction_mean")
         pct = f"{100 * pct:.1f} (mean)" if pct is not None else f"{p['trainable_pct']:.2f}"
-        lines.append(f"| {r['label']} | {pct} | {arrow(m, 'test_cer')} | {arrow(m, 'test_wer')} | {arrow(m, 'real_cer')} "
-                     f"| {arrow(m, 'real_wer')} | {arrow(m, 'cer')} | {rec['config']['lr']:g} | "
+        lines.append(f"| {r['label']} | {pct} | {arrow(m, 'test_cer')} | {arrow(m, 'test_wer')} | "
+                     f"{arrow(m, 'real_cer')} | {arrow(m, 'real_wer')} | {arrow(m, 'cer')} | {rec['config']['lr']:g} | "
                      f"{rec['time']['train_seconds']:.0f} | {r['wall_s']:.0f} | {rec['memory']['peak_rss_mb']:.0f} |")
     return "\n".join(lines)
 
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     ap.add_argument("--extra", default="", help="more `tunelab run` options for every method, one string")
     ap.add_argument("--out-dir", default="runs/bench_asr")
     ap.add_argument("--reuse", action="store_true",
-                    help="keep runs already completed in --out-dir with the same sizes (their wall time: start -> finish)")
+                    help="keep runs already completed in --out-dir with the same sizes (wall time: start -> finish)")
     ap.add_argument("--append", default=None, help="append the table to this markdown file")
     args = ap.parse_args(argv)
     specs = [s.strip() for s in args.methods.split(";") if s.strip()]

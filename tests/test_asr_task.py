@@ -22,7 +22,6 @@ import jiwer
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from tunelab.cli import main
 from tunelab.config import build_config
@@ -72,9 +71,10 @@ def jiwer_rates(refs, hyps):
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory, asr_cache, speech):
     out = tmp_path_factory.mktemp("asr-lora") / "run"
-    rc = main(["run", "--task", "speech-accents", "--method", "lora", "--model", "whisper-tiny", "--data-dir", str(speech),
-               "--output-dir", str(out), "--max-train-samples", "8", "--max-eval-samples", "3", "--epochs", "1",
-               "--batch-size", "8", "--eval-batch-size", "12", "--threads", "1"])
+    rc = main(["run", "--task", "speech-accents", "--method", "lora", "--model", "whisper-tiny",
+               "--data-dir", str(speech), "--output-dir", str(out), "--max-train-samples", "8",
+               "--max-eval-samples", "3", "--epochs", "1", "--batch-size", "8", "--eval-batch-size", "12",
+               "--threads", "1"])
     assert rc == 0
     return out, json.loads((out / "run.json").read_text())
 

@@ -60,8 +60,9 @@ def build(output_dir: str, store) -> tuple:
                         "Δ and p compare each method with full fine-tuning on the same task and seeds. Trainable "
                         "parameters are counted at the start of training, with and without the task head "
                         "(each run's head.modules: classifier + pooler for encoders, the score layer of a reward "
-                        "model, none for causal-LM objectives); the % is of all model parameters. Train time excludes "
-                        "model loading and evaluation; peak RSS is the run process's high-water mark. "
+                        "model, none for causal-LM objectives and Whisper, whose LM head is tied to the token "
+                        "embeddings); the % is of all model parameters. Train time excludes model loading and "
+                        "evaluation; peak RSS is the run process's high-water mark. "
                         "Best value per column in bold."))
     plots = make_plots(summaries, os.path.join(output_dir, ASSETS))
     for ts in summaries:

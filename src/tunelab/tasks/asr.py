@@ -51,13 +51,14 @@ from ..errors import UserError
 from ..metrics import Metric, register
 from ..models.heads import Head, register_head
 from . import TASKS
-from .asr_text import cer, normalize, wer
+from .asr_text import cer, wer
 from .audiofolder import SAMPLING_RATE, load_audio, read_audiofolder
 from .base import Split, sha256_file
-from .supervised import Prediction, SupervisedTask
+from .supervised import SupervisedTask
 
 MAX_SECONDS = 30  # Whisper reads one 30-s window; longer audio would be cut off by the feature extractor
-NORMALISER = "tunelab.tasks.asr_text.normalize v1: NFKC, lower-case, punctuation/symbols -> space, inner apostrophes kept"
+NORMALISER = ("tunelab.tasks.asr_text.normalize v1: NFKC, lower-case, punctuation/symbols -> space, "
+              "inner apostrophes kept")
 BASE_EVAL_VERSION = 1  # bump when base-evaluation results would change: old cache entries are then ignored
 N_SAMPLES = 4  # transcripts per eval split shown side by side in run.json (reference / base / fine-tuned)
 
@@ -94,10 +95,6 @@ class Utterance:
     line: int = 0  # metadata.csv line (0 for hub rows)
     where: str = ""  # what errors name: "metadata.csv:LINE" or "hub:ID/SPLIT row N"
     data: bytes | None = None  # a hub row's encoded audio
-
-    @property
-    def label(self) -> str:
-        return self.transcription
 
     def audio(self):
         """float32 mono 16 kHz samples."""
@@ -259,8 +256,9 @@ class SpeechRecognitionTask(SupervisedTask):
         core = _core(model)
         hyps = []
         for batch in loader:
-            ids = core.generate(input_features=batch["input_features"].to(device), max_new_tokens=self.cfg.max_new_tokens,
-                                num_beams=1, do_sample=False, **self.generate_kwargs)
+            ids = core.generate(input_features=batch["input_features"].to(device),
+                                max_new_tokens=self.cfg.max_new_tokens, num_beams=1, do_sample=False,
+                                **self.generate_kwargs)
             hyps.extend(t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True))
         return hyps, [r["text"] for r in loader.dataset]
 
