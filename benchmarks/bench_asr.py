@@ -36,7 +36,7 @@ def run_one(spec: str, args) -> dict:
     rec = reusable(out, args) if args.reuse else None
     if rec is not None:
         print(f"{label:<28} reused {out}", flush=True)
-        return {"label": label, "rec": rec, "wall_s": _seconds(rec), "failed": None}
+        return {"label": label, "rec": rec, "wall_s": _seconds(rec), "failed": None, "reused": True}
     rec, wall, err = run_tunelab(cmd, out, label)
     print(f"{label:<28} done in {wall:.0f} s" + (f" (failed: {err})" if err else ""), flush=True)
     return {"label": label, "rec": rec, "wall_s": wall, "failed": err}
@@ -124,10 +124,13 @@ def main(argv=None) -> int:
     print(f"\ntotal wall time {total / 60:.1f} min")
     if args.append:
         sizes = next((r["rec"]["data_sizes"] for r in rows if r["rec"]), {})
+        reused = sum(bool(r.get("reused")) for r in rows)
         append_section(args.append, [
             "", f"## Whisper on accents: new-domain gain and forgetting on real speech ({args.model})", "",
             f"Command: `{command_line('bench_asr.py', argv)}`  ",
-            f"{machine_line(args.threads)}, {args.jobs} run(s) at a time; total wall time {total / 60:.1f} min.  ",
+            f"{machine_line(args.threads)}, {args.jobs} run(s) at a time; total wall time {total / 60:.1f} min"
+            + (f" ({reused} of {len(rows)} runs reused from --out-dir, their wall s from run.json)" if reused else "")
+            + ".  ",
             f"Utterances: {', '.join(f'{k} {v}' for k, v in sizes.items())}; CER/WER corpus-level after the "
             f"lower-case, punctuation-stripped normaliser (tasks/asr_text.py); base = the same model before "
             f"training on the same utterances; greedy decoding.", "", text, ""])
