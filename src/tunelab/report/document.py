@@ -60,8 +60,9 @@ def build(output_dir: str, store) -> tuple:
                         "Δ and p compare each method with full fine-tuning on the same task and seeds. Trainable "
                         "parameters are counted at the start of training, with and without the task head "
                         "(each run's head.modules: classifier + pooler for encoders, the score layer of a reward "
-                        "model, none for causal-LM objectives); the % is of all model parameters. Train time excludes "
-                        "model loading and evaluation; peak RSS is the run process's high-water mark. "
+                        "model, none for causal-LM objectives and Whisper, whose LM head is tied to the token "
+                        "embeddings); the % is of all model parameters. Train time excludes model loading and "
+                        "evaluation; peak RSS is the run process's high-water mark. "
                         "Best value per column in bold."))
     plots = make_plots(summaries, os.path.join(output_dir, ASSETS))
     for ts in summaries:
@@ -88,6 +89,11 @@ def build(output_dir: str, store) -> tuple:
         blocks.append(("p", "Which transformer layers trained at each step (from each run's layer timeline)."))
         for r, path in heat:
             blocks.append(("img", path, _rel(path, output_dir), f"{r['run_id']}: layer activity"))
+
+    speech = _speech_blocks(done)
+    if speech:
+        blocks.append(("h", 2, "Speech recognition: before and after, forgetting, transcripts"))
+        blocks += speech
 
     att = _attention_blocks(done, output_dir)
     if att:
@@ -160,6 +166,57 @@ def _attention_blocks(done: list, root: str) -> list:
                                                                     for k, v in items])))
         if os.path.isfile(ipath):
             out.append(("img", ipath, _rel(ipath, root), f"{r['run_id']}: attention analysis"))
+    return out
+
+
+def _speech_blocks(done: list) -> list:
+    """ASR runs (run.json ``asr``): CER/WER of the base model -> the fine-tuned one on every eval split
+    (the change on the old domain is the forgetting), and a few transcripts side by side."""
+    runs = []
+    for r in done:
+        try:
+            with open(os.path.join(r["run_dir"], "run.json"), encoding="utf-8") as f:
+                rec = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if isinstance(rec.get("asr"), dict):
+            runs.append((r, rec))
+    out = []
+    for task in dict.fromkeys(r["task"] for r, _ in runs):
+        trs = [(r, rec) for r, rec in runs if r["task"] == task]
+        first = trs[0][1]["asr"]
+        splits = list(first.get("splits") or {})
+        prefixes = {s: (first["splits"][s] or {}).get("metric_prefix", "") for s in splits}
+        out.append(("h", 3, f"{task}: base -> fine-tuned"))
+        out.append(("p", f"CER and WER (lower is better) of the base model and of each run on the same utterances; "
+                         f"Δ = fine-tuned - base (positive on an old-domain split such as 'real' = forgetting). "
+                         f"Normaliser: {first.get('normaliser', '?')}. Decoding: {first.get('decoding', '?')}."))
+        header = ["run"] + [f"{s} {m.upper()} base -> tuned (Δ)" for s in splits for m in ("cer", "wer")]
+        rows = []
+        for r, rec in trs:
+            m = rec.get("metrics") or {}
+            cells = [f"{r['label']} (seed {r['seed']})"]
+            for s in splits:
+                for name in ("cer", "wer"):
+                    k = prefixes[s] + name
+                    a, b = m.get("base_" + k), m.get(k)
+                    cells.append(f"{a:.4f} -> {b:.4f} ({b - a:+.4f})" if isinstance(a, (int, float))
+                                 and isinstance(b, (int, float)) else "—")
+            rows.append(cells)
+        out.append(("table", Table(header, rows)))
+        for s in splits:
+            samples = [(r, (rec["asr"].get("samples") or {}).get(s) or []) for r, rec in trs]
+            samples = [(r, x) for r, x in samples if x]
+            if not samples:
+                continue
+            base = samples[0][1]
+            header = ["file", "reference", "base"] + [f"{r['label']} (seed {r['seed']})" for r, _ in samples]
+            body = []
+            for i, x in enumerate(base):
+                body.append([x.get("file", ""), x.get("reference", ""), x.get("base", "")]
+                            + [(xs[i].get("fine_tuned", "") if i < len(xs) else "") for _, xs in samples])
+            out.append(("p", f"{task} / {s}: transcripts side by side (the first {len(base)} utterances):"))
+            out.append(("table", Table(header, body)))
     return out
 
 

@@ -28,7 +28,8 @@ class Significance:
 
 
 def read_predictions(path: str, split: str | None = None) -> dict:
-    """predictions.tsv -> {line: (label, prediction)} for one split (default: the first one in the file)."""
+    """predictions.tsv -> {line: (label, prediction)} for one split (default: the first one in the file).
+    Columns ``label``/``prediction``, or ``reference``/``hypothesis`` (speech recognition: text)."""
     out = {}
     with open(path, encoding="utf-8", newline="") as f:
         for row in csv.DictReader(f, delimiter="\t"):
@@ -36,13 +37,19 @@ def read_predictions(path: str, split: str | None = None) -> dict:
                 split = row["split"]
             if row["split"] != split:
                 continue
+            label = row["label"] if "label" in row else row["reference"]
+            pred = row["prediction"] if "prediction" in row else row["hypothesis"]
             out[int(row["line"]) if row["line"] not in ("", "0") else -int(row["index"]) - 1] = (
-                _num(row["label"]), _num(row["prediction"]))
+                _num(label), _num(pred))
     return out
 
 
 def _num(s: str):
-    f = float(s)
+    """A number as int/float; anything else (a transcript) stays text."""
+    try:
+        f = float(s)
+    except ValueError:
+        return s
     return int(f) if f.is_integer() and "." not in s else f
 
 
@@ -177,7 +184,7 @@ def majority_baseline(predictions_path: str, metrics: list) -> dict:
     """Each metric of always predicting the most frequent dev label (classification only)."""
     rows = read_predictions(predictions_path)
     refs = [y for y, _ in rows.values()]
-    if not refs or any(isinstance(y, float) for y in refs):
+    if not refs or any(isinstance(y, (float, str)) for y in refs):  # regression scores, transcripts
         return {}
     values, counts = np.unique(refs, return_counts=True)
     maj = values[int(np.argmax(counts))]

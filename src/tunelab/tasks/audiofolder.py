@@ -73,23 +73,33 @@ def read_audiofolder(folder: str, text_column: str = "transcription") -> list:
     return rows
 
 
-def load_audio(path: str, where: str = "") -> np.ndarray:
+def load_audio(path, where: str = "", name: str | None = None) -> np.ndarray:
     """Decode ``path`` to float32 mono at 16 kHz; UserError naming ``where`` and the file if it
-    cannot be decoded (a corrupt or truncated file is often only found here, not by the header)."""
+    cannot be decoded (a corrupt or truncated file is often only found here, not by the header).
+    ``path`` may also be a file-like object (a hub dataset's audio bytes); ``name`` names it in errors."""
     import soundfile as sf
-    from scipy.signal import resample_poly
 
     prefix = f"{where}: " if where else ""
+    name = name or str(path)
     try:
         audio, rate = sf.read(path, dtype="float32", always_2d=True)
     except Exception as e:
-        raise UserError(f"{prefix}{path}: cannot decode audio ({_one_line(e)})") from None
+        raise UserError(f"{prefix}{name}: cannot decode audio ({_one_line(e)})") from None
     if audio.shape[0] == 0:
-        raise UserError(f"{prefix}{path}: no audio samples")
-    audio = audio.mean(axis=1)
+        raise UserError(f"{prefix}{name}: no audio samples")
+    return to_16k_mono(audio, rate)
+
+
+def to_16k_mono(audio: np.ndarray, rate: int) -> np.ndarray:
+    """(frames, channels) or (frames,) float audio at ``rate`` -> float32 mono at 16 kHz."""
+    from scipy.signal import resample_poly
+
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 2:
+        audio = audio.mean(axis=1)
     if rate != SAMPLING_RATE:
-        g = math.gcd(SAMPLING_RATE, rate)
-        audio = resample_poly(audio, SAMPLING_RATE // g, rate // g).astype(np.float32)
+        g = math.gcd(SAMPLING_RATE, int(rate))
+        audio = resample_poly(audio, SAMPLING_RATE // g, int(rate) // g).astype(np.float32)
     return audio
 
 
