@@ -177,8 +177,8 @@ class SpeechRecognitionTask(SupervisedTask):
                             f"input_features); use lora, full, selective or a dynamic layer method")
 
     # ------------------------------------------------------------ model
-    def load_model(self, name: str):
-        model, processor, layout, source = super().load_model(name)
+    def load_model(self, name: str, allow_pickle: bool = False):
+        model, processor, layout, source = super().load_model(name, allow_pickle=allow_pickle)
         cfg = self.cfg
         if model.config.model_type != "whisper":
             raise UserError(f"--model {name}: a {model.config.model_type} model; the asr tasks fine-tune Whisper "
