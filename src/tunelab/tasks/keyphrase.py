@@ -35,7 +35,6 @@ import torch
 
 from ..errors import UserError
 from ..metrics import Metric, register
-from ..models.heads import Head, register_head
 from . import TASKS
 from .keyphrase_data import (LABEL2ID, LABELS, decode_spans, encode_windows, find_dataset, load_hub,
                              merge_word_probs, presence_counts, read_keyphrase_dir, split_docs)
@@ -44,10 +43,6 @@ from .supervised import Prediction, SupervisedTask
 
 SPLIT_SEED = 0  # document-level split of kdd / www / user folders: fixed, so that runs are comparable
 METRIC_ORDER = ("f1@10", "f1@5", "f1@M", "p@5", "r@5", "p@10", "r@10", "p@M", "r@M")  # main metric first
-
-register_head(Head("token-classification", "AutoModelForTokenClassification", "TOKEN_CLS",
-                   lambda n: {"num_labels": n},
-                   description="a label per token (a new linear classifier over every token's hidden state)"))
 
 
 def _metric_fn(name):
