@@ -279,3 +279,19 @@ def test_pretrain_mlm_on_train_abstracts_only_gives_a_model_run_accepts(tmp_path
     k_old = next(k for k in old if k.endswith("encoder.layer.0.attention.self.query.weight"))
     k_new = next(k for k in new if k.endswith("encoder.layer.0.attention.self.query.weight"))
     assert not torch.equal(old[k_old], new[k_new])
+
+
+def test_report_marks_gold_and_predicted_phrases_by_stemmed_match():
+    from tunelab.report.keyphrase import highlight_segments
+    from tunelab.report.render_html import render_html
+    from tunelab.report.render_md import render_md
+
+    text = "Neural networks for graph-based ranking.\nWe rank Graphs."
+    segs = highlight_segments(text, gold=["neural network", "graph"], predicted=["graph-based ranking", "networks for"])
+    assert "".join(s for s, _ in segs) == text  # nothing lost or reordered
+    assert segs == [("Neural", "gold"), (" ", ""), ("networks", "both"), (" ", ""), ("for graph-based ranking", "pred"),
+                    (".\nWe rank ", ""), ("Graphs", "gold"), (".", "")]
+    html = render_html([("marked", "doc 1", segs)], "t")
+    assert '<mark class="both">networks</mark>' in html and '<mark class="gold">Graphs</mark>' in html
+    assert "> **Neural** ***networks*** _for graph-based ranking_. We rank **Graphs**." in render_md(
+        [("marked", "doc 1", segs)])

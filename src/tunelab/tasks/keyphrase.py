@@ -86,6 +86,7 @@ class KeyphraseTask(SupervisedTask):
     num_labels = len(LABELS)
     metric_names = METRIC_ORDER
     eval_splits = ("validation", "test")
+    report_metrics = ("f1@10", "f1@5", "f1@M", "test_f1@10", "test_f1@5", "test_f1@M")  # report/tables.py columns
     defaults = {"max_seq_length": 512, "doc_stride": 128, "batch_size": 16, "eval_batch_size": 32}
 
     def __init__(self, name: str, dataset: str | None, description: str):
