@@ -295,3 +295,19 @@ def test_report_marks_gold_and_predicted_phrases_by_stemmed_match():
     assert '<mark class="both">networks</mark>' in html and '<mark class="gold">Graphs</mark>' in html
     assert "> **Neural** ***networks*** _for graph-based ranking_. We rank **Graphs**." in render_md(
         [("marked", "doc 1", segs)])
+
+
+def test_keyphrase_quick_preset_expands_with_a_domain_model_folder(tmp_path, kp_root):
+    from tunelab.compare.config import load_compare_config
+    from tunelab.compare.grid import expand
+    from tunelab.models.aliases import resolve_model
+
+    cells = expand(load_compare_config(preset="keyphrase-quick"), str(tmp_path), str(kp_root))
+    assert [(c.task, c.label) for c in cells] == [("inspec", "full"), ("inspec", "lora"), ("inspec", "selective")]
+    cfg = cells[0].config
+    assert (cfg.max_train_samples, cfg.epochs, cfg.max_seq_length, cfg.doc_stride, cfg.max_eval_samples) == \
+        (300, 2, 256, 64, 200)
+    folder = resolve_model("minilm")  # stands in for a `tunelab pretrain mlm` output folder
+    cells = expand(load_compare_config(preset="keyphrase-quick", overrides=[f"models=minilm,{folder}"]),
+                   str(tmp_path), str(kp_root))
+    assert len(cells) == 6 and {c.config.model for c in cells} == {"minilm", folder}
