@@ -24,7 +24,6 @@ Recipe:
 - AdamW, linear warm-up (6 %) and decay; stops at ``max_steps`` or ``max_minutes``, whichever first.
 """
 
-import json
 import math
 import os
 import random
