@@ -55,3 +55,6 @@ register_head(Head("reward", "AutoModelForSequenceClassification", "SEQ_CLS",
                    lambda n: {"num_labels": 1}, description="Bradley-Terry reward model: one score per sequence"))
 register_head(Head("causal-lm", "AutoModelForCausalLM", "CAUSAL_LM", trains=False,
                    description="the pretrained LM head (often tied to the embeddings)"))
+register_head(Head("token-classification", "AutoModelForTokenClassification", "TOKEN_CLS",
+                   lambda n: {"num_labels": n},
+                   description="a label per token (a new linear classifier over every token's hidden state; keyphrase BIO)"))

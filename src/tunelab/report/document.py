@@ -2,7 +2,7 @@
 predictions, layer-activity heatmaps and attention analyses); ``render_md`` / ``render_html`` print it.
 
 Blocks: ("h", level, text) · ("p", text) · ("table", Table) · ("img", abs_path, rel_path, caption)
-· ("code", text[, lang]).
+· ("code", text[, lang]) · ("marked", caption, [(text, tag)]) (report/keyphrase.py).
 """
 
 import json
@@ -11,6 +11,7 @@ import shlex
 import time
 
 from .findings import overall_findings
+from .keyphrase import keyphrase_blocks
 from .plots import make_plots
 from .tables import Table, runs_table, summarize, task_table
 
@@ -94,6 +95,10 @@ def build(output_dir: str, store) -> tuple:
     if speech:
         blocks.append(("h", 2, "Speech recognition: before and after, forgetting, transcripts"))
         blocks += speech
+    kp = keyphrase_blocks(done)
+    if kp:
+        blocks.append(("h", 2, "Keyphrase examples"))
+        blocks += kp
 
     att = _attention_blocks(done, output_dir)
     if att:

@@ -19,6 +19,8 @@ figure img { max-width: 100%; border: 1px solid #ddd; }
 figcaption { font-size: 13px; color: #555; }
 pre { background: #f6f6f6; padding: .8em; overflow-x: auto; font-size: 12px; }
 .scroll { overflow-x: auto; }
+.kp { white-space: pre-wrap; border-left: 3px solid #ccc; padding-left: .8em; font-size: 14px; }
+mark.gold { background: #fde68a; } mark.pred { background: #bfdbfe; } mark.both { background: #86efac; }
 """
 
 
@@ -61,6 +63,12 @@ def render_html(blocks: list, title: str) -> str:
                        f"<figcaption>{_e(caption)}</figcaption></figure>")
         elif kind == "code":
             out.append(f"<pre>{_e(b[1])}</pre>")
+        elif kind == "marked":  # report/keyphrase.py: a document with gold / predicted phrases
+            _, caption, segments = b
+            text = "".join(f'<mark class="{t}">{_e(s)}</mark>' if t else _e(s) for s, t in segments)
+            out.append(f'<figure><div class="kp">{text}</div><figcaption>{_e(caption)} — '
+                       f'<mark class="gold">gold only</mark> <mark class="pred">predicted only</mark> '
+                       f'<mark class="both">both</mark></figcaption></figure>')
         else:
             raise ValueError(f"unknown block {kind!r}")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'

@@ -33,6 +33,12 @@ def render_md(blocks: list) -> str:
             out.append(f"![{caption}]({rel})\n\n_{caption}_")
         elif kind == "code":
             out.append("```" + (b[2] if len(b) > 2 else "") + "\n" + b[1].rstrip("\n") + "\n```")
+        elif kind == "marked":  # gold only **x**, predicted only _x_, both ***x***
+            _, caption, segments = b
+            wrap = {"": "{}", "gold": "**{}**", "pred": "_{}_", "both": "***{}***"}
+            body = " ".join("".join(wrap[t].format(" ".join(s.split()) if t else s) for s, t in segments).split())
+            out.append("> " + body + f"\n\n_{caption}_ (gold only **bold**, predicted only "
+                       "_italic_, both ***bold italic***)")
         else:
             raise ValueError(f"unknown block {kind!r}")
     return "\n\n".join(out) + "\n"

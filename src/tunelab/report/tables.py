@@ -66,7 +66,7 @@ def summarize(rows: list, grid: list | None = None) -> list:
             done = [r for r in lr if r["status"] == "completed"]
             methods.append(_method_summary(label, lr[0]["method"], len(lr), done, [r for r in lr if r not in done]))
         first = next((r for r in trows if r["status"] == "completed"), None)
-        names = list(first["metrics"]) if first else []
+        names = report_columns(task, list(first["metrics"])) if first else []
         main = first["main_metric"] if first else None
         ref = next((m.label for m in methods if m.method == "full" and m.rows), None)
         ts = TaskSummary(model, task, names, main, methods, ref)
@@ -77,10 +77,22 @@ def summarize(rows: list, grid: list | None = None) -> list:
                     m.significance = compare_to_reference(m.rows, refm.rows, main)
             try:
                 ts.majority = majority_baseline(refm.rows[0]["run_dir"] + "/predictions.tsv", names)
-            except OSError:
+            except (OSError, KeyError, ValueError):  # no file, or not a label/prediction file (keyphrase lists)
                 pass
         out.append(ts)
     return out
+
+
+def report_columns(task: str, names: list) -> list:
+    """The metric columns of a task's table: all of run.json's metrics, unless the task names a shorter
+    list (``report_metrics`` on the task object, e.g. keyphrase: F1@5/@10/@M of both splits, not the 18)."""
+    try:
+        from ..tasks import get_task
+
+        keep = getattr(get_task(task), "report_metrics", None)
+    except Exception:  # noqa: BLE001  (a task this install does not know: show everything)
+        keep = None
+    return [n for n in names if n in keep] if keep else names
 
 
 def _method_summary(label, method, planned, done, failed) -> MethodSummary:

@@ -294,7 +294,7 @@ def encode_windows(words, labels, tokenizer, max_length: int = 512, stride: int 
         raise ValueError("encode_windows: need max_length >= 3 and stride >= 0")
     budget = max_length - tokenizer.num_special_tokens_to_add(pair=False)
     if stride >= budget:
-        raise UserError(f"--stride {stride} must be smaller than the window ({budget} tokens without special tokens)")
+        raise UserError(f"--doc-stride {stride} must be smaller than the window ({budget} tokens without special tokens)")
     if not words:
         return []
     enc = tokenizer(list(words), is_split_into_words=True, add_special_tokens=False, verbose=False)
