@@ -163,8 +163,8 @@ class KeyphraseTask(SupervisedTask):
         return Split(split, list(splits[split]), {k: v for k, v in files.items() if k.endswith("#" + split)},
                      notes[split])
 
-    def load_model(self, name: str):
-        out = super().load_model(name)
+    def load_model(self, name: str, allow_pickle: bool = False):
+        out = super().load_model(name, allow_pickle=allow_pickle)
         model = out[0]
         model.config.id2label = dict(enumerate(LABELS))
         model.config.label2id = dict(LABEL2ID)
