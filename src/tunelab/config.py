@@ -84,6 +84,12 @@ class RunConfig:
                                        "as HF group_by_length) and evaluate in length order: less padding")
     fused_adamw: bool = opt(True, "AdamW's fused kernel (also on CPU; HF Trainer's default too): same algorithm, a ~10x "
                                   "faster optimizer step; --no-fused-adamw for torch's foreach AdamW")
+    # --- speed: frozen-prefix activation cache (train/activation_cache.py) ---
+    activation_cache: bool = opt(True, "compute the frozen embeddings + bottom layers once per example (in eval mode: no "
+                                       "dropout there) when they never train (selective / LoRA on top layers, head "
+                                       "only); --no-activation-cache to run them every step")
+    activation_cache_mb: int = opt(2048, "activation cache in RAM up to this many MB, else a memory-mapped file in the "
+                                         "run folder", min=0)
     # --- dynamic layer methods: alf, lisa, autofreeze, badam (methods/dynamic.py) ---
     alf_budget: float = opt(0.25, "alf: max share of the backbone's non-head params (embeddings + layers) trainable at "
                                   "any step", above=0, max=1, reads=("alf",))
