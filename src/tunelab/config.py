@@ -79,9 +79,10 @@ class RunConfig:
     train_embeddings: bool = opt(False, "selective: also train the embeddings", reads=("selective",))
     threads: int = opt(None, "torch CPU threads (default: torch's)", min=1)
     device: str = opt("auto", "auto | cpu | cuda", choices=("auto", "cpu", "cuda"))
-    # --- CPU efficiency: length grouping is opt-in (quick preset; train/batching.py), fused AdamW the default ---
+    # --- speed: length grouping (train/batching.py; on by default for loop-trained tasks: SupervisedTask), fused AdamW ---
     group_by_length: bool = opt(False, "train on batches of similar length (shuffled 8-batch chunks sorted by length, "
-                                       "as HF group_by_length) and evaluate in length order: less padding")
+                                       "as HF group_by_length) and evaluate in length order: less padding. Default on "
+                                       "for tasks trained by tunelab's loop (--no-group-by-length turns it off)")
     fused_adamw: bool = opt(True, "AdamW's fused kernel (also on CPU; HF Trainer's default too): same algorithm, a ~10x "
                                   "faster optimizer step; --no-fused-adamw for torch's foreach AdamW")
     # --- speed: frozen-prefix activation cache (train/activation_cache.py) ---

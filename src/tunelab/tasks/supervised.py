@@ -11,7 +11,8 @@ eval split after every epoch, early stopping in the main metric's direction and 
 - ``metrics(predictions, references)`` (registered metrics by default).
 
 ``loss(model, batch)`` is the model's own loss unless the family overrides it. ``length(row)``
-(tokens) lets ``--group-by-length`` batch similar lengths; return None where it means nothing.
+(tokens) lets ``--group-by-length`` (on by default for these families) batch similar lengths;
+return None where it means nothing: such rows keep plain shuffled batches.
 
 ``caches_activations = True`` lets the frozen-prefix activation cache (train/activation_cache.py)
 replay this family's batches: set it only when a row's model inputs are a deterministic function of
@@ -39,6 +40,11 @@ class Prediction:
 
 class SupervisedTask(Task):
     caches_activations = False  # see the module docstring
+
+    def option_defaults(self, method) -> dict:
+        """Length-grouped batches by default (``--no-group-by-length`` for plain shuffled ones): the
+        same examples with less padding. A family overriding this should start from ``super()``'s."""
+        return {"group_by_length": True, **super().option_defaults(method)}
 
     # ------------------------------------------------------------ hooks
     @abstractmethod
