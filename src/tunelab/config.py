@@ -85,6 +85,9 @@ class RunConfig:
                                        "for tasks trained by tunelab's loop (--no-group-by-length turns it off)")
     fused_adamw: bool = opt(True, "AdamW's fused kernel (also on CPU; HF Trainer's default too): same algorithm, a ~10x "
                                   "faster optimizer step; --no-fused-adamw for torch's foreach AdamW")
+    precision: str = opt("auto", "arithmetic of the training loop: auto (bf16 autocast + TF32 on a CUDA GPU with bf16, "
+                                 "fp32 on CPU) | fp32 | bf16 | fp16 (CUDA, with a gradient scaler); weights stay fp32",
+                         choices=("auto", "fp32", "bf16", "fp16"))
     # --- speed: frozen-prefix activation cache (train/activation_cache.py) ---
     activation_cache: bool = opt(True, "compute the frozen embeddings + bottom layers once per example (in eval mode: no "
                                        "dropout there) when they never train (selective / LoRA on top layers, head "

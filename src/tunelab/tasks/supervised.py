@@ -41,6 +41,12 @@ class Prediction:
 class SupervisedTask(Task):
     caches_activations = False  # see the module docstring
 
+    def validate(self, cfg) -> None:
+        """``--precision`` against ``--device`` (fp16 needs CUDA, bf16 a device that has it)."""
+        from ..train.precision import resolve_precision
+
+        resolve_precision(cfg.precision, cfg.device)
+
     def option_defaults(self, method) -> dict:
         """Length-grouped batches by default (``--no-group-by-length`` for plain shuffled ones): the
         same examples with less padding. A family overriding this should start from ``super()``'s."""
@@ -77,7 +83,7 @@ class SupervisedTask(Task):
         preds, refs = [], []
         for batch in loader:
             labels = batch.pop("labels")
-            out = model(**{k: v.to(device) for k, v in batch.items()})
+            out = model(**{k: v.to(device, non_blocking=True) for k, v in batch.items()})
             preds.extend(self.decode(out, batch))
             refs.extend(self.references({"labels": labels}))
         return preds, refs
@@ -96,6 +102,7 @@ class SupervisedTask(Task):
         cfg = ctx.cfg
         collate = self.collator(ctx.processor)
         gen = torch.Generator().manual_seed(cfg.seed)
+        pin = torch.device(ctx.device).type == "cuda"  # page-locked batches: asynchronous host-to-GPU copies
         train_rows = self.encode(ctx.train_examples, ctx.processor, cfg)
         lengths = [self.length(r) for r in train_rows]
         by_length = cfg.group_by_length and None not in lengths
@@ -107,10 +114,10 @@ class SupervisedTask(Task):
         data, batch_collate = (IndexedRows(train_rows), IndexedCollate(collate)) if indexed else (train_rows, collate)
         if by_length:  # train/batching.py: same examples, less padding
             sampler = LengthGroupedBatches(lengths, cfg.batch_size, gen)
-            base = torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=batch_collate)
+            base = torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=batch_collate, pin_memory=pin)
         else:
             base = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True, generator=gen,
-                                               collate_fn=batch_collate)
+                                               collate_fn=batch_collate, pin_memory=pin)
         if indexed:
             cache.add_split("train", train_rows, collate, lengths, cfg.eval_batch_size)
         train_loader = CachedLoader(cache, "train", base, indexed=indexed)
@@ -122,9 +129,10 @@ class SupervisedTask(Task):
             if indexed:
                 cache.add_split(s.name, rows, collate, [self.length(r) for r in rows], cfg.eval_batch_size)
                 loader = CachedLoader(cache, s.name, torch.utils.data.DataLoader(
-                    IndexedRows(rows), batch_size=cfg.eval_batch_size, collate_fn=IndexedCollate(collate)))
+                    IndexedRows(rows), batch_size=cfg.eval_batch_size, collate_fn=IndexedCollate(collate), pin_memory=pin))
             else:
-                loader = torch.utils.data.DataLoader(rows, batch_size=cfg.eval_batch_size, collate_fn=collate)
+                loader = torch.utils.data.DataLoader(rows, batch_size=cfg.eval_batch_size, collate_fn=collate,
+                                                     pin_memory=pin)
             eval_loaders.append((s, loader, order))
 
         def evaluate(model):

@@ -39,7 +39,6 @@ its first evaluation (eval time).
 import os
 import shutil
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -152,11 +151,13 @@ def _first_tensor(out):
 class ActivationCache:
     """One run's cache: the plan, the hooks on the model and the stored states of every split."""
 
-    def __init__(self, model, layout, plan_: Plan, cfg, device, out_dir: str, autocast=nullcontext):
+    def __init__(self, model, layout, plan_: Plan, cfg, device, out_dir: str):
+        from .precision import resolve_precision
+
         self.model, self.plan, self.device, self.out_dir = model, plan_, device, out_dir
         self.on, self.k = plan_.on, plan_.k
         self.limit_mb = cfg.activation_cache_mb
-        self.autocast = autocast
+        self.autocast = resolve_precision(cfg.precision, device).autocast  # the prefix as training computes it
         self.splits = {}  # name -> {"rows", "collate", "counts", "offset", "built"}
         self.data = None  # (tokens, hidden) float32: RAM tensor or memmap-backed
         self.storage, self.file, self.mb = None, None, 0.0
@@ -326,7 +327,7 @@ class ActivationCache:
             for start in range(0, len(order), bs):
                 idx = order[start:start + bs]
                 batch = s["collate"]([s["rows"][i] for i in idx])
-                batch = {k: v.to(self.device) for k, v in batch.items() if k != "labels"}
+                batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if k != "labels"}
                 hidden = self._capture(batch)
                 mask = batch.get("attention_mask")
                 if mask is None:
