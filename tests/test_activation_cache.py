@@ -74,6 +74,7 @@ def test_cached_run_equals_uncached_run_with_the_prefix_in_eval_mode(glue_data_d
     frozen = {n: p.detach().clone() for n, p in ctx.model.named_parameters() if not p.requires_grad}
     losses, summary = _fit(task, ctx)
     rec = summary["record"]["activation_cache"]
+    assert ctx.cfg.group_by_length  # the default: length-grouped batches, rows carry their index
     assert rec["on"] and rec["k"] == 4 and rec["storage"] == "ram" and rec["self_check"]["passed"]
     assert "dropout" in rec["prefix_mode"]
     # independent size: one float32 vector of 384 per real token of the 48 train + 32 dev examples
@@ -98,7 +99,10 @@ def test_cached_run_equals_uncached_run_with_the_prefix_in_eval_mode(glue_data_d
 
 
 def test_memory_mapped_store_when_over_the_ram_limit(glue_data_dir, tmp_path):
-    task, ctx = _setup(glue_data_dir, tmp_path, "selective", layers="top:1", activation_cache_mb=0, epochs=1)
+    """Also plain shuffled batches (the test above uses the default length-grouped ones)."""
+    task, ctx = _setup(glue_data_dir, tmp_path, "selective", layers="top:1", activation_cache_mb=0, epochs=1,
+                       group_by_length=False)
+    assert ctx.cfg.group_by_length is False
     _, summary = _fit(task, ctx)
     rec = summary["record"]["activation_cache"]
     assert rec["on"] and rec["storage"] == "memmap" and rec["k"] == 5
