@@ -81,11 +81,21 @@ class RunConfig:
     train_embeddings: bool = opt(False, "selective: also train the embeddings", reads=("selective",))
     threads: int = opt(None, "torch CPU threads (default: torch's)", min=1)
     device: str = opt("auto", "auto | cpu | cuda", choices=("auto", "cpu", "cuda"))
-    # --- CPU efficiency: length grouping is opt-in (quick preset; train/batching.py), fused AdamW the default ---
+    # --- speed: length grouping (train/batching.py; on by default for loop-trained tasks: SupervisedTask), fused AdamW ---
     group_by_length: bool = opt(False, "train on batches of similar length (shuffled 8-batch chunks sorted by length, "
-                                       "as HF group_by_length) and evaluate in length order: less padding")
+                                       "as HF group_by_length) and evaluate in length order: less padding. Default on "
+                                       "for tasks trained by tunelab's loop (--no-group-by-length turns it off)")
     fused_adamw: bool = opt(True, "AdamW's fused kernel (also on CPU; HF Trainer's default too): same algorithm, a ~10x "
                                   "faster optimizer step; --no-fused-adamw for torch's foreach AdamW")
+    precision: str = opt("auto", "arithmetic of the training loop: auto (bf16 autocast + TF32 on a CUDA GPU with bf16, "
+                                 "fp32 on CPU) | fp32 | bf16 | fp16 (CUDA, with a gradient scaler); weights stay fp32",
+                         choices=("auto", "fp32", "bf16", "fp16"))
+    # --- speed: frozen-prefix activation cache (train/activation_cache.py) ---
+    activation_cache: bool = opt(True, "compute the frozen embeddings + bottom layers once per example (in eval mode: no "
+                                       "dropout there) when they never train (selective / LoRA on top layers, head "
+                                       "only); --no-activation-cache to run them every step")
+    activation_cache_mb: int = opt(2048, "activation cache in RAM up to this many MB, else a memory-mapped file in the "
+                                         "run folder", min=0)
     # --- dynamic layer methods: alf, lisa, autofreeze, badam (methods/dynamic.py) ---
     alf_budget: float = opt(0.25, "alf: max share of the backbone's non-head params (embeddings + layers) trainable at "
                                   "any step", above=0, max=1, reads=("alf",))

@@ -11,7 +11,14 @@ eval split after every epoch, early stopping in the main metric's direction and 
 - ``metrics(predictions, references)`` (registered metrics by default).
 
 ``loss(model, batch)`` is the model's own loss unless the family overrides it. ``length(row)``
-(tokens) lets ``--group-by-length`` batch similar lengths; return None where it means nothing.
+(tokens) lets ``--group-by-length`` (on by default for these families) batch similar lengths;
+return None where it means nothing: such rows keep plain shuffled batches.
+
+``caches_activations = True`` lets the frozen-prefix activation cache (train/activation_cache.py)
+replay this family's batches: set it only when a row's model inputs are a deterministic function of
+the row (no random augmentation), the collated batch has an ``attention_mask`` marking exactly
+``length(row)`` positions per row, and ``loss`` / ``predict`` call the model once per batch with
+keyword arguments. Default off: a family that does not say so never uses the cache.
 """
 
 from abc import abstractmethod
@@ -32,6 +39,19 @@ class Prediction:
 
 
 class SupervisedTask(Task):
+    caches_activations = False  # see the module docstring
+
+    def validate(self, cfg) -> None:
+        """``--precision`` against ``--device`` (fp16 needs CUDA, bf16 a device that has it)."""
+        from ..train.precision import resolve_precision
+
+        resolve_precision(cfg.precision, cfg.device)
+
+    def option_defaults(self, method) -> dict:
+        """Length-grouped batches by default (``--no-group-by-length`` for plain shuffled ones): the
+        same examples with less padding. A family overriding this should start from ``super()``'s."""
+        return {"group_by_length": True, **super().option_defaults(method)}
+
     # ------------------------------------------------------------ hooks
     @abstractmethod
     def encode(self, examples: list, processor, cfg) -> list:
@@ -63,7 +83,7 @@ class SupervisedTask(Task):
         preds, refs = [], []
         for batch in loader:
             labels = batch.pop("labels")
-            out = model(**{k: v.to(device) for k, v in batch.items()})
+            out = model(**{k: v.to(device, non_blocking=True) for k, v in batch.items()})
             preds.extend(self.decode(out, batch))
             refs.extend(self.references({"labels": labels}))
         return preds, refs
@@ -74,27 +94,45 @@ class SupervisedTask(Task):
 
     # ------------------------------------------------------------ the contract
     def build_data(self, ctx):
-        """(train loader, evaluate(model) -> (metrics, predictions))."""
+        """(train loader, evaluate(model) -> (metrics, predictions)). The train loader is a
+        ``CachedLoader``: with the activation cache off it is the plain ``DataLoader`` inside."""
+        from ..train.activation_cache import ActivationCache, CachedLoader, IndexedCollate, IndexedRows, plan
         from ..train.batching import LengthGroupedBatches, length_order, unsort
 
         cfg = ctx.cfg
         collate = self.collator(ctx.processor)
         gen = torch.Generator().manual_seed(cfg.seed)
+        pin = torch.device(ctx.device).type == "cuda"  # page-locked batches: asynchronous host-to-GPU copies
         train_rows = self.encode(ctx.train_examples, ctx.processor, cfg)
         lengths = [self.length(r) for r in train_rows]
         by_length = cfg.group_by_length and None not in lengths
+        p = plan(ctx.model, ctx.method, ctx.layout, cfg, self.caches_activations)
+        if p.on and None in lengths:
+            p.on, p.why = False, "the task's rows have no length"
+        cache = ActivationCache(ctx.model, ctx.layout, p, cfg, ctx.device, ctx.out_dir)
+        indexed = cache.on
+        data, batch_collate = (IndexedRows(train_rows), IndexedCollate(collate)) if indexed else (train_rows, collate)
         if by_length:  # train/batching.py: same examples, less padding
             sampler = LengthGroupedBatches(lengths, cfg.batch_size, gen)
-            train_loader = torch.utils.data.DataLoader(train_rows, batch_sampler=sampler, collate_fn=collate)
+            base = torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=batch_collate, pin_memory=pin)
         else:
-            train_loader = torch.utils.data.DataLoader(train_rows, batch_size=cfg.batch_size, shuffle=True,
-                                                       generator=gen, collate_fn=collate)
+            base = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True, generator=gen,
+                                               collate_fn=batch_collate, pin_memory=pin)
+        if indexed:
+            cache.add_split("train", train_rows, collate, lengths, cfg.eval_batch_size)
+        train_loader = CachedLoader(cache, "train", base, indexed=indexed)
         eval_loaders = []
         for s in ctx.eval_splits:
             rows = self.encode(s.examples, ctx.processor, cfg)
             order = length_order([self.length(r) for r in rows]) if by_length else None
             rows = [rows[i] for i in order] if order else rows
-            loader = torch.utils.data.DataLoader(rows, batch_size=cfg.eval_batch_size, collate_fn=collate)
+            if indexed:
+                cache.add_split(s.name, rows, collate, [self.length(r) for r in rows], cfg.eval_batch_size)
+                loader = CachedLoader(cache, s.name, torch.utils.data.DataLoader(
+                    IndexedRows(rows), batch_size=cfg.eval_batch_size, collate_fn=IndexedCollate(collate), pin_memory=pin))
+            else:
+                loader = torch.utils.data.DataLoader(rows, batch_size=cfg.eval_batch_size, collate_fn=collate,
+                                                     pin_memory=pin)
             eval_loaders.append((s, loader, order))
 
         def evaluate(model):
@@ -111,13 +149,22 @@ class SupervisedTask(Task):
         return train_loader, evaluate
 
     def fit(self, ctx) -> dict:
+        from ..train.activation_cache import CachedLoader
         from ..train.loop import train
 
         train_loader, evaluate = self.build_data(ctx)
+        cache = train_loader.cache if isinstance(train_loader, CachedLoader) else None
         cfg = ctx.cfg
-        return train(ctx.model, ctx.method, train_loader, evaluate, cfg, cfg.lr, ctx.device, on_epoch=ctx.on_epoch,
-                     head_lr=cfg.head_lr, head_names=ctx.head_names, main_metric=self.main_metric,
-                     loss_fn=self.loss)
+        try:
+            summary = train(ctx.model, ctx.method, train_loader, evaluate, cfg, cfg.lr, ctx.device,
+                            on_epoch=ctx.on_epoch, head_lr=cfg.head_lr, head_names=ctx.head_names,
+                            main_metric=self.main_metric, loss_fn=self.loss)
+        finally:
+            if cache is not None:
+                cache.close()
+        summary["record"]["activation_cache"] = (cache.record() if cache is not None else
+                                                 {"on": False, "why": "the task builds its own batches (build_data)"})
+        return summary
 
     def write_predictions(self, path: str, predictions: dict) -> None:
         with open(path, "w", encoding="utf-8") as f:
@@ -129,6 +176,8 @@ class SupervisedTask(Task):
 
 class TextClassificationTask(SupervisedTask):
     """Sentence / sentence-pair tasks with a classification or regression head."""
+
+    caches_activations = True  # tokenised once, padded by DataCollatorWithPadding, one model call per batch
 
     def encode(self, examples, processor, cfg) -> list:
         firsts = [e.texts[0] for e in examples]

@@ -1,4 +1,4 @@
-"""Length-grouped batching (opt-in, ``--group-by-length``; any family whose rows have a length): less padding for the same examples.
+"""Length-grouped batching (``--group-by-length``: on by default for loop-trained tasks, any family whose rows have a length): less padding for the same examples.
 
 Training: every epoch, shuffle the examples, cut them into chunks of ``chunk_batches`` batches, sort
 each chunk by length and split it into batches, then shuffle the batch order (the scheme of HF

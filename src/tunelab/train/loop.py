@@ -38,6 +38,7 @@ class TrainState:
     loss: float = float("nan")
     samples_seen: int = 0
     train_seconds: float = 0.0
+    train_cpu_seconds: float = 0.0  # process CPU time in the training epochs (all threads)
 
 
 def build_optimizer(params_named, lr: float, weight_decay: float, head_lr: float | None = None, head_names=(),
@@ -63,17 +64,37 @@ def model_loss(model, batch):
     return model(**batch).loss
 
 
+CUDA_SYNC_EVERY = 25  # optimizer steps between host syncs on CUDA (losses / gradient norms read back)
+
+
+def sync_interval(device_type: str) -> int:
+    """Optimizer steps between reading losses and gradient norms back to the host."""
+    return CUDA_SYNC_EVERY if device_type == "cuda" else 1
+
+
 def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoch=None,
           head_lr: float | None = None, head_names=(), main_metric: str | None = None, loss_fn=model_loss) -> dict:
     """Train ``model`` in place. ``evaluate(model) -> (metrics, predictions)`` runs after each epoch;
     ``on_epoch(epoch_record, predictions)`` is told each epoch's result; ``loss_fn(model, batch)``
     gives the training loss. ``cfg.grad_accum`` batches make one optimizer step. Returns the loop
-    summary (``EpochTracker.summary()`` + ``state``)."""
+    summary (``EpochTracker.summary()`` + ``state``).
+
+    ``cfg.precision`` (train/precision.py) chooses autocast for the forward passes. Host syncs:
+    on CPU every step's loss and gradient norm are read at once (a sync costs nothing there); on
+    CUDA they stay on the device and are read every ``CUDA_SYNC_EVERY`` steps, so the GPU never
+    waits for Python per step; the health checks then run on the block (a non-finite value stops
+    the run at the end of its block, naming its step)."""
     from transformers import get_linear_schedule_with_warmup
 
     from .health import LossWatch
+    from .precision import resolve_precision
     from .tracker import EpochTracker
 
+    precision = resolve_precision(cfg.precision, device)
+    precision.apply()
+    scaler = precision.grad_scaler()
+    sync_every = sync_interval(precision.device_type)
+    non_blocking = precision.device_type == "cuda"
     named = method.optimizer_params(model)
     optimizer = build_optimizer(named, lr, cfg.weight_decay, head_lr, set(head_names), fused=cfg.fused_adamw)
     accum = cfg.grad_accum
@@ -85,44 +106,79 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
     bar = tqdm(total=total_steps, desc=f"train {cfg.task}/{cfg.method}", unit="step", dynamic_ncols=True, mininterval=1.0)
     tracker = EpochTracker(main_metric, cfg.early_stopping_patience, on_epoch, write=bar.write)
     watch = LossWatch(cfg.divergence_factor)
+    pending = []  # (step, [micro-batch loss tensors], gradient norm tensor or None), not yet read back
+
+    def flush(losses):
+        """Read back the pending steps' losses (and norms): health checks, progress bar, state.loss."""
+        for step, micro, norm in pending:
+            if norm is not None:
+                watch.check_finite(float(norm), "gradient norm", step)
+            values = [m.item() for m in micro]
+            state.loss = values[0] if accum == 1 else float(np.mean(values))
+            watch.step(state.loss, step)
+            losses.append(state.loss)
+        if pending:
+            bar.update(len(pending))
+            bar.set_postfix(loss=f"{state.loss:.4f}", refresh=False)
+        pending.clear()
+
     for epoch in range(math.ceil(cfg.epochs)):
         state.epoch = epoch
         model.train()
         losses, micro = [], []
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         n_batches = len(train_loader)
         for i, batch in enumerate(train_loader):
             if state.step >= total_steps:
                 break
-            batch = {k: v.to(device) for k, v in batch.items()}
-            loss = loss_fn(model, batch)
-            (loss / accum if accum > 1 else loss).backward()
+            batch = {k: v.to(device, non_blocking=non_blocking) for k, v in batch.items()}
+            with precision.autocast():
+                loss = loss_fn(model, batch)
+            scaled = loss / accum if accum > 1 else loss
+            (scaler.scale(scaled) if scaler else scaled).backward()
             state.samples_seen += batch_len(batch)
-            micro.append(loss.item())
+            micro.append(loss.detach())
             if len(micro) < accum and i + 1 < n_batches:
                 continue
             trainable = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+            norm = None
             if cfg.max_grad_norm and trainable:
+                if scaler:
+                    scaler.unscale_(optimizer)
                 norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-                watch.check_finite(float(norm), "gradient norm", state.step + 1)
-            optimizer.step()
+                if scaler:
+                    norm = None  # fp16: the scaler skips steps with inf/nan gradients by design
+                elif sync_every == 1:  # CPU: check before the step, as the weights must not take it
+                    watch.check_finite(float(norm), "gradient norm", state.step + 1)
+                    norm = None
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
-            state.loss = micro[0] if accum == 1 else float(np.mean(micro))
+            pending.append((state.step, micro, norm))
             micro = []
-            watch.step(state.loss, state.step)
-            losses.append(state.loss)
+            if len(pending) >= sync_every:
+                flush(losses)
             method.on_step(state)
-            bar.update(1)
-            bar.set_postfix(loss=f"{state.loss:.4f}", refresh=False)
+        flush(losses)
         state.train_seconds += time.perf_counter() - t0
+        state.train_cpu_seconds += time.process_time() - c0
         t1 = time.perf_counter()
-        metrics, predictions = evaluate(model)
+        with precision.autocast():
+            metrics, predictions = evaluate(model)
         rec = {"epoch": epoch + 1, "step": state.step, "train_loss": float(np.mean(losses)) if losses else None,
                "metrics": metrics, "eval_seconds": round(time.perf_counter() - t1, 3)}
         if tracker.end_epoch(rec, predictions):
             break
     bar.close()
     method.on_train_end(state)
-    return {**tracker.summary(), "state": state, "record": {"training_health": watch.summary()}}
+    return {**tracker.summary(), "state": state,
+            "record": {"training_health": watch.summary(), "precision": precision.record(),
+                       "cpu_time": {"train_cpu_seconds": round(state.train_cpu_seconds, 3),
+                                    "threads": torch.get_num_threads(),
+                                    "note": "process CPU seconds in the training epochs (all threads): unlike "
+                                            "time.train_seconds, not inflated by other load on the machine"}}}
