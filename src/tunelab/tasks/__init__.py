@@ -18,3 +18,4 @@ def task_names() -> list:
 def _load_families():
     from . import alignment  # noqa: F401  (sft, sft-alpaca, reward, dpo, coh, rlhf on causal LMs)
     from . import glue  # noqa: F401  (registers the 9 GLUE tasks)
+    from . import image  # noqa: F401  (fashion-mnist, mnist, image-folder: ViT image classification)
