@@ -233,15 +233,15 @@ class ImageTask(SupervisedTask):
     _augment = None
 
     # ---------------------------------------------------------------- training
-    def loaders(self, ctx, examples: list, shuffle: bool, batch_size: int):
-        gen = torch.Generator().manual_seed(ctx.cfg.seed)
-        return torch.utils.data.DataLoader(self.encode(examples, ctx.processor, ctx.cfg), batch_size=batch_size,
-                                           shuffle=shuffle, generator=gen if shuffle else None,
-                                           collate_fn=self.collator(ctx.processor))
+    def loader(self, examples: list, processor, batch_size: int, shuffle: bool = False, seed: int = 0):
+        """Batches of ``pixel_values`` + ``labels`` (shuffled with a seeded generator)."""
+        gen = torch.Generator().manual_seed(seed) if shuffle else None
+        return torch.utils.data.DataLoader(self.encode(examples, processor, None), batch_size=batch_size,
+                                           shuffle=shuffle, generator=gen, collate_fn=self.collator(processor))
 
     def evaluator(self, ctx, splits: list, first_index: int = 0):
         """evaluate(model) -> (metrics, {split: Prediction}) over ``splits``."""
-        loaders = [(s, self.loaders(ctx, s.examples, False, ctx.cfg.eval_batch_size)) for s in splits]
+        loaders = [(s, self.loader(s.examples, ctx.processor, ctx.cfg.eval_batch_size)) for s in splits]
 
         def evaluate(model):
             metrics, preds = {}, {}
@@ -264,7 +264,7 @@ class ImageTask(SupervisedTask):
             return fit_self_training(self, ctx, aug)
         from ..train.loop import train
 
-        summary = train(ctx.model, ctx.method, self.loaders(ctx, ctx.train_examples, True, cfg.batch_size),
+        summary = train(ctx.model, ctx.method, self.loader(ctx.train_examples, ctx.processor, cfg.batch_size, True, cfg.seed),
                         self.evaluator(ctx, ctx.eval_splits[:1]), cfg, cfg.lr, ctx.device, on_epoch=ctx.on_epoch,
                         head_lr=cfg.head_lr, head_names=ctx.head_names, main_metric=self.main_metric,
                         loss_fn=self.loss)

@@ -13,8 +13,8 @@ batch at once (one ``affine_grid`` + ``grid_sample`` per batch instead of a PIL 
 - ``solarize``: values above 0.5 (un-normalised) inverted;
 - ``erase``: one random rectangle (2-33 % of the area) set to the mean (cutout / RandomErasing).
 
-``Augmenter.weak`` (mild crop + flip), ``strong`` (all of the above) and ``local`` (DINO's small
-crops) combine them. Sizes follow the input: a 28 x 28 image gets 3 x 3 blur kernels.
+``Augmenter.weak`` (mild crop + flip), ``strong`` (all of the above), ``global_view`` and ``local``
+(DINO's large and small crops) combine them. Sizes follow the input: a 28 x 28 image gets 3 x 3 blur kernels.
 """
 
 import math
@@ -120,6 +120,10 @@ class Augmenter:
         """DINO's global-view recipe adapted to small images + erasing (FixMatch's "strong")."""
         x = resized_crop(x, self.size, scale=scale)
         return self.erase(self.solarize(self.blur(self.jitter(x))))
+
+    def global_view(self, x, scale=(0.4, 1.0)):
+        """A DINO global view: crop + flip, jitter, blur, solarize (no erasing)."""
+        return self.solarize(self.blur(self.jitter(resized_crop(x, self.size, scale=scale))))
 
     def local(self, x, out: int, scale=(0.1, 0.4)):
         """A DINO local view: a small crop at ``out`` pixels, jittered and blurred."""
