@@ -111,6 +111,31 @@ def cosine(step: int, total: int, start: float, end: float) -> float:
     return end + (start - end) * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(1, total)))
 
 
+def dino_step(student, head, teacher, teacher_head, loss_fn, opt, x, aug, local_crops: int, local_size: int,
+              teacher_temp: float, momentum: float, freeze_last: bool = False, clip: float = 3.0) -> float:
+    """One DINO update on a batch ``x`` of normalised images: multi-crop, the loss, a gradient step
+    of the student (backbone + head), then the teacher's EMA step. Returns the loss."""
+    student.train()
+    globals_ = torch.cat([aug.global_view(x) for _ in range(2)])
+    with torch.no_grad():
+        t_out = list(teacher_head(cls_features(teacher, globals_)).chunk(2))
+    s_out = list(head(cls_features(student, globals_)).chunk(2))
+    if local_crops:
+        locals_ = torch.cat([aug.local(x, local_size) for _ in range(local_crops)])
+        s_out += list(head(cls_features(student, locals_, interpolate=True)).chunk(local_crops))
+    loss = loss_fn(s_out, t_out, teacher_temp)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if freeze_last:  # DINO: the last layer is not updated at the start (stabilises training)
+        head.last.grad = None
+    params = [p for g in opt.param_groups for p in g["params"]]
+    torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], clip)
+    opt.step()
+    ema_update(teacher, student, momentum)
+    ema_update(teacher_head, head, momentum)
+    return loss.item()
+
+
 # ------------------------------------------------------------------ k-NN monitor
 
 @torch.no_grad()
@@ -212,34 +237,18 @@ def pretrain_dino(task, model_name: str, data_dir, out_dir: str, steps: int = 60
             if step >= steps:
                 break
             t0 = time.perf_counter()
-            student.train()
             x = batch["pixel_values"].to(dev)
             lr_now = lr * (step + 1) / warmup if step < warmup else cosine(step - warmup, steps - warmup, lr, 1e-6)
             for g in opt.param_groups:
                 g["lr"] = lr_now
                 if g["weight_decay"] > 0:
                     g["weight_decay"] = cosine(step, steps, 0.04, 0.4)
-            globals_ = torch.cat([aug.global_view(x) for _ in range(2)])
-            locals_ = torch.cat([aug.local(x, lsize) for _ in range(local_crops)]) if local_crops else None
-            with torch.no_grad():
-                t_out = teacher_head(cls_features(teacher, globals_)).chunk(2)
-            s_out = list(head(cls_features(student, globals_)).chunk(2))
-            if locals_ is not None:
-                s_out += list(head(cls_features(student, locals_, interpolate=True)).chunk(local_crops))
             t_temp = 0.04 + (0.07 - 0.04) * min(1.0, step / max(1, 0.3 * steps))
-            loss = loss_fn(s_out, list(t_out), t_temp)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"DINO loss is {loss.item()} at step {step}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if step < freeze_last:
-                head.last.grad = None
-            torch.nn.utils.clip_grad_norm_([p for _, p in named], 3.0)
-            opt.step()
-            m = cosine(step, steps, momentum, 1.0)
-            ema_update(teacher, student, m)
-            ema_update(teacher_head, head, m)
-            losses.append(loss.item())
+            loss = dino_step(student, head, teacher, teacher_head, loss_fn, opt, x, aug, local_crops, lsize, t_temp,
+                             cosine(step, steps, momentum, 1.0), freeze_last=step < freeze_last)
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"DINO loss is {loss} at step {step}")
+            losses.append(loss)
             step += 1
             train_seconds += time.perf_counter() - t0
             if step in knn_at:
