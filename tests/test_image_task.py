@@ -197,17 +197,24 @@ def test_prompt_tuning_is_refused_for_images(tmp_path, images, capsys):
     assert rc == 2 and "--method prompt: virtual tokens need a token-embedding model" in err
 
 
-def test_self_training_records_rounds(tmp_path, images, capsys):
+def test_self_training_records_rounds_and_round_0_is_the_supervised_run(tmp_path, images, capsys):
+    common = ["run", "--task", "fashion-mnist", "--model", "vit-tiny", "--data-dir", str(images), "--labelled-per-class",
+              "3", "--max-eval-samples", "40", "--epochs", "2", "--batch-size", "16", "--threads", "1", "--seed", "1"]
     out = tmp_path / "run"
-    rc = main(["run", "--task", "fashion-mnist", "--model", "vit-tiny", "--data-dir", str(images), "--output-dir",
-               str(out), "--labelled-per-class", "3", "--semi-supervised", "--unlabelled-per-round", "32",
-               "--self-train-rounds", "2", "--max-eval-samples", "40", "--epochs", "1", "--batch-size", "16",
-               "--threads", "1"])
+    rc = main(common + ["--output-dir", str(out), "--semi-supervised", "--unlabelled-per-round", "32",
+                        "--self-train-rounds", "2"])
     assert rc == 0, capsys.readouterr().err
+    rc = main(common + ["--output-dir", str(tmp_path / "supervised")])
+    assert rc == 0, capsys.readouterr().err
+    supervised = json.loads((tmp_path / "supervised" / "run.json").read_text())
     rec = json.loads((out / "run.json").read_text())
+    r0 = rec["semi_supervised"]["rounds"][0]
+    assert r0["test"] == {k: v for k, v in supervised["metrics"].items() if k.startswith("test_")}
+    assert r0["validation"] == supervised["history"][-1]["metrics"]
     rounds = rec["semi_supervised"]["rounds"]
     assert [(r["round"], r["labelled"], r["unlabelled"]) for r in rounds] == [(0, 30, 0), (1, 30, 32), (2, 30, 64)]
     assert all(0 <= r["pseudo_label_accuracy"] <= 1 for r in rounds[1:])
     assert rounds[-1]["test"]["test_accuracy"] == rec["metrics"]["test_accuracy"]  # the saved student
-    assert [h.get("phase") for h in rec["history"]] == [None, "self-training round 1", "self-training round 2"]
+    assert [h.get("phase") for h in rec["history"]] == [None, None, "self-training round 1", "self-training round 2"]
+    assert "teacher_test" in rounds[-1] and "teacher_test" not in rounds[1]
     assert rec["semi_supervised"]["unlabelled_pool"] == 55000 - 30

@@ -164,6 +164,7 @@ def knn_accuracy(backbone, bank_loader, query_loader, device, k: int = 20) -> fl
 def pretrain_dino(task, model_name: str, data_dir, out_dir: str, steps: int = 600, batch_size: int = 64,
                   lr: float = 5e-4, local_crops: int = 4, out_dim: int = 1024, momentum: float = 0.99,
                   knn_points: int = 4, knn_bank: int = 5000, knn_queries: int = 2000, seed: int = 0,
+                  teacher_temp: float = 0.07,
                   max_images: int | None = None, device: str = "cpu", log=print) -> dict:
     """Pretrain ``model_name`` on the images of ``task`` (a configured image task) and save the
     teacher to ``out_dir``. Returns the pretrain.json record."""
@@ -243,7 +244,7 @@ def pretrain_dino(task, model_name: str, data_dir, out_dir: str, steps: int = 60
                 g["lr"] = lr_now
                 if g["weight_decay"] > 0:
                     g["weight_decay"] = cosine(step, steps, 0.04, 0.4)
-            t_temp = 0.04 + (0.07 - 0.04) * min(1.0, step / max(1, 0.3 * steps))
+            t_temp = 0.04 + (teacher_temp - 0.04) * min(1.0, step / max(1, 0.3 * steps))
             loss = dino_step(student, head, teacher, teacher_head, loss_fn, opt, x, aug, local_crops, lsize, t_temp,
                              cosine(step, steps, momentum, 1.0), freeze_last=step < freeze_last)
             if not math.isfinite(loss):
@@ -262,7 +263,7 @@ def pretrain_dino(task, model_name: str, data_dir, out_dir: str, steps: int = 60
         "kind": "dino", "model": model_name, "model_source": source, "task": task.name,
         "options": {"steps": steps, "batch_size": batch_size, "lr": lr, "local_crops": local_crops,
                     "global_crop": [size, [0.4, 1.0]], "local_crop": [lsize, [0.1, 0.4]], "out_dim": out_dim,
-                    "teacher_momentum": [momentum, 1.0], "teacher_temp": [0.04, 0.07], "student_temp": 0.1,
+                    "teacher_momentum": [momentum, 1.0], "teacher_temp": [0.04, teacher_temp], "student_temp": 0.1,
                     "weight_decay": [0.04, 0.4], "seed": seed, "device": str(dev)},
         "data": {"images": len(pool), "labels_used_for_training": False, "files": {**train.files},
                  "knn_bank": len(bank_ex), "knn_queries": len(q_ex), "knn_query_split": query_split.name},
@@ -273,6 +274,45 @@ def pretrain_dino(task, model_name: str, data_dir, out_dir: str, steps: int = 60
     }
     write_json_atomic(os.path.join(out_dir, "pretrain.json"), record)
     return record
+
+
+# ------------------------------------------------------------------ the vit-tiny-dino alias
+
+CACHED_STEPS = 600  # what the cached ``vit-tiny-dino`` alias is pretrained with (the CLI defaults otherwise)
+
+
+def cached_dino_path(log=None) -> str:
+    """Folder of ``vit-tiny`` pretrained with DINO (default options, ``CACHED_STEPS`` steps, seed 0)
+    on the Fashion-MNIST train images found locally (tasks/image.py ``IdxTask.find_folder``; labels
+    unused); built once into ``$TUNELAB_CACHE/vit-tiny-dino/<key>/`` (minutes on a CPU)."""
+    import hashlib
+    import sys
+
+    from ..cache import atomic_dir, cache_dir
+    from ..config import RunConfig
+    from ..errors import UserError
+    from ..models.vit_tiny import vit_tiny_path
+    from ..tasks import get_task
+    from ..tasks.base import sha256_file
+    from ..tasks.image import IDX_FILES, IDX_VALIDATION_FRACTION
+
+    task = get_task("fashion-mnist").configure(RunConfig(task="fashion-mnist", lr=5e-4,
+                                                         eval_fraction=IDX_VALIDATION_FRACTION))
+    folder = os.environ.get("TUNELAB_DATA_DIR") or None
+    folder = task.find_folder(folder) if folder else task.find_folder(None)
+    if folder is None:
+        raise UserError("model alias 'vit-tiny-dino' pretrains on the Fashion-MNIST IDX files: none found in "
+                        "./fashion-mnist, data/fashion-mnist, ../shared/data/images/fashion-mnist or $TUNELAB_DATA_DIR")
+    images = task._file(folder, IDX_FILES["train"][0])
+    key = hashlib.sha256(f"{os.path.basename(vit_tiny_path())}|{sha256_file(images)}|{CACHED_STEPS}|seed0".encode())
+    final = cache_dir("vit-tiny-dino", key.hexdigest()[:12])
+    if os.path.isfile(os.path.join(final, "config.json")):
+        return final
+    say = log or (lambda m: print(f"vit-tiny-dino: {m}", file=sys.stderr, flush=True))
+    say(f"pretraining vit-tiny with DINO ({CACHED_STEPS} steps) on {folder}, once; cached in {final}")
+    with atomic_dir(final) as tmp:
+        pretrain_dino(task, "vit-tiny", folder, tmp, steps=CACHED_STEPS, log=say)
+    return final
 
 
 # ------------------------------------------------------------------ command line
@@ -290,6 +330,8 @@ def add_arguments(p) -> None:
     p.add_argument("--local-crops", type=int, default=4, help="local crops per image (default 4)")
     p.add_argument("--out-dim", type=int, default=1024, help="prototypes of the projection head (default 1024)")
     p.add_argument("--momentum", type=float, default=0.99, help="initial teacher EMA momentum (cosine to 1)")
+    p.add_argument("--teacher-temp", type=float, default=0.07, help="teacher temperature after a linear warm-up from "
+                                                                     "0.04 over the first 30 %% of steps (default 0.07)")
     p.add_argument("--knn-points", type=int, default=4, help="k-NN evaluations during training besides step 0")
     p.add_argument("--knn-bank", type=int, default=5000, help="labelled train images in the k-NN memory bank")
     p.add_argument("--knn-queries", type=int, default=2000, help="test images scored by k-NN")
@@ -328,7 +370,7 @@ def main(ns) -> int:
     rec = pretrain_dino(task, ns.model, ns.data_dir, ns.output_dir, steps=ns.steps, batch_size=ns.batch_size,
                         lr=ns.lr, local_crops=ns.local_crops, out_dim=ns.out_dim, momentum=ns.momentum,
                         knn_points=ns.knn_points, knn_bank=ns.knn_bank, knn_queries=ns.knn_queries, seed=ns.seed,
-                        max_images=ns.max_images, device=str(resolve_device(ns.device)))
+                        max_images=ns.max_images, teacher_temp=ns.teacher_temp, device=str(resolve_device(ns.device)))
     curve = " -> ".join(f"{h['knn_accuracy']:.4f}" for h in rec["knn"]["history"])
     print(f"pretrained {ns.model} with DINO on {rec['data']['images']} images in {rec['time']['train_seconds']:.0f} s; "
           f"k-NN accuracy {curve} -> {ns.output_dir} (use --model {ns.output_dir})")

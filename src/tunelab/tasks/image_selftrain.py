@@ -25,8 +25,9 @@ vision transformer for chest X-ray diagnosis through knowledge distillation").
    The pool's true labels are never used for training; they measure the teacher's pseudo-label
    accuracy at the start of every round (argmax on the un-augmented image).
 
-After each round the student (the model that is saved) and the teacher are evaluated on the
-validation split and, once per round, on the test split: run.json ``semi_supervised.rounds``.
+After each round the student (the model that is saved) is evaluated on the validation and the test
+split, the teacher on the validation split (and on test after the last round): run.json
+``semi_supervised.rounds``.
 Optimizer: the shared AdamW builder (``train.loop.build_optimizer``) with the head's own lr, a
 linear warm-up / decay over all rounds' steps; the method's hooks (``on_step``...) run as in the
 supervised loop, so every method (full, lora, selective, alf...) self-trains the same parameters it
@@ -192,14 +193,16 @@ def fit_self_training(task, ctx, aug) -> dict:
         val, preds = val_eval(model)
         t_val, _ = val_eval(teacher)
         test, _ = test_eval(model)
-        t_test, _ = test_eval(teacher)
+        last = r == len(sizes)
+        t_test = test_eval(teacher)[0] if last else None  # the teacher's test score: last round only (time)
         rec = {"epoch": first_epoch + r, "step": state.step, "train_loss": float(np.mean(parts["total"])),
                "metrics": val, "eval_seconds": round(time.perf_counter() - t1, 3), "phase": f"self-training round {r}"}
         tracker.end_epoch(rec, preds)
         rounds.append({"round": r, "phase": "self-training", "labelled": len(labelled), "unlabelled": n_unl,
                        **{k: round(v, 4) for k, v in pseudo.items()}, "steps": n_steps,
                        "losses": {k: round(float(np.mean(v)), 4) for k, v in parts.items()},
-                       "validation": val, "test": test, "teacher_validation": t_val, "teacher_test": t_test,
+                       "validation": val, "test": test, "teacher_validation": t_val,
+                       **({"teacher_test": t_test} if last else {}),
                        "seconds": round(time.perf_counter() - t0, 1)})
     ctx.method.on_train_end(state)
     s_feat["hook"].remove()
