@@ -232,6 +232,11 @@ def pretrain_dino(task, model_name: str, data_dir, out_dir: str, steps: int = 60
         log(f"step {step}/{steps}: k-NN accuracy {acc:.4f}" + (f", loss {rec['loss']:.4f}" if rec["loss"] else ""))
 
     monitor(0)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=steps, desc="pretrain dino", unit="step", dynamic_ncols=True, mininterval=1.0)
+    if log is print:  # keep the progress bar intact
+        log = bar.write
     step = 0
     while step < steps:
         for batch in loader:
@@ -251,10 +256,13 @@ def pretrain_dino(task, model_name: str, data_dir, out_dir: str, steps: int = 60
                 raise FloatingPointError(f"DINO loss is {loss} at step {step}")
             losses.append(loss)
             step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
             train_seconds += time.perf_counter() - t0
             if step in knn_at:
                 monitor(step)
 
+    bar.close()
     os.makedirs(out_dir, exist_ok=True)
     teacher.save_pretrained(out_dir, safe_serialization=True)
     processor.save_pretrained(out_dir)
