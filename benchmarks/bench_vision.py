@@ -43,7 +43,18 @@ def run_cell(args, init: str, model: str, lpc: int, seed: int, matched_epochs: f
         cmd += ["--semi-supervised", "--self-train-rounds", str(args.rounds),
                 "--unlabelled-per-round", str(args.unlabelled_per_round)]
     cmd += shlex.split(args.extra)
+    side = os.path.join(out, "bench.json")  # how the run was made, for --reuse
+    if args.reuse and os.path.isfile(side):  # a finished run of an earlier invocation with the same command
+        with open(side, encoding="utf-8") as f:
+            made = json.load(f)
+        with open(os.path.join(out, "run.json"), encoding="utf-8") as f:
+            rec = json.load(f)
+        if rec.get("status") == "completed" and made["command"] == cmd:
+            return {"init": init, "lpc": lpc, "seed": seed, "semi": semi, "rec": rec, "wall": made["wall_s"], "err": None}
     rec, wall, err = run_tunelab(cmd, out, what)
+    if rec is not None:
+        with open(side, "w", encoding="utf-8") as f:
+            json.dump({"command": cmd, "wall_s": wall}, f)
     return {"init": init, "lpc": lpc, "seed": seed, "semi": semi, "rec": rec, "wall": wall, "err": err}
 
 
@@ -100,12 +111,14 @@ def main(argv=None) -> int:
     ap.add_argument("--extra", default="", help="more `tunelab run` options for every run, one string")
     ap.add_argument("--out-dir", default="runs/bench_vision")
     ap.add_argument("--append", default=None)
+    ap.add_argument("--inits", default="random,dino", help="which starts to run: random, dino or both")
+    ap.add_argument("--reuse", action="store_true", help="reuse finished runs made with the same command line")
     args = ap.parse_args(argv)
     args.labelled = [int(x) for x in args.labelled.split(",")]
     seeds = [int(x) for x in args.seeds.split(",")]
     t0 = time.time()
-    jobs = [(init, model, lpc, seed) for seed in seeds for lpc in args.labelled
-            for init, model in (("random", "vit-tiny"), ("dino", args.dino))]
+    inits = [(i, m) for i, m in (("random", "vit-tiny"), ("dino", args.dino)) if i in args.inits.split(",")]
+    jobs = [(init, model, lpc, seed) for seed in seeds for lpc in args.labelled for init, model in inits]
     with cf.ThreadPoolExecutor(args.jobs) as pool:
         cells = list(pool.map(lambda j: run_cell(args, *j), jobs))
         if args.matched_supervised:
