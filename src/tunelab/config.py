@@ -141,8 +141,8 @@ class RunConfig:
                                    reads=IMAGE)
     unlabelled_per_round: int = opt(None, "semi-supervised: unlabelled images added each round (default: the pool / "
                                           "rounds, so the last round uses all of it)", min=1, reads=IMAGE)
-    self_train_lr: float = opt(None, "semi-supervised: peak learning rate of the rounds (default: 0.3 x --lr; warm-up "
-                                     "and linear decay over all rounds)", above=0, reads=IMAGE)
+    self_train_lr: float = opt(None, "semi-supervised: peak learning rate of the rounds (default: --lr; warm-up and "
+                                     "linear decay over all rounds)", above=0, reads=IMAGE)
     ema_momentum: float = opt(0.99, "semi-supervised: teacher = momentum x teacher + (1 - momentum) x student, every step",
                               min=0, below=1, reads=IMAGE)
     distill_weight: float = opt(1.0, "semi-supervised: weight of the distillation loss (student vs the teacher's soft "
