@@ -218,3 +218,23 @@ def test_self_training_records_rounds_and_round_0_is_the_supervised_run(tmp_path
     assert [h.get("phase") for h in rec["history"]] == [None, None, "self-training round 1", "self-training round 2"]
     assert "teacher_test" in rounds[-1] and "teacher_test" not in rounds[1]
     assert rec["semi_supervised"]["unlabelled_pool"] == 55000 - 30
+
+
+def test_pretrain_dino_writes_a_model_folder_that_run_accepts(tmp_path, images, capsys):
+    data = _sample_copy(images / "chest-xray-sample", tmp_path / "data", per_class=4)
+    pre = tmp_path / "dino"
+    rc = main(["pretrain", "dino", "--model", "vit-tiny", "--data-dir", str(data), "--output-dir", str(pre),
+               "--steps", "2", "--batch-size", "4", "--knn-points", "1", "--threads", "1"])
+    assert rc == 0, capsys.readouterr().err
+    rec = json.loads((pre / "pretrain.json").read_text())
+    assert rec["task"] == "image-folder" and rec["data"]["labels_used_for_training"] is False
+    assert [h["step"] for h in rec["knn"]["history"]] == [0, 2] and rec["data"]["images"] == 8
+    assert (pre / "dino_head.safetensors").is_file() and (pre / "preprocessor_config.json").is_file()
+    out = tmp_path / "run"
+    rc = main(["run", "--task", "image-folder", "--model", str(pre), "--data-dir", str(data), "--output-dir", str(out),
+               "--epochs", "1", "--batch-size", "4", "--threads", "1", "--labelled-per-class", "2", "--semi-supervised",
+               "--unlabelled-per-round", "2", "--self-train-rounds", "1"])
+    assert rc == 0, capsys.readouterr().err
+    run = json.loads((out / "run.json").read_text())
+    assert run["model_source"] == str(pre)
+    assert run["semi_supervised"]["projection_head_init"] == "dino_head.safetensors of the model folder"

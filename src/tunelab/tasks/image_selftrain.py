@@ -52,7 +52,7 @@ SELF_TRAIN_LR_FACTOR = 1.0
 PSEUDO_TEMPERATURE = 0.5  # sharpening of the teacher's soft pseudo-labels
 LOCAL_CROPS = 2  # small crops per unlabelled image for the agreement loss
 SSL_TEACHER_TEMP = 0.04  # DINO's teacher temperature (its starting value)
-OUT_DIM = 1024  # prototypes of the projection head (as pretrain/dino.py)
+OUT_DIM = 1024  # prototypes of a new (random) projection head
 
 
 def _classifier_input(model) -> dict:
@@ -68,15 +68,14 @@ def _projection_head(model, source: str, device):
 
     from ..pretrain.dino import DINOHead
 
-    head = DINOHead(model.config.hidden_size, OUT_DIM)
     path = os.path.join(source, "dino_head.safetensors") if os.path.isdir(source) else ""
-    init = "random"
-    if path and os.path.isfile(path):
+    if path and os.path.isfile(path):  # the pretraining's head, with its sizes
         state = load_file(path)
-        if all(state.get(k) is not None and state[k].shape == v.shape for k, v in head.state_dict().items()):
-            head.load_state_dict(state)
-            init = "dino_head.safetensors of the model folder"
-    return head.to(device), init
+        out_dim, bottleneck = state["last"].shape
+        head = DINOHead(model.config.hidden_size, out_dim, state["mlp.0.weight"].shape[0], bottleneck)
+        head.load_state_dict(state)
+        return head.to(device), "dino_head.safetensors of the model folder"
+    return DINOHead(model.config.hidden_size, OUT_DIM).to(device), "random"
 
 
 @torch.no_grad()
@@ -136,7 +135,7 @@ def fit_self_training(task, ctx, aug) -> dict:
     t_proj = copy.deepcopy(proj).eval()
     for p in t_proj.parameters():
         p.requires_grad_(False)
-    dino = DINOLoss(OUT_DIM).to(dev)
+    dino = DINOLoss(proj.last.shape[0]).to(dev)
     size = aug.size
     lsize = local_crop_size(size, getattr(model.config, "patch_size", max(1, size // 4)))
 
