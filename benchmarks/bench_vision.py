@@ -50,7 +50,8 @@ def run_cell(args, init: str, model: str, lpc: int, seed: int, matched_epochs: f
         with open(os.path.join(out, "run.json"), encoding="utf-8") as f:
             rec = json.load(f)
         if rec.get("status") == "completed" and made["command"] == cmd:
-            return {"init": init, "lpc": lpc, "seed": seed, "semi": semi, "rec": rec, "wall": made["wall_s"], "err": None}
+            return {"init": init, "lpc": lpc, "seed": seed, "semi": semi, "rec": rec, "wall": made["wall_s"], "err": None,
+                    "reused": True}
     rec, wall, err = run_tunelab(cmd, out, what)
     if rec is not None:
         with open(side, "w", encoding="utf-8") as f:
@@ -148,7 +149,9 @@ def main(argv=None) -> int:
         block = ["", "## Semi-supervised ViT transfer on Fashion-MNIST (benchmarks/bench_vision.py)", "",
                  f"Command: `{command_line('bench_vision.py', argv)}`  ",
                  f"{machine_line(args.threads)}; {args.jobs} runs at a time; total wall time "
-                 f"{(time.time() - t0) / 60:.1f} min.", "",
+                 f"{(time.time() - t0) / 60:.1f} min"
+                 + (f" ({sum(1 for c in cells if c.get('reused'))} runs reused from earlier invocations with the "
+                    f"same options: --reuse)" if any(c.get("reused") for c in cells) else "") + ".", "",
                  f"vit-tiny (0.54 M parameters), full fine-tuning, lr {args.lr:g}, {args.epochs:g} supervised epochs, "
                  f"then {args.rounds} self-training rounds adding {args.unlabelled_per_round} unlabelled images each; "
                  f"test = the official 10,000 test images, evaluated once per round. Supervised-only = round 0 of the "
