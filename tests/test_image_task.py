@@ -88,7 +88,7 @@ def test_labelled_subset_has_exactly_n_per_class_and_the_rest_is_the_pool(images
 def test_image_folder_trains_and_predicts_end_to_end(tmp_path, images, capsys):
     out = tmp_path / "run"
     rc = main(["run", "--task", "image-folder", "--model", "vit-tiny", "--data-dir", str(images / "chest-xray-sample"),
-               "--output-dir", str(out), "--epochs", "2", "--batch-size", "7", "--eval-fraction", "0.25",
+               "--output-dir", str(out), "--epochs", "1", "--batch-size", "7", "--eval-fraction", "0.25",
                "--threads", "1", "--lr", "1e-3"])
     assert rc == 0, capsys.readouterr().err
     rec = json.loads((out / "run.json").read_text())
@@ -238,3 +238,16 @@ def test_pretrain_dino_writes_a_model_folder_that_run_accepts(tmp_path, images, 
     run = json.loads((out / "run.json").read_text())
     assert run["model_source"] == str(pre)
     assert run["semi_supervised"]["projection_head_init"] == "dino_head.safetensors of the model folder"
+
+
+def test_vision_quick_preset_expands_to_valid_runs(tmp_path, images):
+    from tunelab.compare.config import parse_compare_yaml, preset_text
+    from tunelab.compare.grid import expand
+
+    cc = parse_compare_yaml(preset_text("vision-quick"), "preset vision-quick")
+    cells = expand(cc, str(tmp_path), data_dir=str(images))  # check_names would build vit-tiny-dino: not here
+    assert len(cells) == 8 and {c.model for c in cells} == {"vit-tiny", "vit-tiny-dino"}
+    for c in cells:
+        get_task(c.config.task).configure(c.config).validate(c.config)
+    assert sorted((c.config.labelled_per_class, c.config.semi_supervised) for c in cells) == \
+        [(20, False), (20, False), (20, True), (20, True), (100, False), (100, False), (100, True), (100, True)]
