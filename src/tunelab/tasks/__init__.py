@@ -20,3 +20,4 @@ def _load_families():
     from . import glue  # noqa: F401  (registers the 9 GLUE tasks)
     from . import asr  # noqa: F401  (speech-accents, asr: Whisper; registers cer/wer and the speech-seq2seq head)
     from . import keyphrase  # noqa: F401  (inspec, kdd, www, keyphrase: token classification)
+    from . import image  # noqa: F401  (fashion-mnist, mnist, image-folder: ViT image classification)
