@@ -200,8 +200,8 @@ class ImageTask(SupervisedTask):
         return train, val, info
 
     # ---------------------------------------------------------------- model
-    def load_model(self, name: str):
-        model, processor, layout, source = super().load_model(name)
+    def load_model(self, name: str, allow_pickle: bool = False):
+        model, processor, layout, source = super().load_model(name, allow_pickle=allow_pickle)
         if self.classes:
             model.config.id2label = {i: c for i, c in enumerate(self.classes)}
             model.config.label2id = {c: i for i, c in enumerate(self.classes)}
