@@ -68,6 +68,41 @@ CASES = {
 }
 
 
+def _keyphrase_missing_keys(t):
+    d = t / "kp"
+    (d / "docsutf8").mkdir(parents=True)
+    (d / "keys").mkdir()
+    (d / "docsutf8" / "1.txt").write_text("Neural networks for keyphrase extraction.\n")
+    return d
+
+
+def _audiofolder_missing_file(t):
+    d = t / "speech"
+    d.mkdir()
+    (d / "metadata.csv").write_text("file_name,transcription\nnot-there.flac,hello world\n")
+    return d
+
+
+def _one_class_images(t):
+    d = t / "images" / "cats"
+    d.mkdir(parents=True)
+    from PIL import Image
+
+    for i in range(3):
+        Image.new("L", (8, 8), color=i * 40).save(d / f"{i}.png")
+    return t / "images"
+
+
+CASES.update({
+    "keyphrase-missing-keys": lambda t: (["--task", "keyphrase", "--data-dir", str(_keyphrase_missing_keys(t))],
+                                         "1.txt: document without its key file"),
+    "asr-missing-audio": lambda t: (["--task", "asr", "--model", "whisper-tiny", "--method", "lora",
+                                     "--data-dir", str(_audiofolder_missing_file(t))], "metadata.csv:2: audio file not-there.flac not found"),
+    "image-single-class": lambda t: (["--task", "image-folder", "--model", "vit-tiny",
+                                      "--data-dir", str(_one_class_images(t))], "only one class folder (cats)"),
+})
+
+
 def _pickle_model(t):
     """A model folder with a config and only a pickle checkpoint (never loaded: refused first)."""
     d = t / "pickle-model"
