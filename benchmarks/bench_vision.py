@@ -21,6 +21,7 @@ curve is printed with the table). ``--append BENCHMARKS.md`` adds the table with
 import argparse
 import concurrent.futures as cf
 import json
+import math
 import os
 import shlex
 import statistics
@@ -127,7 +128,7 @@ def main(argv=None) -> int:
             for c in cells:
                 if c["rec"]:
                     steps = c["rec"]["time"]["steps"]  # every step took one labelled batch
-                    per_epoch = c["lpc"] * 10 / args.batch_size
+                    per_epoch = math.ceil(c["lpc"] * 10 / args.batch_size)  # batches per epoch, the last one partial
                     extra.append((c["init"], args.dino if c["init"] == "dino" else "vit-tiny", c["lpc"], c["seed"],
                                   round(steps / per_epoch, 2)))
             cells += list(pool.map(lambda j: run_cell(args, *j[:4], matched_epochs=j[4]), extra))

@@ -214,6 +214,7 @@ def test_self_training_records_rounds_and_round_0_is_the_supervised_run(tmp_path
     rounds = rec["semi_supervised"]["rounds"]
     assert [(r["round"], r["labelled"], r["unlabelled"]) for r in rounds] == [(0, 30, 0), (1, 30, 32), (2, 30, 64)]
     assert all(0 <= r["pseudo_label_accuracy"] <= 1 for r in rounds[1:])
+    assert all(r["losses"]["distilled_share"] == 1.0 for r in rounds[1:])  # no --pseudo-threshold: every image
     assert rounds[-1]["test"]["test_accuracy"] == rec["metrics"]["test_accuracy"]  # the saved student
     assert [h.get("phase") for h in rec["history"]] == [None, None, "self-training round 1", "self-training round 2"]
     assert "teacher_test" in rounds[-1] and "teacher_test" not in rounds[1]

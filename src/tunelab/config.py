@@ -173,6 +173,9 @@ class RunConfig:
                                           "rounds, so the last round uses all of it)", min=1, reads=IMAGE)
     self_train_lr: float = opt(None, "semi-supervised: peak learning rate of the rounds (default: --lr; warm-up and "
                                      "linear decay over all rounds)", above=0, reads=IMAGE)
+    pseudo_threshold: float = opt(0.0, "semi-supervised: distil only unlabelled images whose (sharpened) pseudo-label "
+                                       "has max probability >= this (FixMatch-style; 0 = every image, DISTL's soft "
+                                       "labels)", min=0, below=1, reads=IMAGE)
     ema_momentum: float = opt(0.99, "semi-supervised: teacher = momentum x teacher + (1 - momentum) x student, every step",
                               min=0, below=1, reads=IMAGE)
     distill_weight: float = opt(1.0, "semi-supervised: weight of the distillation loss (student vs the teacher's soft "

@@ -13,7 +13,8 @@ vision transformer for chest X-ray diagnosis through knowledge distillation").
      temperature 0.5 (sharpened), averaged over the two views, is the soft pseudo-label;
    - the student sees two *strong* views (crop, flip, jitter, blur, solarize, erasing) and is
      trained towards the pseudo-label (soft cross-entropy: the **distillation** loss,
-     ``--distill-weight``);
+     ``--distill-weight``; with ``--pseudo-threshold`` only images whose pseudo-label is that
+     confident, FixMatch-style; the share distilled is recorded per round);
    - **self-supervised agreement** (``--ssl-weight``): a DINO projection head on the [CLS]
      features (the classifier's input); the student's outputs on its strong views and on two small
      local crops must match the teacher's centred, sharpened outputs on the weak views (DINO loss,
@@ -159,7 +160,7 @@ def fit_self_training(task, ctx, aug) -> dict:
         pred, conf, true = _teacher_predictions(teacher, task.loader(subset, ctx.processor, cfg.eval_batch_size), dev)
         pseudo = {"pseudo_label_accuracy": float((pred == true).mean()), "pseudo_label_confidence": float(conf.mean())}
         unl_batches = _cycle(task.loader(subset, ctx.processor, cfg.batch_size, True, cfg.seed + 100 + r))
-        parts = {"supervised": [], "distill": [], "agreement": [], "total": []}
+        parts = {"supervised": [], "distill": [], "agreement": [], "total": [], "distilled_share": []}
         for _ in range(n_steps):
             model.train()
             ub, lb = next(unl_batches), next(labelled_batches)
@@ -171,7 +172,9 @@ def fit_self_training(task, ctx, aug) -> dict:
                 t_out = list(t_proj(t_feat["x"]).chunk(2))
             s_logits = model(pixel_values=torch.cat([aug.strong(x), aug.strong(x)])).logits.float()
             s_global = proj(s_feat["x"])
-            distill = -(target.repeat(2, 1) * F.log_softmax(s_logits, -1)).sum(-1).mean()
+            keep = (target.max(-1).values >= cfg.pseudo_threshold).float().repeat(2)  # all when threshold 0
+            ce = -(target.repeat(2, 1) * F.log_softmax(s_logits, -1)).sum(-1)
+            distill = (ce * keep).sum() / keep.sum().clamp(min=1)
             model(pixel_values=torch.cat([aug.local(x, lsize) for _ in range(LOCAL_CROPS)]), interpolate_pos_encoding=True)
             s_out = list(s_global.chunk(2)) + list(proj(s_feat["x"]).chunk(LOCAL_CROPS))
             agreement = dino(s_out, t_out, SSL_TEACHER_TEMP)
@@ -191,7 +194,8 @@ def fit_self_training(task, ctx, aug) -> dict:
             state.loss = loss.item()
             watch.step(state.loss, state.step)
             ctx.method.on_step(state)
-            for k, v in (("supervised", supervised), ("distill", distill), ("agreement", agreement), ("total", loss)):
+            for k, v in (("supervised", supervised), ("distill", distill), ("agreement", agreement), ("total", loss),
+                         ("distilled_share", keep.mean())):
                 parts[k].append(v.item())
         state.train_seconds += time.perf_counter() - t0
         t1 = time.perf_counter()
@@ -229,7 +233,8 @@ def fit_self_training(task, ctx, aug) -> dict:
                               "unlabelled_pool": len(pool), "unlabelled_per_round": per_round,
                               "rounds_requested": cfg.self_train_rounds, "epochs_per_round": cfg.self_train_epochs,
                               "lr": lr,
-                              "pseudo_temperature": PSEUDO_TEMPERATURE, "ema_momentum": cfg.ema_momentum,
+                              "pseudo_temperature": PSEUDO_TEMPERATURE, "pseudo_threshold": cfg.pseudo_threshold,
+                              "ema_momentum": cfg.ema_momentum,
                               "distill_weight": cfg.distill_weight, "ssl_weight": cfg.ssl_weight,
                               "local_crops": [LOCAL_CROPS, lsize], "projection_head_init": proj_init,
                               "projection_head_params": sum(p.numel() for p in proj.parameters()),
