@@ -199,6 +199,24 @@ def test_generic_folder_corpus_runs_unchanged(tmp_path, capsys, shared_data):
     assert rec["data_notes"]["train"]["split"]["per_category_train_test"] == {"negative": [9, 3], "positive": [9, 3]}
     check_against_sklearn(rec, read_tsv(out / "predictions.tsv"))
 
+    # the same documents as one CSV with its own column names, in a folder of its own
+    table = tmp_path / "sst2-table"
+    table.mkdir()
+    with open(table / "sentences.csv", "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["sentence", "sentiment"])
+        for cat in ("negative", "positive"):
+            for p in sorted((corpus / cat).iterdir()):
+                w.writerow([p.read_text(encoding="utf-8"), cat])
+    out2 = tmp_path / "run-csv"
+    rc, err = run(capsys, "--task", "docrep", "--method", "lora", "--data-dir", str(table), "--output-dir", str(out2),
+                  "--text-column", "sentence", "--label-column", "sentiment", "--docrep-chunk-length", "16",
+                  "--batch-size", "8", "--epochs", "1", "--threads", "1", "--docrep-test-fraction", "0.25")
+    assert rc == 0, err
+    rec2 = json.loads((out2 / "run.json").read_text())
+    assert rec2["data_notes"]["train"]["split"] == rec["data_notes"]["train"]["split"]  # same order, same split
+    assert rec2["data_notes"]["train"]["corpus"]["text_column"] == "sentence"
+
 
 def _write(root, files: dict):
     for rel, raw in files.items():

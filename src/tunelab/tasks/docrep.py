@@ -187,11 +187,12 @@ class DocrepTask(Task):
         length = min(cfg.docrep_chunk_length, model_length(tok, ctx.model.config))
         pad = tok.pad_token_id or 0
         record = {"docrep": {"representation": cfg.docrep_baseline or f"encoder fine-tuned ({cfg.docrep_objective})",
-                             "chunk_length": length, "model_length": model_length(tok, ctx.model.config),
-                             "pooling": f"{cfg.docrep_pooling} over a chunk's tokens, mean over the document's chunks",
                              "classifier_train_docs": len(clf_train), "test_docs": len(test)}}
+        chunked = {"chunk_length": length, "model_length": model_length(tok, ctx.model.config),
+                   "pooling": f"{cfg.docrep_pooling} over a chunk's tokens, mean over the document's chunks"}
         if cfg.docrep_baseline:
-            return self._fit_baseline(ctx, length, record)
+            return self._fit_baseline(ctx, length, chunked, record)
+        record["docrep"].update(chunked)
 
         from ..docrep.objective import PairLoader, contrastive_loss, pairing_stats
         from ..train.loop import train
@@ -245,7 +246,7 @@ class DocrepTask(Task):
 
         return evaluate
 
-    def _fit_baseline(self, ctx, length: int, record: dict) -> dict:
+    def _fit_baseline(self, ctx, length: int, chunked: dict, record: dict) -> dict:
         """No training: the representation is fitted / taken as is, then one evaluation, recorded as epoch 0."""
         from ..docrep.baselines import baseline_vectors
         from ..methods.base import count_params
@@ -259,28 +260,30 @@ class DocrepTask(Task):
         t0 = time.perf_counter()
         if encoder:  # the untouched encoder: embedding is evaluation time, nothing is fitted
             which = f"encoder-chunks-{length}" if name == "encoder-chunks" else name
-            fitted, got = 0.0, {}
+            fitted, dims = 0.0, ctx.model.config.hidden_size
 
             def vectors(model):
-                if "v" not in got:
-                    got["v"] = baseline_vectors(which, *texts, model, ctx.tokenizer, seed=cfg.seed,
-                                                batch_size=cfg.eval_batch_size, pooling=cfg.docrep_pooling)
-                return got["v"]
+                return baseline_vectors(which, *texts, model, ctx.tokenizer, seed=cfg.seed,
+                                        batch_size=cfg.eval_batch_size, pooling=cfg.docrep_pooling)
             record["docrep"]["representation"] = which
+            if name == "encoder-chunks":
+                record["docrep"].update(chunked)
+            else:
+                record["docrep"]["pooling"] = (f"{cfg.docrep_pooling} over the first {name.rsplit('-', 1)[1]} tokens "
+                                               "(capped at the model's length); the rest of the document is unread")
         else:  # TF-IDF / Doc2Vec are fitted (unsupervised) on the train texts: that is their training time
             vecs = baseline_vectors(name, *texts, seed=cfg.seed)
-            fitted = time.perf_counter() - t0
+            fitted, dims = time.perf_counter() - t0, vecs[0].shape[1]
 
             def vectors(model):
                 return vecs
+        record["docrep"]["dimensions"] = int(dims)
         evaluate = self.evaluator(ctx, vectors)
         tracker = EpochTracker(self.main_metric, None, ctx.on_epoch)
         t1 = time.perf_counter()
         metrics, preds = evaluate(ctx.model)
         tracker.end_epoch({"epoch": 0, "step": 0, "train_loss": None, "metrics": metrics,
                            "eval_seconds": round(time.perf_counter() - t1, 3)}, preds)
-        x_train = vectors(ctx.model)[0]
-        record["docrep"]["dimensions"] = int(x_train.shape[1])
         params = count_params(ctx.model, ctx.layout) if encoder else {"total": 0}
         record["params"] = {**params, "trainable": 0, "trainable_pct": 0.0, "trainable_without_head": 0, "head": 0,
                             "trainable_layers": [], "note": "a baseline: no parameter trained"
