@@ -32,8 +32,9 @@ def parse_args(argv=None):
     p.add_argument("--jobs", type=int, default=None, help="runs at a time (default: the preset's)")
     p.add_argument("--only", default="", help="comma-separated method labels to run (default: all)")
     p.add_argument("--table-only", action="store_true", help="do not run; print the table of finished runs")
-    p.add_argument("--report", action="store_true", help="also store the finished runs in OUT/results.sqlite and "
-                                                         "write OUT/report.md / report.html (tunelab report's own code)")
+    p.add_argument("--report", action="store_true",
+                   help="also store the finished runs in OUT/results.sqlite and write OUT/report.md / report.html "
+                        "(tunelab report's own code)")
     p.add_argument("overrides", nargs="*", help="key=value run options for every cell (as tunelab compare)")
     return p.parse_args(argv)
 
@@ -63,11 +64,17 @@ def run_cells(cells, jobs: int, out: str):
         time.sleep(2)
         for item in list(running):
             c, proc, log, t0 = item
-            if proc.poll() is not None:
-                log.close()
-                running.remove(item)
-                print(f"finished {c.run_id}: rc {proc.returncode} after {time.time() - t0:.0f} s", file=sys.stderr,
-                      flush=True)
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)  # the child's own CPU time (load-independent-ish)
+            if pid == 0:
+                continue
+            log.close()
+            running.remove(item)
+            rc = os.waitstatus_to_exitcode(status)
+            cost = {"rc": rc, "wall_seconds": round(time.time() - t0, 1),
+                    "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1)}
+            with open(os.path.join(out, "logs", c.run_id + ".process.json"), "w") as f:
+                json.dump(cost, f)
+            print(f"finished {c.run_id}: {cost}", file=sys.stderr, flush=True)
 
 
 def table(cells) -> list:
@@ -82,11 +89,11 @@ def table(cells) -> list:
     ref = next((c.label for c in cells if c.method == "full" and not c.config.docrep_baseline
                 and recs.get(c.label, {}).get("status") == "completed"), None)
     lines = ["| representation | trainable params | macro-F1 | accuracy | 5-NN acc | NMI | train s | eval s "
-             "| peak RSS MB | p vs " + (ref or "—") + " (macro-F1) |", "|---" * 10 + "|"]
+             "| process wall / CPU s | peak RSS MB | p vs " + (ref or "—") + " (macro-F1) |", "|---" * 11 + "|"]
     for c in cells:
         r = recs.get(c.label)
         if not r or r.get("status") != "completed":
-            lines.append(f"| {c.label} | " + (r or {}).get("status", "not run") + " |" + " |" * 8)
+            lines.append(f"| {c.label} | " + (r or {}).get("status", "not run") + " |" + " |" * 9)
             continue
         m = r["metrics"]
         p = "(reference)" if c.label == ref else "—"
@@ -98,9 +105,15 @@ def table(cells) -> list:
                                          "macro_f1")
             p = f"{pv:.3f} (Δ {delta:+.4f})"
         eval_s = sum(h.get("eval_seconds") or 0 for h in r["history"])
+        cost = os.path.join(os.path.dirname(os.path.dirname(c.run_dir)), "logs", c.run_id + ".process.json")
+        proc = "—"
+        if os.path.isfile(cost):
+            with open(cost) as f:
+                pc = json.load(f)
+            proc = f"{pc['wall_seconds']:.0f} / {pc['cpu_seconds']:.0f}"
         lines.append(f"| {c.label} | {r['params']['trainable']:,} | {m['macro_f1']:.4f} | {m['accuracy']:.4f} "
                      f"| {m['knn_accuracy']:.4f} | {m['nmi']:.4f} | {r['time']['train_seconds']:.0f} | {eval_s:.0f} "
-                     f"| {r['memory']['peak_rss_mb']:.0f} | {p} |")
+                     f"| {proc} | {r['memory']['peak_rss_mb']:.0f} | {p} |")
     return lines
 
 

@@ -109,7 +109,7 @@ def test_labels_never_reach_training(tmp_path, capsys, bbc_dir, monkeypatch):
             monkeypatch.setattr(DocrepTask, "corpus", shuffled)
         out = tmp_path / f"shuffle-{shuffle}"
         rc, err = run(capsys, "--task", "bbc-docrep", "--method", "full", "--data-dir", bbc_dir,
-                      "--output-dir", str(out), *TINY)
+                      "--output-dir", str(out), *TINY, "--docrep-max-docs", "25")  # 20 train, 5 test documents
         assert rc == 0, err
         outs[shuffle] = out
     a, b = (load_file(str(outs[s] / "model.safetensors")) for s in (False, True))

@@ -131,9 +131,11 @@ class RunConfig:
     docrep_objective: str = opt("declutr", "docrep: positives = two different chunks of one document (declutr) or one "
                                            "chunk seen twice with dropout (simcse); negatives = the batch's other "
                                            "documents", choices=("declutr", "simcse"), reads=DOCREP)
-    docrep_temperature: float = opt(0.05, "docrep: InfoNCE temperature on cosine similarities", above=0, reads=DOCREP)
-    docrep_chunk_length: int = opt(128, "docrep: tokens per chunk, special tokens included (capped at the model's input "
-                                        "length): the training views and the document vectors (mean over all chunks)",
+    docrep_temperature: float = opt(0.05, "docrep: InfoNCE temperature on cosine similarities", above=0,
+                                    reads=DOCREP)
+    docrep_chunk_length: int = opt(128, "docrep: tokens per chunk, special tokens included (capped at the model's "
+                                        "input length): the training views and the document vectors (mean over all "
+                                        "chunks)",
                                    min=8, reads=DOCREP)
     docrep_pooling: str = opt("mean", "docrep: chunk vector = mean of its token states (mean) or its first token's "
                                       "(cls); a document vector is always the mean of its chunk vectors",
@@ -147,7 +149,8 @@ class RunConfig:
                                       reads=DOCREP)
     docrep_max_docs: int = opt(None, "docrep: a stratified seeded subset of the corpus, taken before the split (bounds "
                                      "training and the evaluation's embedding on CPU)", min=4, reads=DOCREP)
-    text_column: str = opt(None, "docrep: text column of a CSV / JSONL file or hub dataset (default text)", reads=DOCREP)
+    text_column: str = opt(None, "docrep: text column of a CSV / JSONL file or hub dataset (default text)",
+                           reads=DOCREP)
     label_column: str = opt(None, "docrep: label column of a CSV / JSONL file or hub dataset (default label; "
                                   "bbc-docrep from the hub: label_text)", reads=DOCREP)
     hub_dataset: str = opt(None, "docrep: hub dataset id read when there is no --data-dir (bbc-docrep: a local "
