@@ -31,6 +31,8 @@ HH = ("task:sft", "task:reward", "task:dpo", "task:coh", "task:rlhf")  # the hh-
 LORA_READERS = ("lora", "alf")  # ALF reads the LoRA options with --adapter lora
 ASR = ("family:asr",)
 IMAGE = ("family:image",)
+DOCREP = ("family:docrep",)
+DOCREP_BASELINES = ("tfidf", "doc2vec", "encoder-trunc-128", "encoder-trunc-512", "encoder-chunks")
 
 
 def opt(default, help, *, reads=(), min=None, max=None, above=None, below=None, choices=None, why=None):
@@ -182,6 +184,34 @@ class RunConfig:
                                      "pseudo-labels)", min=0, reads=IMAGE)
     ssl_weight: float = opt(0.1, "semi-supervised: weight of the DINO-style agreement loss across crops", min=0,
                             reads=IMAGE)
+    # --- docrep: self-supervised document representation (tasks/docrep.py, docrep/) ---
+    docrep_objective: str = opt("declutr", "docrep: positives = two different chunks of one document (declutr) or one "
+                                           "chunk seen twice with dropout (simcse); negatives = the batch's other "
+                                           "documents", choices=("declutr", "simcse"), reads=DOCREP)
+    docrep_temperature: float = opt(0.05, "docrep: InfoNCE temperature on cosine similarities", above=0,
+                                    reads=DOCREP)
+    docrep_chunk_length: int = opt(128, "docrep: tokens per chunk, special tokens included (capped at the model's "
+                                        "input length): the training views and the document vectors (mean over all "
+                                        "chunks)",
+                                   min=8, reads=DOCREP)
+    docrep_pooling: str = opt("mean", "docrep: chunk vector = mean of its token states (mean) or its first token's "
+                                      "(cls); a document vector is always the mean of its chunk vectors",
+                              choices=("mean", "cls"), reads=DOCREP)
+    docrep_baseline: str = opt(None, "docrep: train nothing, evaluate this representation on the same split with the "
+                                     "same classifier: " + " | ".join(DOCREP_BASELINES) + " (with --method full)",
+                               choices=(None,) + DOCREP_BASELINES, reads=DOCREP)
+    docrep_split_seed: int = opt(0, "docrep: seed of the stratified train/test document split (and of "
+                                    "--docrep-max-docs)", min=0, reads=DOCREP)
+    docrep_test_fraction: float = opt(0.2, "docrep: share of documents in the test split", above=0, below=1,
+                                      reads=DOCREP)
+    docrep_max_docs: int = opt(None, "docrep: a stratified seeded subset of the corpus, taken before the split (bounds "
+                                     "training and the evaluation's embedding on CPU)", min=4, reads=DOCREP)
+    text_column: str = opt(None, "docrep: text column of a CSV / JSONL file or hub dataset (default text)",
+                           reads=DOCREP)
+    label_column: str = opt(None, "docrep: label column of a CSV / JSONL file or hub dataset (default label; "
+                                  "bbc-docrep from the hub: label_text)", reads=DOCREP)
+    hub_dataset: str = opt(None, "docrep: hub dataset id read when there is no --data-dir (bbc-docrep: a local "
+                                 "shared/data/news/bbc, else SetFit/bbc-news)", reads=DOCREP)
 
     sources = {}  # not a field: option -> the level its value came from (set by build_config)
 

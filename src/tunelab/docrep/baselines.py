@@ -82,10 +82,10 @@ def load_encoder(name: str = "minilm"):
 
 
 def baseline_vectors(name: str, train_texts, test_texts, model=None, tokenizer=None, seed: int = 0,
-                     batch_size: int = 32):
+                     batch_size: int = 32, pooling: str = "mean"):
     """One row of the baseline table: ``name`` in :data:`BASELINES` (or ``encoder-trunc-N`` /
     ``encoder-chunks-N``) -> (train vectors, test vectors). Encoder baselines need ``model`` (untouched
-    AutoModel) and ``tokenizer``."""
+    AutoModel) and ``tokenizer``; a length above the model's input length is capped at it."""
     from .chunks import chunk_documents, model_length, tokenize_documents
     from .embed import document_vectors, truncated_vectors
 
@@ -97,12 +97,13 @@ def baseline_vectors(name: str, train_texts, test_texts, model=None, tokenizer=N
         if model is None or tokenizer is None:
             raise ValueError(f"baseline {name} needs the encoder and its tokenizer")
         tail = name.rsplit("-", 1)[1]
-        length = int(tail) if tail.isdigit() else model_length(tokenizer, model.config)
+        limit = model_length(tokenizer, model.config)
+        length = min(int(tail), limit) if tail.isdigit() else limit
         if name.startswith("encoder-trunc-"):
-            return tuple(truncated_vectors(model, tokenizer, tokenize_documents(tokenizer, texts), length, batch_size)
-                         for texts in (train_texts, test_texts))
+            return tuple(truncated_vectors(model, tokenizer, tokenize_documents(tokenizer, texts), length, batch_size,
+                                           pooling) for texts in (train_texts, test_texts))
         pad = tokenizer.pad_token_id or 0
-        return tuple(document_vectors(model, chunk_documents(tokenizer, texts, length), batch_size, pad)
+        return tuple(document_vectors(model, chunk_documents(tokenizer, texts, length), batch_size, pad, pooling)
                      for texts in (train_texts, test_texts))
     raise UserError(f"unknown docrep baseline {name!r} (choose from {', '.join(BASELINES)}, "
                     f"encoder-trunc-N, encoder-chunks-N)")

@@ -20,7 +20,7 @@ def _device(model):
 
 
 @torch.no_grad()
-def chunk_vectors(model, chunks, batch_size: int = 32, pad_id: int = 0) -> np.ndarray:
+def chunk_vectors(model, chunks, batch_size: int = 32, pad_id: int = 0, pooling: str = "mean") -> np.ndarray:
     """Token id lists (special tokens included) -> [N, H] float32 mean-pooled vectors, in input order.
     Chunks are batched longest first, so a batch holds chunks of similar length (little padding)."""
     was_training = model.training
@@ -37,7 +37,7 @@ def chunk_vectors(model, chunks, batch_size: int = 32, pad_id: int = 0) -> np.nd
             for r, i in enumerate(idx):
                 ids[r, :len(chunks[i])] = torch.tensor(chunks[i], dtype=torch.long)
                 mask[r, :len(chunks[i])] = 1
-            vecs = encode(model, ids.to(device), mask.to(device)).float().cpu().numpy()
+            vecs = encode(model, ids.to(device), mask.to(device), pooling).float().cpu().numpy()
             for r, i in enumerate(idx):
                 out[i] = vecs[r]
     finally:
@@ -45,10 +45,10 @@ def chunk_vectors(model, chunks, batch_size: int = 32, pad_id: int = 0) -> np.nd
     return np.stack(out)
 
 
-def document_vectors(model, docs_chunks, batch_size: int = 32, pad_id: int = 0) -> np.ndarray:
+def document_vectors(model, docs_chunks, batch_size: int = 32, pad_id: int = 0, pooling: str = "mean") -> np.ndarray:
     """Per document, its chunks -> [D, H]: the mean of the document's chunk vectors."""
     flat = [c for chunks in docs_chunks for c in chunks]
-    vecs = chunk_vectors(model, flat, batch_size, pad_id)
+    vecs = chunk_vectors(model, flat, batch_size, pad_id, pooling)
     out, pos = [], 0
     for chunks in docs_chunks:
         out.append(vecs[pos:pos + len(chunks)].mean(0))
@@ -56,9 +56,10 @@ def document_vectors(model, docs_chunks, batch_size: int = 32, pad_id: int = 0) 
     return np.stack(out)
 
 
-def truncated_vectors(model, tokenizer, docs_ids, max_length: int, batch_size: int = 32) -> np.ndarray:
+def truncated_vectors(model, tokenizer, docs_ids, max_length: int, batch_size: int = 32,
+                      pooling: str = "mean") -> np.ndarray:
     """Per document, its token ids (no special tokens) -> [D, H] vectors of the first ``max_length``
     tokens only (special tokens included in the count)."""
     prefix, suffix = special_tokens(tokenizer)
     chunks = [truncate_ids(ids, max_length, prefix, suffix) for ids in docs_ids]
-    return chunk_vectors(model, chunks, batch_size, tokenizer.pad_token_id or 0)
+    return chunk_vectors(model, chunks, batch_size, tokenizer.pad_token_id or 0, pooling)

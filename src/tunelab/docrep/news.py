@@ -229,3 +229,58 @@ def stratified_split(labels, test_fraction: float = 0.2, seed: int = 0):
 
 
 read_folder = read_bbc  # the same reader, by its generic name (any DIR/<category>/*.txt corpus)
+
+
+TABLE_SUFFIXES = (".csv", ".jsonl", ".json")
+
+
+def is_folder_corpus(folder: str) -> bool:
+    """Does ``folder`` hold at least one ``<category>/*.txt`` sub-folder?"""
+    if not os.path.isdir(folder):
+        return False
+    for d in os.listdir(folder):
+        sub = os.path.join(folder, d)
+        if not d.startswith(".") and os.path.isdir(sub) and any(n.endswith(".txt") for n in os.listdir(sub)):
+            return True
+    return False
+
+
+def read_corpus(path: str, text_column: str | None = None, label_column: str | None = None,
+                legacy_files: dict | None = None):
+    """Any local corpus -> (docs, files, info): a folder per category (``DIR/<category>/*.txt``), a CSV /
+    JSON Lines file, or a folder holding exactly one such file (what ``--data-dir`` names). Text and label
+    columns default to ``text`` and ``label``; naming them for a folder corpus is an error."""
+    if os.path.isdir(path) and is_folder_corpus(path):
+        given = [f for f, v in (("--text-column", text_column), ("--label-column", label_column)) if v]
+        if given:
+            raise UserError(f"{given[0]}: {path} is a folder per category (the label is the folder name); "
+                            f"columns apply to a CSV / JSONL file or a hub dataset")
+        return read_bbc(path, legacy_files=legacy_files)
+    if os.path.isdir(path):
+        tables = sorted(n for n in os.listdir(path) if n.endswith(TABLE_SUFFIXES) and not n.startswith("."))
+        if len(tables) != 1:
+            found = f"found {len(tables)} ({', '.join(tables[:3])})" if tables else "found neither"
+            raise UserError(f"--data-dir {path}: expected sub-folders of .txt files (<category>/*.txt) or exactly "
+                            f"one .csv / .jsonl file; {found}")
+        path = os.path.join(path, tables[0])
+    if not path.endswith(TABLE_SUFFIXES):
+        raise UserError(f"--data-dir {path}: not a folder per category nor a .csv / .jsonl file")
+    return read_table(path, text_column or "text", label_column or "label")
+
+
+def stratified_subset(labels, n: int | None, seed: int = 0) -> list:
+    """Sorted indices of a seeded, stratified subset of ``n`` documents (each category keeps its share,
+    scikit-learn ``train_test_split(train_size=n, stratify=labels)``); all indices when ``n`` is None or
+    not smaller than the corpus."""
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    labels = list(labels)
+    if n is None or n >= len(labels):
+        return list(range(len(labels)))
+    try:
+        keep, _ = train_test_split(np.arange(len(labels)), train_size=n, stratify=labels, random_state=seed,
+                                   shuffle=True)
+    except ValueError:  # a category too small to stratify (the split that follows names it)
+        keep = np.random.RandomState(seed).choice(len(labels), n, replace=False)
+    return sorted(int(i) for i in keep)

@@ -9,7 +9,9 @@ Hugging Face encoder. No labels anywhere.
 - Negatives = the other documents' views in the batch; a batch holds at most one pair per document, so
   no negative is ever a chunk of the anchor's own document.
 - Chunk vector = mean over the non-padding tokens of the last hidden layer (special tokens included,
-  as sentence-transformers' mean pooling does); see :func:`mean_pool`.
+  as sentence-transformers' mean pooling does; ``pooling="mean"``, the default), see :func:`mean_pool`;
+  or the first token's state (``pooling="cls"``). Virtual tokens that prompt tuning prepends are not
+  pooled (they only act through attention).
 - Loss = symmetric InfoNCE on cosine similarities divided by a temperature (default 0.05, SimCSE's value):
   for B pairs (a_i, b_i), S_ij = cos(a_i, b_j) / t, loss = (CE(S, diag) + CE(S^T, diag)) / 2.
 
@@ -21,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 OBJECTIVES = ("declutr", "simcse")
+POOLINGS = ("mean", "cls")
 TEMPERATURE = 0.05
 
 
@@ -30,13 +33,20 @@ def mean_pool(hidden, attention_mask):
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
 
-def encode(model, input_ids, attention_mask):
-    """Mean-pooled last-layer vectors of a batch of token id rows. ``model``: an encoder (AutoModel), or
-    any HF model (a PEFT wrapper, a model with a head) whose ``hidden_states[-1]`` is the last layer."""
+def encode(model, input_ids, attention_mask, pooling: str = "mean"):
+    """Pooled last-layer vectors of a batch of token id rows (``pooling``: "mean" over the non-padding
+    tokens, or "cls": the first token). ``model``: an encoder (AutoModel), or any HF model (a PEFT
+    wrapper, a model with a head) whose ``hidden_states[-1]`` is the last layer. A PEFT prompt-tuning
+    wrapper returns its virtual tokens' states first: only the last ``L`` positions (the input's) count."""
     out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
     hidden = getattr(out, "last_hidden_state", None)
     if hidden is None:
         hidden = out.hidden_states[-1]
+    hidden = hidden[:, -input_ids.shape[1]:]
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling != "mean":
+        raise ValueError(f"unknown pooling {pooling!r} (choose from {', '.join(POOLINGS)})")
     return mean_pool(hidden, attention_mask)
 
 
@@ -49,11 +59,11 @@ def info_nce(a, b, temperature: float = TEMPERATURE):
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
-def contrastive_loss(model, batch, temperature: float = TEMPERATURE):
+def contrastive_loss(model, batch, temperature: float = TEMPERATURE, pooling: str = "mean"):
     """(model, batch from :func:`pair_batches`) -> scalar loss. One forward over both views (rows
     0..B-1 are the first views, B..2B-1 the second); dropout draws independent masks per row, which is
     what makes two copies of one chunk two different views."""
-    z = encode(model, batch["input_ids"], batch["attention_mask"])
+    z = encode(model, batch["input_ids"], batch["attention_mask"], pooling)
     b = len(z) // 2
     return info_nce(z[:b], z[b:], temperature)
 
@@ -84,7 +94,9 @@ def pair_batches(docs_chunks, batch_size: int, generator, objective: str = "decl
     ``generator`` (a seeded ``torch.Generator``), ``batch_size`` documents per batch, one pair each; a
     last batch with a single document (no negative) is dropped.
 
-    Yields {"input_ids": [2B, L], "attention_mask": [2B, L], "doc_index": [B], "chunk_index": [B, 2]}."""
+    Yields {"doc_index": [B], "input_ids": [2B, L], "attention_mask": [2B, L], "chunk_index": [B, 2]}
+    (``doc_index`` first: tunelab's loop counts a batch's samples from its first tensor, so samples =
+    documents). ``doc_index`` is the position in ``docs_chunks``; no label is involved anywhere."""
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r} (choose from {', '.join(OBJECTIVES)})")
     if batch_size < 2:
@@ -98,8 +110,24 @@ def pair_batches(docs_chunks, batch_size: int, generator, objective: str = "decl
         rows = [docs_chunks[d][i] for d, (i, _) in zip(docs, picks)] + \
                [docs_chunks[d][j] for d, (_, j) in zip(docs, picks)]
         ids, mask = _pad(rows, pad_id)
-        yield {"input_ids": ids, "attention_mask": mask, "doc_index": torch.tensor(docs, dtype=torch.long),
+        yield {"doc_index": torch.tensor(docs, dtype=torch.long), "input_ids": ids, "attention_mask": mask,
                "chunk_index": torch.tensor(picks, dtype=torch.long)}
+
+
+class PairLoader:
+    """:func:`pair_batches` as a re-iterable loader with a length (what tunelab's loop needs): each
+    iteration is one epoch, drawn from the same seeded ``generator``, so epochs differ but a run is
+    reproducible."""
+
+    def __init__(self, docs_chunks, batch_size: int, generator, objective: str = "declutr", pad_id: int = 0):
+        self.docs_chunks, self.batch_size, self.generator = docs_chunks, batch_size, generator
+        self.objective, self.pad_id = objective, pad_id
+
+    def __len__(self):
+        return batches_per_epoch(len(self.docs_chunks), self.batch_size)
+
+    def __iter__(self):
+        return pair_batches(self.docs_chunks, self.batch_size, self.generator, self.objective, self.pad_id)
 
 
 def batches_per_epoch(n_docs: int, batch_size: int) -> int:

@@ -17,6 +17,7 @@ def task_names() -> list:
 
 def _load_families():
     from . import alignment  # noqa: F401  (sft, sft-alpaca, reward, dpo, coh, rlhf on causal LMs)
+    from . import docrep  # noqa: F401  (bbc-docrep, docrep: self-supervised document vectors)
     from . import glue  # noqa: F401  (registers the 9 GLUE tasks)
     from . import asr  # noqa: F401  (speech-accents, asr: Whisper; registers cer/wer and the speech-seq2seq head)
     from . import keyphrase  # noqa: F401  (inspec, kdd, www, keyphrase: token classification)
