@@ -37,7 +37,7 @@ def register(metric: Metric) -> Metric:
 
 
 def _load_all() -> None:
-    from . import glue  # noqa: F401  (accuracy, f1, mcc, pearson, spearman)
+    from . import classification  # noqa: F401  (accuracy, f1, macro_f1, mcc, pearson, spearman)
     from ..tasks import _load_families
 
     _load_families()  # task families register their own metrics

@@ -35,7 +35,7 @@ import torch
 
 from ..config import FIELDS
 from ..errors import UserError
-from ..metrics import METRICS, Metric, register
+from ..metrics import Metric, register
 from ..models.heads import Head, register_head
 from . import TASKS
 from .base import Example, Split, Task
@@ -56,16 +56,8 @@ def default_lr(method) -> float:
     return 5e-5
 
 
-def _macro_f1(predictions, references) -> float:
-    from sklearn.metrics import f1_score
-
-    return float(f1_score(references, predictions, average="macro"))
-
-
 register_head(Head("feature-extraction", "AutoModel", "FEATURE_EXTRACTION", trains=False,
                    description="the bare encoder, no head: pooled hidden states are the representation"))
-if "macro_f1" not in METRICS:
-    register(Metric("macro_f1", _macro_f1, True, True, "unweighted mean of the per-class F1 scores"))
 register(Metric("knn_accuracy", None, True, False, "accuracy of a 5-NN cosine vote among the train documents"))
 register(Metric("nmi", None, True, False, "NMI of KMeans (k = categories) clusters of the test vectors"))
 

@@ -32,7 +32,6 @@ import copy
 import os
 from dataclasses import replace
 
-import numpy as np
 import torch
 
 from ..errors import UserError
@@ -72,13 +71,6 @@ register_head(Head("image-classification", "AutoModelForImageClassification", No
                    description="image classification (ViT...): a new linear classifier on the [CLS] token"))
 
 
-def _macro_f1(p, r):
-    from sklearn.metrics import f1_score
-
-    return float(f1_score(np.asarray(r), np.asarray(p), average="macro"))
-
-
-register(Metric("macro_f1", _macro_f1, True, True, "F1 averaged over classes (each class counts the same)"))
 
 
 def image_mode(processor) -> str:

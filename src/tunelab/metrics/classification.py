@@ -1,4 +1,5 @@
-"""Official GLUE metrics via scikit-learn / scipy, registered by name."""
+"""Classification metrics (GLUE's official ones, and macro-F1 for multi-class families) via scikit-learn /
+scipy, registered by name."""
 
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
@@ -13,6 +14,10 @@ def _accuracy(p, r):
 
 def _f1(p, r):
     return float(f1_score(np.asarray(r), np.asarray(p)))
+
+
+def _macro_f1(p, r):
+    return float(f1_score(np.asarray(r), np.asarray(p), average="macro"))
 
 
 def _mcc(p, r):
@@ -34,3 +39,4 @@ register(Metric("f1", _f1, True, True, "F1 of the positive class"))
 register(Metric("mcc", _mcc, True, True, "Matthews correlation coefficient"))
 register(Metric("pearson", _pearson, True, True, "Pearson correlation (regression)"))
 register(Metric("spearman", _spearman, True, True, "Spearman rank correlation (regression)"))
+register(Metric("macro_f1", _macro_f1, True, True, "F1 averaged over classes (each class counts the same)"))
