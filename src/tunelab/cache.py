@@ -37,3 +37,14 @@ def atomic_dir(final: str):
     finally:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def model_fingerprint(source: str) -> str:
+    """Identity of a base model for cache keys: a hub id, or a local folder's file names/sizes/mtimes."""
+    import json
+
+    if not os.path.isdir(source):
+        return source
+    files = sorted((f, os.path.getsize(os.path.join(source, f)), os.stat(os.path.join(source, f)).st_mtime_ns)
+                   for f in os.listdir(source) if os.path.isfile(os.path.join(source, f)))
+    return json.dumps([os.path.abspath(source), files])

@@ -16,7 +16,8 @@ import os
 
 from ..cache import cache_dir
 from ..results.record import write_json_atomic
-from .judge import model_fingerprint, pairs_digest
+from ..cache import model_fingerprint
+from .judge import pairs_digest
 from .scoring import generate, response_logprobs, reward_scores
 
 N_SAMPLES = 4  # generations shown side by side in run.json

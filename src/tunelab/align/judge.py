@@ -16,7 +16,7 @@ import os
 import time
 from types import SimpleNamespace
 
-from ..cache import atomic_dir, cache_dir
+from ..cache import atomic_dir, cache_dir, model_fingerprint
 from ..errors import UserError
 from .data import ids, special_prefix
 from .scoring import reward_scores
@@ -47,13 +47,6 @@ class Judge:
         return sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(c, r)) / len(pairs)
 
 
-def model_fingerprint(source: str) -> str:
-    """Identity of a base model for cache keys: a hub id, or a local folder's file names/sizes/mtimes."""
-    if not os.path.isdir(source):
-        return source
-    files = sorted((f, os.path.getsize(os.path.join(source, f)), os.stat(os.path.join(source, f)).st_mtime_ns)
-                   for f in os.listdir(source) if os.path.isfile(os.path.join(source, f)))
-    return json.dumps([os.path.abspath(source), files])
 
 
 def pairs_digest(pairs) -> str:

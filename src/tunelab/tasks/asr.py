@@ -47,6 +47,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..cache import model_fingerprint
 from ..errors import UserError
 from ..metrics import Metric, register
 from ..models.heads import Head, register_head
@@ -124,15 +125,6 @@ def _base_model_context(model):
     from peft import PeftModel
 
     return model.disable_adapter() if isinstance(model, PeftModel) else contextlib.nullcontext()
-
-
-def _model_fingerprint(source: str) -> str:
-    """A hub id, or a local folder's path + file names/sizes/mtimes (for cache keys)."""
-    if not os.path.isdir(source):
-        return source
-    files = sorted((f, os.path.getsize(os.path.join(source, f)), os.stat(os.path.join(source, f)).st_mtime_ns)
-                   for f in os.listdir(source) if os.path.isfile(os.path.join(source, f)))
-    return json.dumps([os.path.abspath(source), files])
 
 
 def audiofolder_split(folder: str, name: str, text_column: str = "transcription") -> Split:
@@ -304,7 +296,7 @@ class SpeechRecognitionTask(SupervisedTask):
         from ..results.record import write_json_atomic
         import transformers
 
-        key_src = {"v": BASE_EVAL_VERSION, "task": "asr", "model": _model_fingerprint(ctx.model_source),
+        key_src = {"v": BASE_EVAL_VERSION, "task": "asr", "model": model_fingerprint(ctx.model_source),
                    "splits": [[s.name, [[u.file, u.transcription, u.audio_digest()] for u in s.examples]]
                               for s in ctx.eval_splits],
                    "max_new_tokens": ctx.cfg.max_new_tokens, "generate": self.generate_kwargs,
