@@ -155,8 +155,9 @@ class RunConfig:
     dataset: str = opt(None, "asr: Hugging Face hub dataset id (instead of an audiofolder --data-dir)", reads=("task:asr",))
     dataset_config: str = opt(None, "asr: the hub dataset's configuration name (e.g. clean, en)", reads=("task:asr",))
     audio_column: str = opt("audio", "asr: audio column of a hub dataset", reads=("task:asr",))
-    text_column: str = opt("transcription", "asr: transcript column (hub dataset, or an audiofolder's metadata.csv)",
-                           reads=("task:asr",))
+    text_column: str = opt(None, "text column: asr: the transcript column of a hub dataset or an audiofolder's "
+                                 "metadata.csv (default transcription); docrep: of a CSV / JSONL file or hub dataset "
+                                 "(default text)", reads=("task:asr",) + DOCREP)
 
     # --- image tasks: fashion-mnist, mnist, image-folder (tasks/image.py; DISTL self-training: tasks/image_selftrain.py) ---
     augment: str = opt("weak", "image: augmentation of labelled training images: none | weak (crop + flip) | strong "
@@ -206,8 +207,6 @@ class RunConfig:
                                       reads=DOCREP)
     docrep_max_docs: int = opt(None, "docrep: a stratified seeded subset of the corpus, taken before the split (bounds "
                                      "training and the evaluation's embedding on CPU)", min=4, reads=DOCREP)
-    text_column: str = opt(None, "docrep: text column of a CSV / JSONL file or hub dataset (default text)",
-                           reads=DOCREP)
     label_column: str = opt(None, "docrep: label column of a CSV / JSONL file or hub dataset (default label; "
                                   "bbc-docrep from the hub: label_text)", reads=DOCREP)
     hub_dataset: str = opt(None, "docrep: hub dataset id read when there is no --data-dir (bbc-docrep: a local "

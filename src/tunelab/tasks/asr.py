@@ -150,6 +150,8 @@ class SpeechRecognitionTask(SupervisedTask):
     # ------------------------------------------------------------ options
     def option_defaults(self, method) -> dict:
         d = dict(self.defaults)
+        if self.name == "asr":
+            d["text_column"] = "transcription"  # the audiofolder convention (docrep's default differs)
         if method.name in LEARNING_RATES:
             d["lr"] = LEARNING_RATES[method.name]
         return d
