@@ -271,7 +271,8 @@ def pretrain_dino(task, model_name: str, data_dir, out_dir: str, steps: int = 12
     os.makedirs(out_dir, exist_ok=True)
     teacher.save_pretrained(out_dir, safe_serialization=True)
     processor.save_pretrained(out_dir)
-    save_file({k: v.contiguous() for k, v in teacher_head.state_dict().items()}, os.path.join(out_dir, "dino_head.safetensors"))
+    save_file({k: v.contiguous() for k, v in teacher_head.state_dict().items()},
+              os.path.join(out_dir, "dino_head.safetensors"))
     record = {
         "kind": "dino", "model": model_name, "model_source": source, "task": task.name,
         "options": {"steps": steps, "batch_size": batch_size, "lr": lr, "local_crops": local_crops,

@@ -45,8 +45,8 @@ from .supervised import Prediction, SupervisedTask
 
 SPLIT_SEED = 0  # validation carved from train: fixed, so every run and method sees the same split
 IDX_VALIDATION_FRACTION = 1 / 12  # 5,000 of MNIST's / Fashion-MNIST's 60,000 (the classic 55k / 5k)
-SEMI_OPTIONS = ("self_train_rounds", "self_train_epochs", "unlabelled_per_round", "self_train_lr", "pseudo_threshold", "ema_momentum",
-                "distill_weight", "ssl_weight")
+SEMI_OPTIONS = ("self_train_rounds", "self_train_epochs", "unlabelled_per_round", "self_train_lr", "pseudo_threshold",
+                "ema_momentum", "distill_weight", "ssl_weight")
 # LoRA on the attention's query and value projections (PEFT's ViT guide), named ``query`` / ``value``
 # in transformers 4 and ``q_proj`` / ``v_proj`` in transformers 5: PEFT adapts whichever exist.
 VIT_LORA_TARGETS = "query,value,q_proj,v_proj"

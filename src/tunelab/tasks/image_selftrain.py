@@ -30,9 +30,9 @@ After each round the student (the model that is saved) is evaluated on the valid
 split, the teacher on the validation split (and on test after the last round): run.json
 ``semi_supervised.rounds``.
 Optimizer: the shared AdamW builder (``train.loop.build_optimizer``) at ``--self-train-lr``
-(default ``--lr``; the head's lr scaled alike), a linear warm-up / decay over all rounds' steps; the method's hooks (``on_step``...) run as in the
-supervised loop, so every method (full, lora, selective, alf...) self-trains the same parameters it
-fine-tunes.
+(default ``--lr``; the head's lr scaled alike), a linear warm-up / decay over all rounds' steps;
+the method's hooks (``on_step``...) run as in the supervised loop, so every method (full, lora,
+selective, alf...) self-trains the same parameters it fine-tunes.
 """
 
 import copy
@@ -84,7 +84,8 @@ def _teacher_predictions(teacher, loader, device) -> tuple:
     teacher.eval()
     preds, conf, refs = [], [], []
     for batch in loader:
-        probs = F.softmax(teacher(pixel_values=batch["pixel_values"].to(device)).logits.float() / PSEUDO_TEMPERATURE, -1)
+        logits = teacher(pixel_values=batch["pixel_values"].to(device)).logits.float()
+        probs = F.softmax(logits / PSEUDO_TEMPERATURE, -1)
         c, p = probs.max(-1)
         preds.append(p.cpu())
         conf.append(c.cpu())
