@@ -311,3 +311,12 @@ def test_keyphrase_quick_preset_expands_with_a_domain_model_folder(tmp_path, kp_
     cells = expand(load_compare_config(preset="keyphrase-quick", overrides=[f"models=minilm,{folder}"]),
                    str(tmp_path), str(kp_root))
     assert len(cells) == 6 and {c.config.model for c in cells} == {"minilm", folder}
+
+
+def test_report_table_shows_the_f1_columns_of_both_splits():
+    from tunelab.report.tables import report_columns
+
+    names = list(METRICS) + ["test_" + m for m in METRICS]
+    assert report_columns("inspec", names) == ["f1@10", "f1@5", "f1@M", "test_f1@10", "test_f1@5", "test_f1@M"]
+    assert report_columns("sst2", ["accuracy"]) == ["accuracy"]
+    assert report_columns("no-such-task", names) == names

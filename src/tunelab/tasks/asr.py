@@ -149,7 +149,7 @@ class SpeechRecognitionTask(SupervisedTask):
 
     # ------------------------------------------------------------ options
     def option_defaults(self, method) -> dict:
-        d = dict(self.defaults)
+        d = super().option_defaults(method)  # the family's defaults + length-grouped batches
         if self.name == "asr":
             d["text_column"] = "transcription"  # the audiofolder convention (docrep's default differs)
         if method.name in LEARNING_RATES:
