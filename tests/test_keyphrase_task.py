@@ -222,7 +222,8 @@ def test_malformed_folder_is_one_line_exit_2_nothing_written(tmp_path, kp_root, 
     assert not out.exists()
 
 
-def test_bad_options_and_missing_data_are_one_line(tmp_path, kp_root, capsys):
+def test_bad_options_and_missing_data_are_one_line(tmp_path, kp_root, capsys, monkeypatch):
+    monkeypatch.delenv("TUNELAB_DATA_DIR", raising=False)  # CI sets it to the GLUE folder
     rc = main(["run", "--task", "inspec", "--data-dir", str(kp_root), "--max-seq-length", "64", "--doc-stride", "64",
                "--output-dir", str(tmp_path / "a")])
     err = capsys.readouterr().err.strip()
