@@ -5,6 +5,8 @@ import contextlib
 
 import torch
 
+from ..train.batching import right_pad
+
 STOP_STRINGS = ("\n\nHuman:", "\n\nAssistant:")
 
 
@@ -23,23 +25,13 @@ def _chunks(items, n):
         yield items[i:i + n]
 
 
-def _right_pad(seqs, pad_id):
-    L = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), L), pad_id, dtype=torch.long)
-    att = torch.zeros((len(seqs), L), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
-        att[i, :len(s)] = 1
-    return ids, att
-
-
 @torch.no_grad()
 def response_logprobs(model, items, pad_id: int, batch_size: int, device) -> list:
     """items: [(context_ids, response_ids)] -> [(sum log p(response | context), n_response_tokens)]."""
     out = []
     with eval_mode(model):
         for batch in _chunks(items, batch_size):
-            ids, att = _right_pad([c + r for c, r in batch], pad_id)
+            ids, att = right_pad([c + r for c, r in batch], pad_id)
             labels = torch.full_like(ids, -100)
             for i, (c, r) in enumerate(batch):
                 labels[i, len(c):len(c) + len(r)] = torch.tensor(r, dtype=torch.long)
@@ -59,7 +51,7 @@ def reward_scores(model, seqs, pad_id: int, batch_size: int, device) -> list:
     out = []
     with eval_mode(model):
         for batch in _chunks(seqs, batch_size):
-            ids, att = _right_pad(batch, pad_id)
+            ids, att = right_pad(batch, pad_id)
             logits = model(input_ids=ids.to(device), attention_mask=att.to(device)).logits
             out.extend(logits[:, 0].float().cpu().tolist())
     return out

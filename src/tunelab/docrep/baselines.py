@@ -65,19 +65,9 @@ def doc2vec_vectors(train_texts, test_texts, seed: int = 0, **params):
 
 def load_encoder(name: str = "minilm"):
     """An untouched encoder (``AutoModel``, eval mode) and its tokenizer, by tunelab alias or path."""
-    import transformers
-    from transformers import AutoModel, AutoTokenizer
+    from ..models.loading import load_plain
 
-    from ..models.aliases import resolve_model
-
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    source = resolve_model(name)
-    try:
-        tok = AutoTokenizer.from_pretrained(source)
-        model = AutoModel.from_pretrained(source)
-    except OSError as e:
-        raise UserError(f"--model {name}: cannot load {source}: {str(e).splitlines()[0]}") from e
+    model, tok, _ = load_plain(name, "AutoModel")
     return model.eval(), tok
 
 

@@ -22,6 +22,8 @@ they are) and :func:`contrastive_loss` ``(model, batch) -> scalar loss``.
 import torch
 import torch.nn.functional as F
 
+from ..train.batching import right_pad
+
 OBJECTIVES = ("declutr", "simcse")
 POOLINGS = ("mean", "cls")
 TEMPERATURE = 0.05
@@ -68,16 +70,6 @@ def contrastive_loss(model, batch, temperature: float = TEMPERATURE, pooling: st
     return info_nce(z[:b], z[b:], temperature)
 
 
-def _pad(rows, pad_id: int):
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[i, :len(r)] = 1
-    return ids, mask
-
-
 def pick_pair(n_chunks: int, objective: str, generator) -> tuple:
     """Chunk indices (i, j) of one document's two views: distinct when the objective is declutr and the
     document has two or more chunks; otherwise i == j (a dropout pair)."""
@@ -109,7 +101,7 @@ def pair_batches(docs_chunks, batch_size: int, generator, objective: str = "decl
         picks = [pick_pair(len(docs_chunks[d]), objective, generator) for d in docs]
         rows = [docs_chunks[d][i] for d, (i, _) in zip(docs, picks)] + \
                [docs_chunks[d][j] for d, (_, j) in zip(docs, picks)]
-        ids, mask = _pad(rows, pad_id)
+        ids, mask = right_pad(rows, pad_id)
         yield {"doc_index": torch.tensor(docs, dtype=torch.long), "input_ids": ids, "attention_mask": mask,
                "chunk_index": torch.tensor(picks, dtype=torch.long)}
 

@@ -55,3 +55,21 @@ def load_backbone(name: str, head: str, num_labels: int = 2, allow_pickle: bool 
     if not spec.trains:
         layout.head_paths = []
     return model, processor, layout, source
+
+
+def load_plain(name: str, auto_class: str, allow_pickle: bool = False):
+    """(model, tokenizer, source) for tools outside a run (baselines, pretraining) that need a bare
+    auto class: the same alias resolution, safetensors-only rule and one-line errors as a run."""
+    import transformers
+
+    _quiet_transformers()
+    source = resolve_model(name)
+    if os.path.isdir(source) and not allow_pickle:
+        check_no_pickle(name, source)
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(source)
+        model = getattr(transformers, auto_class).from_pretrained(
+            source, use_safetensors=None if allow_pickle else True, trust_remote_code=False)
+    except OSError as e:
+        raise UserError(f"--model {name}: cannot load {source}: {str(e).splitlines()[0]}") from e
+    return model, tok, source

@@ -145,11 +145,10 @@ def pretrain_mlm(model: str, output_dir: str, data_dir: str | None = None, corpu
                  overwrite: bool = False, log=print) -> dict:
     """Continue MLM pretraining of ``model`` on in-domain text; write the model folder and pretrain.json.
     Returns the record (also in OUTPUT_DIR/pretrain.json)."""
-    from transformers import AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling
+    from transformers import DataCollatorForLanguageModeling
     from transformers import get_linear_schedule_with_warmup
 
-    from ..models.aliases import resolve_model
-    from ..models.loading import _quiet_transformers
+    from ..models.loading import load_plain
     from ..results.record import versions, write_json_atomic
 
     if (data_dir is None) == (not corpus):
@@ -169,13 +168,7 @@ def pretrain_mlm(model: str, output_dir: str, data_dir: str | None = None, corpu
     if len(texts) < 2:
         raise UserError("tunelab pretrain mlm: the corpus needs at least 2 documents (one is held out)")
 
-    _quiet_transformers()
-    source = resolve_model(model)
-    try:
-        tok = AutoTokenizer.from_pretrained(source)
-        mlm = AutoModelForMaskedLM.from_pretrained(source)
-    except OSError as e:
-        raise UserError(f"--model {model}: cannot load {source}: {str(e).splitlines()[0]}") from e
+    mlm, tok, source = load_plain(model, "AutoModelForMaskedLM")
     if not getattr(tok, "is_fast", False) or tok.mask_token is None:
         raise UserError(f"--model {model}: needs a fast tokenizer with a mask token for whole-word masking")
     torch.manual_seed(seed)

@@ -48,3 +48,14 @@ def unsort(values: list, order: list) -> list:
     for k, i in enumerate(order):
         out[i] = values[k]
     return out
+
+
+def right_pad(seqs: list, pad_id: int):
+    """Token-id lists -> (ids, attention_mask) long tensors, right-padded to the longest."""
+    width = max(len(r) for r in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, r in enumerate(seqs):
+        ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, :len(r)] = 1
+    return ids, mask
