@@ -86,12 +86,13 @@ def summarize(rows: list, grid: list | None = None) -> list:
 def report_columns(task: str, names: list) -> list:
     """The metric columns of a task's table: all of run.json's metrics, unless the task names a shorter
     list (``report_metrics`` on the task object, e.g. keyphrase: F1@5/@10/@M of both splits, not the 18)."""
-    try:
-        from ..tasks import get_task
+    from ..errors import UserError
+    from ..tasks import get_task
 
-        keep = getattr(get_task(task), "report_metrics", None)
-    except Exception:  # noqa: BLE001  (a task this install does not know: show everything)
-        keep = None
+    try:
+        keep = get_task(task).report_metrics
+    except UserError:  # a task this install does not know: show everything
+        keep = ()
     return [n for n in names if n in keep] if keep else names
 
 

@@ -80,6 +80,7 @@ class Task(ABC):
     metric_names: tuple = ("accuracy",)
     eval_splits: tuple = ("validation",)
     defaults: dict = {}  # the family's option defaults (see option_defaults)
+    report_metrics: tuple = ()  # the report's metric columns; empty: every metric in run.json
 
     @property
     def main_metric(self) -> str:
