@@ -104,8 +104,12 @@ class RunConfig:
                                   "any step", above=0, max=1, reads=("alf",))
     alf_interval: int = opt(20, "alf: re-score layers and re-choose the active set every N optimizer steps", min=1,
                             reads=("alf",))
-    alf_score: str = opt("change", "alf: layer importance score: change | grad-norm", choices=("change", "grad-norm"),
-                         reads=("alf",))
+    alf_score: str = opt("change", "alf: layer importance score: change (measured weight change rate of every layer, "
+                                   "shadow AdamW probe) | calibrated (c * probe gradient for frozen layers) | grad-norm | "
+                                   "random (seeded control) | static (top layers, never moves)",
+                         choices=("change", "calibrated", "grad-norm", "random", "static"), reads=("alf",))
+    alf_probe_steps: int = opt(3, "alf --alf-score change: steps of the probe window before each decision (every layer's "
+                                  "change rate is measured over them)", min=1, reads=("alf",))
     alf_hysteresis: float = opt(0.1, "alf: a frozen layer replaces an active one only if its score is > (1+h) x higher",
                                 min=0, reads=("alf",))
     adapter: str = opt(None, "alf: adapt LoRA matrices instead of weights (lora); the LoRA options apply",

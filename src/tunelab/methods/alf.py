@@ -9,25 +9,54 @@ Algorithm (options and defaults):
   parameters are at most ``b`` x the backbone's non-head parameters (embeddings + all layers);
   M = the most layers that fit (all-MiniLM-L6-v2: b = 0.25 -> M = 3 layers = 23.6 %; BERT-base:
   M = 3 of 12). With ``--adapter lora`` the denominator is all LoRA parameters (M = floor(b L)).
-- Decisions after step 1 and then every ``--alf-interval`` steps (default 20): score every layer,
-  keep the M best. Step 1 trains only the head.
-- Probe: the step that precedes a decision computes gradients for every layer (one full backward
-  pass per interval). For layers outside the active set the gradient is only measured
-  (``rho_l = ||g_l|| / ||W_l||`` over the layer's tensors) and then discarded before clipping and
-  the optimizer step, so those weights do not move. All other steps backpropagate only down to
-  the lowest active layer.
-- ``--alf-score change`` (default), the weight change rate of seed 003:
-  ``s_l = ||W_l(t) - W_l(t-k)|| / ||W_l(t-k)||`` over the k steps of the closing interval, measured
-  for every layer that trained in it. A frozen layer has no change of its own; it gets the change
-  an update would have made, estimated from its probe gradient: ``s_l = c * rho_l`` with
-  ``c = median over measured layers m of s_m / rho_m`` (how much relative change one unit of
-  relative gradient produced in this interval, same optimizer, same learning rates). At the first
-  decision nothing has moved yet and ``s_l = rho_l``.
-- ``--alf-score grad-norm``: ``s_l = rho_l`` for every layer.
-- Each timeline entry of run.json also holds ``rho`` (every layer's probe value) and
-  ``calibration`` (c), so every score can be recomputed from the record.
-- Hysteresis ``--alf-hysteresis h`` (default 0.1): the active set keeps its members unless a
-  frozen layer scores more than (1 + h) x the weakest active one; then they swap (repeatedly).
+  Every score variant below keeps at most M layers active at every step, so all of them run at
+  the same (per-step and time-averaged) budget.
+- Decisions every ``--alf-interval`` k steps (default 20) and once early: after step 1 (after
+  step ``--alf-probe-steps`` for ``change``, which needs a window to measure). Before the first
+  decision only the head trains.
+- Probe: the step(s) before a decision compute gradients for every layer (a full backward pass).
+  For layers outside the active set the gradient is only measured and then discarded before
+  clipping and the optimizer step, so those weights do not move. All other steps backpropagate
+  only down to the lowest active layer. ``rho_l = ||g_l|| / ||W_l||`` (over the layer's tensors).
+
+Scores (``--alf-score``):
+
+- ``change``: seed 003's weight change rate, measured on the same footing for every layer. In a
+  probe window of the last w = ``--alf-probe-steps`` (default 3) steps before a decision, every
+  layer, active or frozen, takes *shadow* AdamW steps: a fresh AdamW state (m = v = 0) with the
+  run's betas, eps and learning rate (as scheduled at that step) is fed the layer's real gradient
+  of each window step, and the updates it would make are summed; the score is the relative
+  change per step ``s_l = ||sum_t u_l,t|| / ||W_l|| / w``. Nothing is applied: the weights of
+  frozen layers stay bit-identical and active layers train as usual. Why a shadow and not the
+  measured change of the active layers: an active layer's real update comes from a warm AdamW
+  state, a candidate's from a fresh one (whose first step moves every element by exactly lr), so
+  the two are not comparable; the calibrated estimate below compares a measured Adam change with
+  an SGD-like gradient ratio and favours the lower layers whose relative gradients are 2-3x
+  larger (BENCHMARKS.md). In the shadow every layer has the same optimizer, the same state age,
+  the same batches and the same steps, so the score is what AdamW would move each layer by, which
+  for a fresh Adam state measures how consistent the layer's gradient directions are across the
+  window (sign agreement), scaled by lr / rms(W). Weight decay is left out (it adds the same
+  lr x wd to every decayed tensor). Cost: w full backward passes per interval and, during the
+  window, three fp32 buffers per layer parameter (freed at the decision). Rotating real probe
+  windows (a frozen layer trains a few steps in place of an active one) were rejected for the
+  fresh-vs-warm state bias above and because they take steps from the active layers.
+- ``calibrated`` (the score ALF used before; bit-identical): measured change
+  ``||W_l(t) - W_l(t-k)|| / ||W_l(t-k)||`` over the closing interval for every layer that trained
+  in it; a frozen layer gets ``c * rho_l`` with ``c = median over measured layers m of
+  s_m / rho_m``; at the first decision ``s_l = rho_l``. One probe step per interval.
+- ``grad-norm``: ``s_l = rho_l`` for every layer. One probe step per interval.
+- ``random``: a control. At every decision M layers drawn uniformly at random from a generator
+  seeded with ``--seed`` (its own generator: data order and dropout are unchanged). No probe.
+- ``static``: a control. The top M layers from the first decision on; never moves. No probe.
+
+- Hysteresis ``--alf-hysteresis h`` (default 0.1, scored variants): the active set keeps its
+  members unless a frozen layer scores more than (1 + h) x the weakest active one; then they
+  swap (repeatedly).
+- Why each decision was taken: each timeline entry of run.json holds ``scores`` (every layer),
+  ``active`` (the chosen set), ``decision`` (``rule``: the rule applied, ``swaps``: [out, in,
+  score out, score in] for each swap, ``kept``: incumbents kept by hysteresis although a frozen
+  layer scored higher) and, for the probing variants, ``rho`` and ``calibration`` (c), so every
+  score can be recomputed from the record; ``change`` adds ``probe_steps`` (w of that window).
 - Memory: a deactivated layer's gradients and AdamW state are freed (``methods/dynamic.py``).
 - ``--adapter lora``: LoRA (PEFT, all layers, the ``--lora-*`` options) and ALF decides which
   layers' LoRA matrices train; W in the formulas is then the layer's LoRA matrices.
@@ -35,7 +64,11 @@ Algorithm (options and defaults):
 Default lr 3e-4: a layer subset needs a higher rate than full fine-tuning (1e-4) on this model.
 """
 
+import math
+import random
 import statistics
+
+import torch
 
 from ..errors import UserError
 from . import METHODS
@@ -48,8 +81,8 @@ def calibration(change: list, rho: list):
     return statistics.median(ratios) if ratios else None
 
 
-def change_scores(change: list, rho: list) -> list:
-    """ALF's ``change`` score from measured changes (None = not measured) and probe ``rho``."""
+def calibrated_scores(change: list, rho: list) -> list:
+    """ALF's ``calibrated`` score from measured changes (None = not measured) and probe ``rho``."""
     c = calibration(change, rho)
     if c is None:
         c = 1.0  # first decision: nothing has moved yet, rank by rho
@@ -60,31 +93,87 @@ def grad_norm_scores(change: list, rho: list) -> list:
     return list(rho)
 
 
-SCORES = {"change": change_scores, "grad-norm": grad_norm_scores}
+SCORES = {"calibrated": calibrated_scores, "grad-norm": grad_norm_scores}
+PROBING = ("change", "calibrated", "grad-norm")  # variants that run a full backward before a decision
 
 
-def select_layers(scores: list, current: set, m: int, hysteresis: float) -> set:
+def select_layers(scores: list, current: set, m: int, hysteresis: float, log: dict | None = None) -> set:
     """Top-m layers by score; members of ``current`` are only displaced by a layer scoring more
-    than (1 + hysteresis) x theirs."""
+    than (1 + hysteresis) x theirs. ``log`` (a dict) receives what happened: ``filled`` (layers
+    added to reach m), ``swaps`` ([out, in, score out, score in]) and ``kept`` (True when a frozen
+    layer outscored the weakest incumbent but not by the margin)."""
     order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
     active = [i for i in order if i in current][:m]
+    filled = []
     for i in order:
         if len(active) >= m:
             break
         if i not in active:
             active.append(i)
+            filled.append(i)
     active = set(active)
+    swaps = []
     while True:
         frozen = [i for i in order if i not in active]
         if not frozen or not active:
-            return active
+            break
         worst = min(active, key=lambda i: (scores[i], -i))
         best = frozen[0]
         if scores[best] > (1 + hysteresis) * scores[worst]:
             active.remove(worst)
             active.add(best)
+            swaps.append([worst, best, scores[worst], scores[best]])
         else:
-            return active
+            break
+    if log is not None:
+        kept = bool(frozen) and bool(active) and scores[frozen[0]] > scores[min(active, key=lambda i: (scores[i], -i))]
+        log.update({"filled": sorted(filled), "swaps": [[o, n, float(f"{so:.6g}"), float(f"{sn:.6g}")]
+                                                          for o, n, so, sn in swaps], "kept": kept})
+    return active
+
+
+class ShadowAdam:
+    """The updates a fresh AdamW would make to a layer over a few steps, never applied.
+
+    ``add(p, g, lr)`` takes one step's gradient of a tensor; ``step()`` turns the gradients of one
+    optimizer step into one shadow AdamW update (m, v start at 0; bias-corrected; no weight decay)
+    and adds it to the running sum; ``relative_change(tensors)`` = ||sum of updates|| / ||W||."""
+
+    def __init__(self, betas=(0.9, 0.999), eps=1e-8):
+        self.b1, self.b2 = betas
+        self.eps = eps
+        self.t = 0
+        self.grad, self.lr, self.m, self.v, self.sum = {}, {}, {}, {}, {}
+
+    def add(self, p, g, lr: float, accumulate: bool) -> None:
+        g = g.detach().float()
+        if accumulate and p in self.grad:
+            self.grad[p] = self.grad[p] + g
+        else:
+            self.grad[p] = g.clone()
+        self.lr[p] = lr
+
+    def step(self) -> None:
+        if not self.grad:
+            return
+        self.t += 1
+        c1, c2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t
+        for p, g in self.grad.items():
+            if p not in self.m:
+                self.m[p], self.v[p], self.sum[p] = torch.zeros_like(g), torch.zeros_like(g), torch.zeros_like(g)
+            m, v = self.m[p], self.v[p]
+            m.mul_(self.b1).add_(g, alpha=1 - self.b1)
+            v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
+            self.sum[p].add_((m / c1) / ((v / c2).sqrt() + self.eps), alpha=self.lr[p])
+        self.grad = {}
+
+    def relative_change(self, params) -> float | None:
+        """None if no tensor of this layer received a gradient in the window."""
+        ps = [p for p in params if p in self.sum]
+        if not ps:
+            return None
+        w = tensors_norm(p for p in params)
+        return math.sqrt(sum(float(self.sum[p].pow(2).sum()) for p in ps)) / w if w > 0 else 0.0
 
 
 @METHODS.register("alf")
@@ -95,6 +184,14 @@ class ALF(DynamicLayerMethod):
     uses_grad_hook = True
     uses_peft = False
 
+    SCORE_NAMES = {
+        "change": "weight change rate per step of a shadow AdamW (fresh state) over the probe window, every layer alike",
+        "calibrated": "weight change rate ||W_t - W_t-k|| / ||W_t-k|| (frozen layers: c x probe gradient estimate)",
+        "grad-norm": "relative gradient norm ||g|| / ||W|| (probe)",
+        "random": "none: a seeded random draw of layers (control)",
+        "static": "none: the top layers, fixed (control)",
+    }
+
     def validate(self, cfg):
         if cfg.adapter != "lora":  # a LoRA option set to a non-default value would be silently unused
             from ..config import FIELDS
@@ -103,16 +200,24 @@ class ALF(DynamicLayerMethod):
                      if cfg.sources.get(k) == "given" and getattr(cfg, k) != FIELDS[k].default]
             if given:
                 raise UserError(f"--{given[0].replace('_', '-')} applies to --method alf only with --adapter lora")
+        if cfg.sources.get("alf_probe_steps") == "given" and cfg.alf_score != "change":
+            raise UserError("--alf-probe-steps applies only with --alf-score change")
 
     def configure(self, cfg):
         self.interval = cfg.alf_interval
         self.budget = cfg.alf_budget
         self.hysteresis = cfg.alf_hysteresis
         self.score_kind = cfg.alf_score
-        self.score_fn = SCORES[cfg.alf_score]
-        self.score_name = ("weight change rate ||W_t - W_t-k|| / ||W_t-k|| (frozen layers: probe estimate)"
-                           if cfg.alf_score == "change" else "relative gradient norm ||g|| / ||W|| (probe)")
+        self.score_fn = SCORES.get(cfg.alf_score)
+        self.score_name = self.SCORE_NAMES[cfg.alf_score]
         self.uses_peft = cfg.adapter == "lora"
+        # probe window before each decision: w steps for change (at most one interval), 1 for the
+        # gradient scores, none for the controls
+        self.probe_steps = (min(cfg.alf_probe_steps, cfg.alf_interval) if cfg.alf_score == "change"
+                            else 1 if cfg.alf_score in PROBING else 0)
+        self.first_decision = self.probe_steps if cfg.alf_score == "change" else 1
+        self.rng = random.Random(cfg.seed) if cfg.alf_score == "random" else None
+        self.seed = cfg.seed
 
     def wrap(self, model, ctx):
         if not self.uses_peft:
@@ -142,42 +247,97 @@ class ALF(DynamicLayerMethod):
         self.budget_numel = self.budget * self.denominator
         self._gsq = [0.0] * self.num_layers
         self._probing = False
+        self._shadow = None
         return model
+
+    def on_train_start(self, state):
+        if self.score_kind == "change":
+            self._group_of = {p: g for g in state.optimizer.param_groups for p in g["params"]}
+        super().on_train_start(state)
 
     # probe: measure every layer's gradient, keep only the active layers' ones
     def grad_hook(self, layer, p):
         if self._probing and p.grad is not None:
             self._gsq[layer] += float(p.grad.detach().float().pow(2).sum())
+            if self._shadow is not None:
+                # an active layer's grad accumulates over micro-batches (keep the latest total); an
+                # inactive one's is discarded below after each micro-batch (add them up)
+                self._shadow.add(p, p.grad, float(self._group_of[p]["lr"]), accumulate=layer not in self.active)
             if layer not in self.active:
                 p.grad = None
 
     def _arm_probe(self):
         self._gsq = [0.0] * self.num_layers
         self._probing = True
+        if self.score_kind == "change":
+            g = next(iter(self._group_of.values()))
+            self._shadow = ShadowAdam(betas=g.get("betas", (0.9, 0.999)), eps=g.get("eps", 1e-8))
         self.enable_all_layers_for_gradients()
 
     def is_decision_step(self, step):
-        return step == 1 or step % self.interval == 0
+        return step == self.first_decision or (step > self.first_decision and step % self.interval == 0)
 
     def start(self, state):
-        return False  # the first decision follows the probe of step 1
+        return False  # the first decision follows the probe of the first step(s)
+
+    def _next_decision(self, step):
+        """First decision step after ``step``."""
+        if step < self.first_decision:
+            return self.first_decision
+        return (step // self.interval + 1) * self.interval
+
+    def on_step(self, state):
+        if self._shadow is not None:
+            self._shadow.step()  # this step's gradients -> one shadow AdamW update
+        super().on_step(state)
 
     def after_step(self, state):
-        nxt = state.step + 1  # decisions happen only before the last step (see on_step)
-        if nxt < state.total_steps and self.is_decision_step(nxt):
+        if not self.probe_steps or self._probing:
+            return
+        # arm the probe so that it covers the last probe_steps steps before the next decision
+        # (decisions happen only before the last step, see on_step)
+        d = self._next_decision(state.step)
+        nxt = state.step + 1
+        if d < state.total_steps and nxt > d - self.probe_steps:
             self._arm_probe()
 
-    def decide(self, state, change):
-        self._probing = False
+    def _rho(self):
         rho = []
         for i, ps in enumerate(self.layer_params):
             w = tensors_norm(p for _, p in ps)
             rho.append(self._gsq[i] ** 0.5 / w if w > 0 else 0.0)
-        c = calibration(change, rho) if self.score_kind == "change" else None
-        self._entry_extras = {"rho": [float(f"{r:.6g}") for r in rho],
-                              "calibration": None if c is None else float(f"{c:.6g}")}
-        scores = self.score_fn(change, rho)
-        chosen = select_layers(scores, self.active, self.max_layers, self.hysteresis)
+        return rho
+
+    def decide(self, state, change):
+        self._probing = False
+        m = self.max_layers
+        first = not self.timeline
+        log = {}
+        if self.score_kind == "random":
+            chosen = set(self.rng.sample(range(self.num_layers), m))
+            scores, self._entry_extras = None, {"decision": {"rule": f"random draw of {m} layers (seed {self.seed})"}}
+        elif self.score_kind == "static":
+            chosen = set(range(self.num_layers - m, self.num_layers))
+            scores, self._entry_extras = None, {"decision": {"rule": f"static: the top {m} layers"}}
+        else:
+            rho = self._rho()
+            if self.score_kind == "change":
+                c = None
+                window = self._shadow.t
+                scores = [0.0 if s is None else s / window for s in
+                          (self._shadow.relative_change([p for _, p in ps]) for ps in self.layer_params)]
+                self._shadow = None  # free the window's buffers
+            else:
+                c = calibration(change, rho) if self.score_kind == "calibrated" else None
+                scores = self.score_fn(change, rho)
+            chosen = select_layers(scores, self.active, m, self.hysteresis, log)
+            rule = (f"top {m} by score" if first else
+                    f"top {m} by score; an incumbent is replaced only by a layer scoring > (1 + {self.hysteresis}) x its score")
+            self._entry_extras = {"rho": [float(f"{r:.6g}") for r in rho],
+                                  "calibration": None if c is None else float(f"{c:.6g}"),
+                                  "decision": {"rule": rule, **log}}
+            if self.score_kind == "change":
+                self._entry_extras["probe_steps"] = window
         self.set_active(chosen)
         return scores
 
@@ -185,6 +345,8 @@ class ALF(DynamicLayerMethod):
         d = super().describe()
         d.update({"budget": self.budget, "max_layers": getattr(self, "max_layers", None),
                   "score_kind": self.score_kind, "hysteresis": self.hysteresis,
+                  "probe_steps": getattr(self, "probe_steps", None),
+                  "first_decision_step": getattr(self, "first_decision", None),
                   "adapter": "lora" if self.uses_peft else None, "embeddings": "frozen"})
         if self.uses_peft:
             d["lora"] = {k: (sorted(v) if isinstance(v, set) else v) for k, v in self.peft_config.to_dict().items()
