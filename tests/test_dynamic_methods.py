@@ -10,7 +10,7 @@ import torch
 from conftest import tiny_run_args as _tiny_run_args
 from tunelab.cli import main
 from tunelab.methods import get_method
-from tunelab.methods.alf import change_scores, grad_norm_scores, select_layers
+from tunelab.methods.alf import calibrated_scores, grad_norm_scores, select_layers
 from tunelab.methods.dynamic import max_layers_for_budget, relative_change
 
 def tiny_run_args(*a):
@@ -36,9 +36,9 @@ def test_change_score_calibrates_frozen_layers_with_the_median_ratio():
     change = [0.2, None, 0.1, None]  # layers 0 and 2 trained in the interval
     rho = [0.02, 0.05, 0.02, 0.0]  # probe ||g|| / ||W||
     # measured ratios 10 and 5 -> c = 7.5; frozen estimates 7.5 * rho
-    assert change_scores(change, rho) == pytest.approx([0.2, 0.375, 0.1, 0.0])
+    assert calibrated_scores(change, rho) == pytest.approx([0.2, 0.375, 0.1, 0.0])
     # first decision: nothing measured, the score is rho itself
-    assert change_scores([None] * 4, rho) == rho
+    assert calibrated_scores([None] * 4, rho) == rho
     assert grad_norm_scores(change, rho) == rho
 
 
@@ -136,7 +136,7 @@ def alf_run(glue_data_dir, tmp_path_factory):
     mp.setattr(cls, "on_step", on_step)
     out = tmp_path_factory.mktemp("alf") / "run"
     try:
-        args = tiny_run_args("sst2", "alf", glue_data_dir, str(out), "--alf-interval", "2")
+        args = tiny_run_args("sst2", "alf", glue_data_dir, str(out), "--alf-interval", "2", "--alf-score", "calibrated")
         args[args.index("--max-train-samples") + 1] = "128"  # 8 steps, decisions after 1, 2, 4, 6
         assert main(args) == 0
     finally:
@@ -191,7 +191,7 @@ def test_alf_telemetry_matches_documented_scores(alf_run):
         assert len(e["scores"]) == 6 and all(s is not None and s >= 0 for s in e["scores"])
         assert len(e["active"]) == rec["method_details"]["max_layers"] == 3
         assert e["embeddings"] is False
-    # 'change' score: at each later decision the active layers' scores are their measured change
+    # 'calibrated' score: at each later decision the active layers' scores are their measured change
     for prev, cur in zip(tl, tl[1:]):
         for i in prev["active"]:
             assert prev["change"][i] is not None and prev["change"][i] > 0
