@@ -100,6 +100,8 @@ def main(argv=None) -> int:
                     help="task:length,... (SST-2 and CoLA sentences are short; MRPC pairs need 128)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time")
+    ap.add_argument("--order", choices=("seed", "task"), default="seed",
+                    help="after the first seed of every task: the next seeds seed by seed, or task by task")
     ap.add_argument("--data-dir", default=os.environ.get("TUNELAB_DATA_DIR"))
     ap.add_argument("--out-dir", default="runs/bench_alf_ablation")
     ap.add_argument("--reuse", action="store_true", help="keep completed runs of the same arguments")
@@ -116,9 +118,13 @@ def main(argv=None) -> int:
     def seq_len(task):
         return lengths.get(task, "128")
 
-    jobs = []  # seed by seed (a cut-short run still has every variant of the first seeds), full last
-    for seed, task, v in ([(s, t, v) for s in seeds for t, _, _ in plan for v in variants]
-                          + ([(s, t, "full") for s in seeds for t, _, _ in plan] if args.full else [])):
+    # order: the first seed of every task, then (--order seed) seed by seed or (--order task) the
+    # other seeds task by task in plan order, so that a cut-short benchmark has whole rows; full last
+    first = [(seeds[0], t, v) for t, _, _ in plan for v in variants]
+    rest = ([(s, t, v) for s in seeds[1:] for t, _, _ in plan for v in variants] if args.order == "seed"
+            else [(s, t, v) for t, _, _ in plan for s in seeds[1:] for v in variants])
+    jobs = []
+    for seed, task, v in first + rest + ([(s, t, "full") for s in seeds for t, _, _ in plan] if args.full else []):
         n, epochs = next((n, e) for t, n, e in plan if t == task)
         a = ["--task", task, "--model", args.model, "--max-train-samples", str(n), "--epochs", epochs,
              "--max-eval-samples", str(args.max_eval_samples), "--max-seq-length", str(seq_len(task)),
