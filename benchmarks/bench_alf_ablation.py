@@ -144,6 +144,13 @@ def main(argv=None) -> int:
     with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(lambda j: run_one(j, args), jobs))
     total = time.time() - t0
+    done = [r["rec"] for r in results if r["rec"]]
+    if done:  # from the first run's start to the last one's end (also across --reuse restarts)
+        from datetime import datetime
+
+        stamp = "%Y-%m-%dT%H:%M:%S%z"
+        total = max(total, (max(datetime.strptime(r["finished_at"], stamp) for r in done)
+                            - min(datetime.strptime(r["started_at"], stamp) for r in done)).total_seconds())
 
     by = {}
     for r in results:

@@ -200,7 +200,11 @@ class ALF(DynamicLayerMethod):
                      if cfg.sources.get(k) == "given" and getattr(cfg, k) != FIELDS[k].default]
             if given:
                 raise UserError(f"--{given[0].replace('_', '-')} applies to --method alf only with --adapter lora")
-        if cfg.sources.get("alf_probe_steps") == "given" and cfg.alf_score != "change":
+        from ..config import FIELDS
+
+        # compare hands every resolved option to a cell: only a non-default value is an error
+        if (cfg.sources.get("alf_probe_steps") == "given" and cfg.alf_score != "change"
+                and cfg.alf_probe_steps != FIELDS["alf_probe_steps"].default):
             raise UserError("--alf-probe-steps applies only with --alf-score change")
 
     def configure(self, cfg):
