@@ -184,3 +184,10 @@ def test_probe_steps_only_with_change(glue_data_dir, tmp_path, capsys):
                             "--alf-probe-steps", "2"))
     assert rc == 2
     assert "--alf-probe-steps" in capsys.readouterr().err
+    # compare hands every resolved option to a cell: the default value is accepted with any score
+    from tunelab.config import build_config
+    from tunelab.methods import get_method
+
+    for score in VARIANTS:
+        cfg = build_config({"task": "sst2", "method": "alf", "alf_score": score, "alf_probe_steps": 3})
+        get_method("alf")().validate(cfg)
