@@ -104,8 +104,13 @@ def main(argv=None) -> int:
         ns = build_parser().parse_args(argv)
         if ns.command == "run":
             from .runner import run
+            from .train import distributed
 
-            rec = run(config_from_args(ns))
+            cfg = config_from_args(ns)
+            with distributed.process_group(cfg.device):  # torchrun / accelerate launch: one rank of a data-parallel run
+                rec = run(cfg)
+            if distributed.launcher_rank() != 0:
+                return 0
             health = rec.get("training_health") or {}
             if health.get("diverged"):
                 print(f"tunelab: warning: training diverged (5-step mean loss {health['start_loss']} -> "
@@ -123,7 +128,8 @@ def main(argv=None) -> int:
     except UserError as e:
         if debug:
             raise
-        _error_line(f"tunelab: error: {e}")
+        if int(os.environ.get("RANK", "0")) == 0:  # data-parallel: every rank raises the same line; rank 0 prints it
+            _error_line(f"tunelab: error: {e}")
         return 2
     except KeyboardInterrupt:
         print("tunelab: interrupted", file=sys.stderr)

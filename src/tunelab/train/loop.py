@@ -86,6 +86,7 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
     the run at the end of its block, naming its step)."""
     from transformers import get_linear_schedule_with_warmup
 
+    from .distributed import GradSync
     from .health import LossWatch
     from .precision import resolve_precision
     from .tracker import EpochTracker
@@ -102,9 +103,12 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
     total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     state = TrainState(model=model, optimizer=optimizer, total_steps=total_steps)
+    sync = GradSync(model, method, device)  # train/distributed.py: DDP / gradient all-reduce in data-parallel runs
     method.on_train_start(state)
-    bar = tqdm(total=total_steps, desc=f"train {cfg.task}/{cfg.method}", unit="step", dynamic_ncols=True, mininterval=1.0)
-    tracker = EpochTracker(main_metric, cfg.early_stopping_patience, on_epoch, write=bar.write)
+    bar = tqdm(total=total_steps, desc=f"train {cfg.task}/{cfg.method}", unit="step", dynamic_ncols=True, mininterval=1.0,
+               disable=not sync.main)
+    tracker = EpochTracker(main_metric, cfg.early_stopping_patience, on_epoch,
+                           write=bar.write if sync.main else lambda _line: None)
     watch = LossWatch(cfg.divergence_factor)
     pending = []  # (step, [micro-batch loss tensors], gradient norm tensor or None), not yet read back
 
@@ -124,7 +128,7 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
 
     for epoch in range(math.ceil(cfg.epochs)):
         state.epoch = epoch
-        model.train()
+        sync.model.train()
         losses, micro = [], []
         t0, c0 = time.perf_counter(), time.process_time()
         n_batches = len(train_loader)
@@ -132,14 +136,17 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
             if state.step >= total_steps:
                 break
             batch = {k: v.to(device, non_blocking=non_blocking) for k, v in batch.items()}
-            with precision.autocast():
-                loss = loss_fn(model, batch)
-            scaled = loss / accum if accum > 1 else loss
-            (scaler.scale(scaled) if scaler else scaled).backward()
+            with sync.accumulating(len(micro) + 1 < accum and i + 1 < n_batches):
+                with precision.autocast():
+                    loss = loss_fn(sync.model, batch)
+                loss, reported = sync.weigh(loss, batch_len(batch))  # data-parallel: the global batch's loss
+                scaled = loss / accum if accum > 1 else loss
+                (scaler.scale(scaled) if scaler else scaled).backward()
             state.samples_seen += batch_len(batch)
-            micro.append(loss.detach())
+            micro.append(reported)
             if len(micro) < accum and i + 1 < n_batches:
                 continue
+            sync.reduce_grads(optimizer)
             trainable = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
             norm = None
             if cfg.max_grad_norm and trainable:
@@ -175,6 +182,7 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
         if tracker.end_epoch(rec, predictions):
             break
     bar.close()
+    state.samples_seen = sync.total(state.samples_seen)  # every rank's examples
     method.on_train_end(state)
     return {**tracker.summary(), "state": state,
             "record": {"training_health": watch.summary(), "precision": precision.record(),
