@@ -77,9 +77,23 @@ def backend_for(device_name: str) -> str:
     return "nccl" if cuda else "gloo"
 
 
+def check_launch() -> None:
+    """Refuse launches that would silently run one process, or ranks we would not see."""
+    env = os.environ
+    mpi = int(env.get("OMPI_COMM_WORLD_SIZE") or env.get("PMI_SIZE") or 1)
+    if mpi > 1 and not launched():
+        raise UserError("mpirun launches are not supported: use torchrun --nproc_per_node N or "
+                        "accelerate launch --multi_gpu --num_processes N (gloo on CPU)")
+    if "ACCELERATE_MIXED_PRECISION" in env and "MASTER_ADDR" in env and "WORLD_SIZE" not in env:
+        raise UserError("accelerate launch started one process although several were asked for (its simple launcher: "
+                        "no GPU, no --multi_gpu): on CPU use accelerate launch --multi_gpu --num_processes N "
+                        "(accelerate's torchrun launcher; gloo on CPU) or torchrun --nproc_per_node N")
+
+
 @contextmanager
 def process_group(device_name: str):
     """Open the process group when a launcher started this process (else do nothing)."""
+    check_launch()
     if not launched() or (dist.is_available() and dist.is_initialized()):
         yield
         return
