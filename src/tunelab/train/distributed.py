@@ -148,7 +148,8 @@ def all_reduce_sum(x):
     if torch.is_tensor(x):
         dist.all_reduce(x)
         return x
-    t = torch.tensor([float(x)], dtype=torch.float64)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    t = torch.tensor([float(x)], dtype=torch.float64, device=device)  # NCCL reduces only CUDA tensors
     dist.all_reduce(t)
     return type(x)(t.item()) if isinstance(x, int) else t.item()
 
