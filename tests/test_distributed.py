@@ -100,3 +100,38 @@ def test_trl_task_refused_with_one_line(tmp_path):
     lines = [ln for ln in p.stderr.splitlines() if ln.startswith("tunelab: error:")]
     assert len(lines) == 1 and "--task dpo: data-parallel runs" in lines[0] and "TRL" in lines[0]
     assert not (tmp_path / "dpo").exists()
+
+
+def accelerate(args: list, *launch: str, timeout: int = 240) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).parent / "accelerate"
+    if not exe.exists():
+        pytest.fail(f"{exe} not found (accelerate is a dependency)")
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([str(exe), "launch", *launch, "--num_machines", "1", "--mixed_precision", "no",
+                           "--dynamo_backend", "no", "-m", "tunelab", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+def test_accelerate_one_process_launch_is_refused(tmp_path, glue_data_dir):
+    """Without a GPU, `accelerate launch --num_processes 2` (no --multi_gpu) starts ONE process: refused
+    with one line instead of a silent 1-process run."""
+    import torch
+    from accelerate.commands.config import default_config_file
+
+    if torch.cuda.is_available() or os.path.isfile(default_config_file):
+        pytest.skip("accelerate would start several processes here (a GPU, or an accelerate config file)")
+    p = accelerate(args_for("full", glue_data_dir, tmp_path / "out"), "--num_processes", "2", timeout=120)
+    assert p.returncode != 0, p.stderr[-2000:]
+    lines = [ln for ln in p.stderr.splitlines() if ln.startswith("tunelab: error:")]
+    assert len(lines) == 1 and "accelerate launch started one process" in lines[0] and "--multi_gpu" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_accelerate_multi_gpu_launcher_runs_two_processes_on_cpu(tmp_path, glue_data_dir):
+    out = tmp_path / "acc"
+    p = accelerate(args_for("full", glue_data_dir, out), "--multi_gpu", "--num_processes", "2")
+    assert p.returncode == 0, p.stderr[-3000:]
+    rec = record(out)
+    assert rec["status"] == "completed" and rec["distributed"]["world_size"] == 2
+    assert rec["distributed"]["backend"] == ("nccl" if rec["config"]["device"].startswith("cuda") else "gloo")
