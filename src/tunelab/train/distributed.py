@@ -1,5 +1,7 @@
 """Data-parallel runs: ``torchrun --nproc_per_node N -m tunelab run …`` and ``accelerate launch
---num_processes N -m tunelab run …`` (both set WORLD_SIZE / RANK / LOCAL_RANK / MASTER_ADDR).
+--multi_gpu --num_processes N -m tunelab run …`` (both set WORLD_SIZE / RANK / LOCAL_RANK /
+MASTER_ADDR; without GPUs, accelerate needs ``--multi_gpu`` to pick its torchrun launcher, else it
+starts one process, which ``check_launch`` refuses).
 
 What a data-parallel run means here (docs/architecture.md, "Data-parallel runs"):
 
