@@ -43,7 +43,7 @@ def differing(given: dict, recorded: dict, out_dir: str) -> list:
             v = str(resolve_device(v))
         rv = recorded.get(k, FIELDS[k].default)
         if _norm(v) != _norm(rv):
-            out.append(f"{flag(k)} {v} (recorded {rv})")
+            out.append(f"{flag(k)} {_norm(v)} (recorded {_norm(rv)})")
     return out
 
 

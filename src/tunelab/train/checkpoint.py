@@ -16,9 +16,10 @@ last one kept:
   ``started_at`` (a checkpoint belongs to one run.json).
 
 Atomic: written into ``checkpoint.tmp-<pid>/`` (each file fsynced), then the old ``checkpoint/``
-is renamed ``checkpoint.old/``, the new one renamed into place and the old one deleted. A kill at
-any moment leaves a complete ``checkpoint/`` or ``checkpoint.old/`` (``find_checkpoint`` takes
-either); a leftover ``checkpoint.tmp-*`` is never read and is deleted by the next save.
+is renamed ``checkpoint.old/``, the new one renamed into place and the old one deleted (renamed to
+a ``checkpoint.tmp-*`` name first). A kill at any moment leaves a complete ``checkpoint/`` or, only
+between the two renames, a complete ``checkpoint.old/`` (``find_checkpoint`` takes either); a
+leftover ``checkpoint.tmp-*`` is never read and is deleted by the next save.
 
 Exact resume: the batch order of epoch e is a function of (seed, e) (``batching.set_epoch``). On
 resume the loop rebuilds the epoch's order with the global RNG set to its epoch-start state
@@ -98,19 +99,26 @@ def write_checkpoint(out_dir: str, model_state: dict, training: dict, meta: dict
     _fsync_dir(tmp)
     final, old = os.path.join(out_dir, DIR), os.path.join(out_dir, OLD)
     if os.path.isdir(final):
-        if os.path.isdir(old):
-            shutil.rmtree(old)
+        _discard(old)
         os.rename(final, old)
     os.rename(tmp, final)
     _fsync_dir(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    _discard(old)
     return final
+
+
+def _discard(path: str) -> None:
+    """Delete a folder so that a kill midway leaves only a ``checkpoint.tmp-*`` name behind (never read)."""
+    if os.path.isdir(path):
+        gone = os.path.join(os.path.dirname(path), f"{TMP}gone-{os.getpid()}")
+        os.rename(path, gone)
+        shutil.rmtree(gone, ignore_errors=True)
 
 
 def remove_checkpoints(out_dir: str) -> None:
     """After a completed run: the checkpoint is of no further use."""
-    for name in (DIR, OLD):
-        shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
+    for name in (OLD, DIR):
+        _discard(os.path.join(out_dir, name))
     if os.path.isdir(out_dir):
         remove_stale(out_dir)
 
@@ -161,9 +169,15 @@ class Checkpointer:
         start from (0 when not resuming). Call after ``method.on_train_start``."""
         if not self.resume_from:
             return 0
+        from ..errors import RunFailed
+
         path = self.resume_from
-        weights = torch.load(os.path.join(path, "model.pt"), map_location="cpu", weights_only=True)
-        t = torch.load(os.path.join(path, "training.pt"), map_location="cpu", weights_only=True)
+        try:
+            weights = torch.load(os.path.join(path, "model.pt"), map_location="cpu", weights_only=True)
+            t = torch.load(os.path.join(path, "training.pt"), map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, ValueError, EOFError) as e:
+            raise RunFailed(f"checkpoint {path} is unreadable ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                            "start the run again without --resume") from e
         missing = set(weights) - set(self.model.state_dict())
         if missing:
             raise RuntimeError(f"checkpoint {path}: parameters not in the model: {sorted(missing)[:3]}")
