@@ -194,3 +194,54 @@ def test_batch_order_is_a_function_of_seed_and_epoch():
     a = [b.tolist() for b in shuffled]
     set_epoch(shuffled, 7, 1)
     assert [b.tolist() for b in shuffled] == a
+
+
+STUDY = """\
+name: resume-study
+tasks: [sst2]
+methods: [full]
+seeds: [3]
+max_train_samples: 32
+max_eval_samples: 16
+max_seq_length: 64
+batch_size: 8
+epochs: 2
+save_every: 2
+"""
+
+
+@pytest.mark.slow
+def test_compare_resumes_a_killed_cell_from_its_checkpoint(killed, glue_data_dir, tmp_path):
+    """A compare SIGKILLed mid-run, run again: the cell continues with --resume (its log's command
+    says so) and ends with the uninterrupted run's result."""
+    ref, _ = killed("full")
+    study, out = tmp_path / "study.yaml", tmp_path / "cmp"
+    study.write_text(STUDY)
+    cmd = [sys.executable, "-m", "tunelab.cli", "compare", str(study), "--output-dir", str(out), "--data-dir",
+           glue_data_dir, "--threads", "1", "--no-report"]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "TOKENIZERS_PARALLELISM": "false"}
+    cell = out / "runs" / "sst2--full--minilm--s3"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 150
+    while proc.poll() is None and time.time() < deadline:
+        try:
+            if json.loads((cell / "checkpoint" / "checkpoint.json").read_text())["step"] >= KILL_AT:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    for _ in range(100):  # the child dies with the compare (PR_SET_PDEATHSIG)
+        if json.loads((cell / "run.json").read_text())["status"] != "completed":
+            break
+        time.sleep(0.05)
+    assert load(cell)["status"] == "running"
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=200)
+    assert r.returncode == 0, r.stderr[-2000:]
+    log = (out / "logs" / "sst2--full--minilm--s3.log").read_text()
+    assert log.splitlines()[0].startswith("$ tunelab run") and "--resume" in log.splitlines()[0]
+    rec = load(cell)
+    assert rec["status"] == "completed" and rec["resumed"][0]["from_step"] >= KILL_AT
+    assert [h["train_loss"] for h in rec["history"]] == [h["train_loss"] for h in ref["history"]]
+    assert rec["metrics"] == ref["metrics"]
