@@ -265,11 +265,15 @@ class Checkpointer:
                 "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         path = write_checkpoint(self.cfg.output_dir, weights, training, meta)
         self.save_seconds = getattr(self, "save_seconds", 0.0) + time.perf_counter() - t0
+        self.saves = getattr(self, "saves", 0) + 1
+        self.mb = round(sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path)) / 2**20, 1)
         return path
 
     def record(self) -> dict:
         """run.json ``checkpoints`` (only when checkpointing or resumed)."""
         if not self.every and not self.resume_from:
             return {}
-        return {"checkpoints": {"save_every": self.every, "seconds": round(getattr(self, "save_seconds", 0.0), 3),
+        return {"checkpoints": {"save_every": self.every, "saved": getattr(self, "saves", 0),
+                                "mb": getattr(self, "mb", None), "resumed_from": self.resume_from,
+                                "seconds": round(getattr(self, "save_seconds", 0.0), 3),
                                 "note": "writing checkpoints is not counted in time.train_seconds"}}

@@ -83,7 +83,8 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
     on CPU every step's loss and gradient norm are read at once (a sync costs nothing there); on
     CUDA they stay on the device and are read every ``CUDA_SYNC_EVERY`` steps, so the GPU never
     waits for Python per step; the health checks then run on the block (a non-finite value stops
-    the run at the end of its block, naming its step)."""
+    the run at the end of its block, naming its step). ``cfg.save_every`` writes checkpoints and a
+    ``--resume`` config continues from one (train/checkpoint.py: ``Checkpointer``)."""
     from transformers import get_linear_schedule_with_warmup
 
     from .checkpoint import Checkpointer
