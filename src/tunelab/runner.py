@@ -59,7 +59,9 @@ def run(cfg: RunConfig) -> dict:
     method = get_method(cfg.method)()
     method.validate(cfg)
     cfg.output_dir = cfg.output_dir or default_output_dir(cfg)
-    distributed.on_main(check_output_dir, cfg.output_dir, cfg.overwrite)  # rank 0 alone owns the output dir
+    resuming = getattr(cfg, "resume_checkpoint", None)  # tunelab run --resume (resume.py)
+    if not resuming:
+        distributed.on_main(check_output_dir, cfg.output_dir, cfg.overwrite)  # rank 0 alone owns the output dir
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = distributed.local_device(resolve_device(cfg.device))
@@ -82,7 +84,7 @@ def run(cfg: RunConfig) -> dict:
     out = cfg.output_dir
     main = distributed.is_main()  # data-parallel runs: rank 0 alone writes the output dir
     try:
-        if main and os.path.isdir(out) and os.listdir(out):
+        if main and not resuming and os.path.isdir(out) and os.listdir(out):
             shutil.rmtree(out)  # --overwrite was given (checked above)
         if main:
             os.makedirs(out, exist_ok=True)
@@ -102,6 +104,11 @@ def run(cfg: RunConfig) -> dict:
         "data_notes": {s.name: s.info for s in [train_split, *eval_splits] if s.info},
         "versions": versions(),
     }
+    if resuming:
+        from .resume import resume_record
+
+        resume_record(cfg, record)
+    cfg.run_started_at = record["started_at"]  # a checkpoint names the run it belongs to
     run_json = os.path.join(out, "run.json")
     write_record = write_json_atomic if main else (lambda _path, _rec: None)
     write_record(run_json, record)
@@ -142,6 +149,10 @@ def run(cfg: RunConfig) -> dict:
         record["figures"] = plot_record(record, out) if main else []
         record["status"] = "completed"
         write_record(run_json, record)
+        from .train.checkpoint import remove_checkpoints
+
+        if main:
+            remove_checkpoints(out)  # of no further use
     except KeyboardInterrupt:
         record["status"] = "interrupted"
         write_record(run_json, record)

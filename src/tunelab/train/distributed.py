@@ -234,10 +234,11 @@ class ShardedBatches:
     ``LengthGroupedBatches`` or torch's ``BatchSampler``): examples rank, rank + W, ... of each.
     Every rank iterates the same seeded sampler, so all see the same global batches. A global batch
     with fewer than W examples is skipped (only the last, short batch of an epoch can be: with
-    ``n % batch_size`` examples)."""
+    ``n % batch_size`` examples). The inner sampler is ``batch_sampler``, where
+    ``batching.set_epoch`` finds its generator to set each epoch's order."""
 
     def __init__(self, batches, n: int, batch_size: int, rank_: int, world: int):
-        self.batches, self.n, self.batch_size, self.rank, self.world = batches, n, batch_size, rank_, world
+        self.batch_sampler, self.n, self.batch_size, self.rank, self.world = batches, n, batch_size, rank_, world
 
     @property
     def dropped_per_epoch(self) -> int:
@@ -245,10 +246,10 @@ class ShardedBatches:
         return rest if 0 < rest < self.world else 0
 
     def __len__(self) -> int:
-        return len(self.batches) - (1 if self.dropped_per_epoch else 0)
+        return len(self.batch_sampler) - (1 if self.dropped_per_epoch else 0)
 
     def __iter__(self):
-        for b in self.batches:
+        for b in self.batch_sampler:
             if len(b) >= self.world:
                 yield list(b)[self.rank::self.world]
 
