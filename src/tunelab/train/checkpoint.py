@@ -31,6 +31,7 @@ resumed run rebuilds it on its first batch.
 """
 
 import json
+import io
 import os
 import random
 import shutil
@@ -201,6 +202,11 @@ class Checkpointer:
         pos = t["position"]
         self.position = (pos["epoch"], pos["batches"], list(pos["losses"]))
         self.epoch_rng, self.pending_rng = t["epoch_rng"], t["rng"]
+        from . import distributed
+
+        per_rank = t.get("rank_rng") or []  # data-parallel: each rank's own (dropout draws differ per rank)
+        if len(per_rank) == distributed.world_size() > 1:
+            self.epoch_rng, self.pending_rng = per_rank[distributed.rank()]
         return pos["epoch"]
 
     def begin_epoch(self, epoch: int) -> list:
@@ -237,10 +243,20 @@ class Checkpointer:
     def due(self, step: int) -> bool:
         return bool(self.every) and step % self.every == 0 and step < self.state.total_steps
 
-    def save(self, epoch: int, batches: int, losses: list, epoch_seconds: float, epoch_cpu: float) -> str:
+    def save(self, epoch: int, batches: int, losses: list, epoch_seconds: float, epoch_cpu: float) -> str | None:
         """Checkpoint after ``batches`` batches of ``epoch`` (call right after an optimizer step,
-        with every pending loss read back)."""
+        with every pending loss read back). Data-parallel runs: every rank calls it (its RNG states
+        are gathered), rank 0 alone writes (the weights are the same on every rank)."""
+        from . import distributed
+
         t0 = time.perf_counter()
+        rank_rng = None
+        if distributed.is_distributed():  # as bytes: all_gather_object does not unpickle these tensors
+            buf = io.BytesIO()
+            torch.save((self.epoch_rng, rng_state()), buf)
+            rank_rng = [torch.load(io.BytesIO(b), weights_only=True) for b in distributed.gather_objects(buf.getvalue())]
+        if not distributed.is_main():
+            return None
         st = self.state
         grads = [n for n, p in self.model.named_parameters() if p.requires_grad]
         keep = self.trainable | set(grads) | {n for n, _ in self.model.named_buffers()}
@@ -257,7 +273,7 @@ class Checkpointer:
             "requires_grad": grads, "method": self.method.state_dict(), "tracker": tracker,
             "watch": dict(self.watch.__dict__), "state": state,
             "position": {"epoch": epoch, "batches": batches, "losses": list(losses)},
-            "rng": rng_state(), "epoch_rng": self.epoch_rng,
+            "rng": rng_state(), "epoch_rng": self.epoch_rng, "rank_rng": rank_rng,
         }
         meta = {"step": st.step, "total_steps": st.total_steps, "epoch": epoch, "batches_done_in_epoch": batches,
                 "samples_seen": st.samples_seen, "train_seconds": round(state["train_seconds"], 3),

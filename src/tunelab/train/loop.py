@@ -181,8 +181,7 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
             if ckpt.due(state.step):  # --save-every: its time is not training time
                 flush(losses)
                 ts, cs = time.perf_counter(), time.process_time()
-                if sync.main:  # data-parallel: rank 0 writes (the weights are the same on every rank)
-                    ckpt.save(epoch, i + 1, losses, ts - t0, cs - c0)
+                ckpt.save(epoch, i + 1, losses, ts - t0, cs - c0)  # data-parallel: rank 0 writes
                 t0, c0 = t0 + time.perf_counter() - ts, c0 + time.process_time() - cs
         ckpt.end_batches()
         flush(losses)
