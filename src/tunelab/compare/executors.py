@@ -214,8 +214,7 @@ def run_cell_process(args: list, log_path: str, cwd: str) -> dict:
         log.write(("$ " + " ".join(shlex.quote(a) for a in ["tunelab", *args]) + "\n").encode())
         log.flush()
         proc = subprocess.Popen([sys.executable, "-m", "tunelab.cli", *args], stdout=log, stderr=subprocess.STDOUT,
-                                env=env, cwd=cwd if os.path.isdir(cwd) else None,
-                                preexec_fn=execute._die_with_parent_fn())
+                                env=env, cwd=cwd if os.path.isdir(cwd) else None, preexec_fn=_child_setup())
     try:
         while True:  # short sleeps, not a blocking wait: a cancel's KeyboardInterrupt lands between them
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -228,6 +227,20 @@ def run_cell_process(args: list, log_path: str, cwd: str) -> dict:
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; keeps Popen from waiting again
     return {"rc": proc.returncode, "cpu": round(usage.ru_utime + usage.ru_stime, 2),
             "wall": round(time.perf_counter() - t0, 2)}
+
+
+def _child_setup():
+    """For the run process: die with the worker, and take SIGINT again (a Ray worker ignores it, and
+    an ignored signal stays ignored across exec, so the run could not record "interrupted")."""
+    die, libc = execute._die_with_parent_fn(), execute._libc()
+
+    def fn():
+        die()
+        if libc is not None:
+            libc.signal(signal.SIGINT, signal.SIG_DFL)  # via libc: signal.signal needs the main thread
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+    return fn
 
 
 def _interrupt(proc) -> None:
