@@ -134,7 +134,12 @@ class RayExecutor:
                 ray.init(num_cpus=max(1, math.ceil(self.jobs * self.cpus)), include_dashboard=False, **kw)
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = f"--address {self.address}" if self.address else "--executor ray"
-            raise UserError(f"{where}: could not start or reach Ray: {_first_line(e)}") from None
+            root = e
+            while root.__cause__ is not None:  # Ray's reason (e.g. a missing auth token): the deepest cause's last line
+                root = root.__cause__
+            last = [ln.strip() for ln in str(root).splitlines() if ln.strip()]
+            why = _first_line(e) + ("" if root is e or not last else f" ({last[-1][:400]})")
+            raise UserError(f"{where}: could not start or reach Ray: {why}") from None
         try:
             res = ray.cluster_resources()
             fits = math.floor(res.get("CPU", 0) / self.cpus + 1e-9) if self.cpus > 0 else self.jobs
