@@ -21,7 +21,7 @@ GRID = ["--preset", "quick", "tasks=sst2", "methods=full,lora", "max_train_sampl
         "epochs=1", "max_seq_length=64"]
 RUN_IDS = ["sst2--full--minilm--s0", "sst2--lora--minilm--s0"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
-# Ray >= 2.5x: an instance started by ray.init requires a token (~/.ray/auth_token, written when the
+# Ray 2.60: an instance started by ray.init requires a token (~/.ray/auth_token, written when the
 # instance starts); a driver connecting to it through an address sends it only with RAY_AUTH_MODE=token.
 
 # A Ray instance of our own for the --address run: a driver process that starts one and keeps it
@@ -77,8 +77,10 @@ def ray_study(tmp_path_factory, glue_data_dir):
         info["first_log"] = (tmp / "first.log").read_text()
         info["killed_completed"] = sorted(completed_rows(out / "results.sqlite"))
         info["started_before"] = started_at(out)
-        time.sleep(3.0)
-        info["orphans"] = [p for p in processes_mentioning(str(out)) if p != os.getpid()]
+        deadline = time.time() + 10  # the run dies with its Ray worker, which dies with the instance
+        while (orphans := [p for p in processes_mentioning(str(out)) if p != os.getpid()]) and time.time() < deadline:
+            time.sleep(0.2)
+        info["orphans"] = orphans
 
         # (3) the same command against the test's Ray instance
         line = host.stdout.readline()
