@@ -28,7 +28,7 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 # until its stdin closes (a Ray instance started by a driver stops with it: nothing is left behind).
 RAY_HOST = """
 import sys, ray
-ray.init(num_cpus=1, include_dashboard=False, logging_level="WARNING")
+ray.init(num_cpus=1, num_gpus=0, include_dashboard=False, logging_level="WARNING")
 print("ADDRESS", ray.get_runtime_context().gcs_address, flush=True)
 sys.stdin.read()
 ray.shutdown()
@@ -91,6 +91,11 @@ def ray_study(tmp_path_factory, glue_data_dir):
             capture_output=True, text=True, env={**ENV, "RAY_AUTH_MODE": "token"}, timeout=600)
         info["started_after"] = started_at(out)
         info["address"] = address
+        # a run asking for a GPU the cluster lacks: refused at once, rather than waiting forever
+        info["gpu"] = subprocess.run(
+            compare_cmd(*common, "--output-dir", str(tmp / "gpu"), "--executor", "ray", "--address", address,
+                        "--gpus-per-run", "1"),
+            capture_output=True, text=True, env={**ENV, "RAY_AUTH_MODE": "token"}, timeout=300)
     finally:
         host.communicate("", timeout=60)
     info["seconds"] = round(time.time() - info["t0"], 1)
@@ -146,6 +151,14 @@ def test_report_reads_the_ray_store(ray_study, capsys):
         assert r["status"] == "completed" and r["value"] == f"{rec['metrics'][rec['main_metric']]:.4f}"
     assert "--executor ray" in md  # the reproduction command
     assert (out / "report.html").stat().st_size > 1000
+
+
+def test_more_gpus_per_run_than_the_cluster_has_is_refused(ray_study):
+    res = ray_study["gpu"]
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1] == (
+        "tunelab: error: --cpus-per-run 1 --gpus-per-run 1: more than the Ray cluster has (1 CPUs, 0 GPUs)")
+    assert completed_rows(ray_study["dir"].parent / "gpu" / "results.sqlite") == []
 
 
 def test_executor_ray_without_ray_installed_is_one_line(tmp_path, monkeypatch, capsys):

@@ -22,6 +22,7 @@ The interface (all an executor is used through)::
 
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -126,7 +127,7 @@ class RayExecutor:
 
     def __enter__(self):
         ray = self.ray
-        kw = dict(log_to_driver=False, logging_level="WARNING", configure_logging=True)
+        kw = dict(log_to_driver=False, logging_level="WARNING")  # the runs' output is in their logs
         try:
             if self.address:
                 ray.init(address=self.address, **kw)
@@ -137,17 +138,16 @@ class RayExecutor:
             root = e
             while root.__cause__ is not None:  # Ray's reason (e.g. a missing auth token): the deepest cause's last line
                 root = root.__cause__
-            last = [ln.strip() for ln in str(root).splitlines() if ln.strip()]
-            why = _first_line(e) + ("" if root is e or not last else f" ({last[-1][:400]})")
+            why = _first_line(e) + ("" if root is e else f" ({_last_line(root)[:400]})")
             raise UserError(f"{where}: could not start or reach Ray: {why}") from None
         try:
             res = ray.cluster_resources()
-            fits = math.floor(res.get("CPU", 0) / self.cpus + 1e-9) if self.cpus > 0 else self.jobs
+            fits = math.floor(res.get("CPU", 0) / self.cpus + 1e-9)
             if self.gpus > 0:
                 fits = min(fits, math.floor(res.get("GPU", 0) / self.gpus + 1e-9))
-            if fits < 1:
-                raise UserError(f"--cpus-per-run {self.cpus:g} --gpus-per-run {self.gpus:g}: no node of the Ray cluster "
-                                f"has that much ({res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs in all)")
+            if fits < 1:  # its tasks would wait forever
+                raise UserError(f"--cpus-per-run {self.cpus:g} --gpus-per-run {self.gpus:g}: more than the Ray cluster "
+                                f"has ({res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs)")
             self.slots = min(fits, self.jobs) if self.cap_jobs else fits
             # max_retries=0: like a local run, a cell whose worker died is recorded failed; re-running retries it
             self._task = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0)(run_cell_process)
@@ -184,7 +184,7 @@ class RayExecutor:
                 r = self.ray.get(ref)
                 out.append((ref, Outcome(r["rc"], r["cpu"], r["wall"])))
             except self.ray.exceptions.RayError as e:  # the worker or its node died, or the task was cancelled
-                out.append((ref, Outcome(-1, None, wall, error=f"ray task failed: {type(e).__name__}: {_first_line(e)}")))
+                out.append((ref, Outcome(-1, None, wall, error=f"ray task failed: {_last_line(e)}")))
         return out
 
     def stop(self) -> None:
@@ -202,6 +202,13 @@ class RayExecutor:
 def _first_line(e: BaseException) -> str:
     s = str(e).strip()
     return s.splitlines()[0] if s else type(e).__name__
+
+
+def _last_line(e: BaseException) -> str:
+    """The last line of an exception's text: the cause when Ray wraps a remote traceback in it."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in str(e).splitlines()]
+    lines = [ln for ln in lines if ln]
+    return lines[-1] if lines else type(e).__name__
 
 
 def run_cell_process(args: list, log_path: str, cwd: str) -> dict:
