@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="fine-tune one model on one task with one method")
     p.add_argument("args", nargs="*", help="[CONFIG.yaml] [key=value ...]")
     _add_run_options(p)
+    p.add_argument("--resume", metavar="OUTPUT_DIR", help="continue the killed run in OUTPUT_DIR from its last "
+                   "checkpoint (--save-every), with its recorded options")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     sub.add_parser("list", help="known tasks, methods and model aliases")
     for extra in _extra_commands():
@@ -67,6 +69,10 @@ def config_from_args(ns) -> "object":
     for k, v in flags.items():
         values[k] = _coerce(k, v, "--" + k.replace("_", "-"))
     values.update(parse_overrides(positional))
+    if getattr(ns, "resume", None):
+        from .resume import resume_config
+
+        return resume_config(ns.resume, values)
     return build_config(values)
 
 

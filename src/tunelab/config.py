@@ -32,6 +32,8 @@ LORA_READERS = ("lora", "alf")  # ALF reads the LoRA options with --adapter lora
 ASR = ("family:asr",)
 IMAGE = ("family:image",)
 DOCREP = ("family:docrep",)
+# the families trained by tunelab's loop (train/loop.py), which checkpoints and resumes; alignment trains through TRL
+RESUMABLE = ("family:glue", "family:keyphrase", "family:asr", "family:image", "family:docrep")
 DOCREP_BASELINES = ("tfidf", "doc2vec", "encoder-trunc-128", "encoder-trunc-512", "encoder-chunks")
 
 
@@ -84,6 +86,9 @@ class RunConfig:
     train_embeddings: bool = opt(False, "selective: also train the embeddings", reads=("selective",))
     threads: int = opt(None, "torch CPU threads (default: torch's)", min=1)
     device: str = opt("auto", "auto | cpu | cuda", choices=("auto", "cpu", "cuda"))
+    save_every: int = opt(None, "write a checkpoint into OUTPUT_DIR/checkpoint every N optimizer steps (the last one "
+                                "kept; deleted when the run completes): tunelab run --resume OUTPUT_DIR continues a "
+                                "killed run from it (train/checkpoint.py)", min=1, reads=RESUMABLE)
     # --- speed: length grouping (train/batching.py; on by default for loop-trained tasks: SupervisedTask), fused AdamW ---
     group_by_length: bool = opt(False, "train on batches of similar length (shuffled 8-batch chunks sorted by length, "
                                        "as HF group_by_length) and evaluate in length order: less padding. Default on "

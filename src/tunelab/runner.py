@@ -57,7 +57,9 @@ def run(cfg: RunConfig) -> dict:
     method = get_method(cfg.method)()
     method.validate(cfg)
     cfg.output_dir = cfg.output_dir or default_output_dir(cfg)
-    check_output_dir(cfg.output_dir, cfg.overwrite)
+    resuming = getattr(cfg, "resume_checkpoint", None)  # tunelab run --resume (resume.py)
+    if not resuming:
+        check_output_dir(cfg.output_dir, cfg.overwrite)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -79,7 +81,7 @@ def run(cfg: RunConfig) -> dict:
     # Only now touch the output dir: every input has been validated.
     out = cfg.output_dir
     try:
-        if os.path.isdir(out) and os.listdir(out):
+        if not resuming and os.path.isdir(out) and os.listdir(out):
             shutil.rmtree(out)  # --overwrite was given (checked above)
         os.makedirs(out, exist_ok=True)
     except OSError as e:
@@ -97,6 +99,11 @@ def run(cfg: RunConfig) -> dict:
         "data_notes": {s.name: s.info for s in [train_split, *eval_splits] if s.info},
         "versions": versions(),
     }
+    if resuming:
+        from .resume import resume_record
+
+        resume_record(cfg, record)
+    cfg.run_started_at = record["started_at"]  # a checkpoint names the run it belongs to
     run_json = os.path.join(out, "run.json")
     write_json_atomic(run_json, record)
     try:
@@ -134,6 +141,9 @@ def run(cfg: RunConfig) -> dict:
         record["figures"] = plot_record(record, out)
         record["status"] = "completed"
         write_json_atomic(run_json, record)
+        from .train.checkpoint import remove_checkpoints
+
+        remove_checkpoints(out)  # of no further use
     except KeyboardInterrupt:
         record["status"] = "interrupted"
         write_json_atomic(run_json, record)

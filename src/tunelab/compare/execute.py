@@ -7,8 +7,10 @@ bar (one line per concurrent run).
 
 Crash safety: a cell counts as done only when its run.json says "completed", agrees with the cell's
 options, and the ``compare-cell.json`` written beside it afterwards carries the cell's config hash;
-only then is its store row written as completed. Anything else is re-run from
-scratch (``--overwrite`` wipes the half-written folder). Children get SIGKILL when the compare
+only then is its store row written as completed. A cell whose run was killed ("running" or
+"interrupted") and holds a checkpoint of this very config (``save_every=N`` given to the compare)
+continues from it (``tunelab run --resume``); anything else is re-run from scratch (``--overwrite``
+wipes the half-written folder). Children get SIGKILL when the compare
 process dies (Linux ``PR_SET_PDEATHSIG``), so a killed compare leaves no orphan writing a run folder.
 """
 
@@ -61,16 +63,32 @@ def mark_completed(cell: Cell) -> dict | None:
     return rec
 
 
+def resumable(cell: Cell) -> bool:
+    """The cell's folder holds a killed run of exactly this cell's config with a checkpoint."""
+    from ..train.checkpoint import find_checkpoint, read_meta
+
+    try:
+        rec = read_record(cell.run_dir)
+        path = find_checkpoint(cell.run_dir)
+        return (rec.get("status") in ("running", "interrupted") and path is not None
+                and isinstance(rec.get("config"), dict) and config_matches(cell.config.as_dict(), rec["config"])
+                and read_meta(path).get("started_at") == rec.get("started_at"))
+    except (OSError, ValueError):
+        return False
+
+
 def run_args(cell: Cell) -> list:
     """``tunelab run`` arguments reproducing this cell exactly: every resolved option that the
     cell's method and task read (``null`` for an option left open), so no default of any level can
-    change what the child runs."""
+    change what the child runs. A resumable cell (see ``resumable``) continues with ``--resume``."""
     from ..tasks import get_task
 
     cfg = cell.config.as_dict()
     task = get_task(cfg["task"])
     args = ["run", "--task", cfg["task"], "--method", cfg["method"], "--model", cfg["model"],
             "--seed", str(cfg["seed"]), "--output-dir", cfg["output_dir"], "--overwrite"]
+    if resumable(cell):
+        args[-1:] = ["--resume", cfg["output_dir"]]
     for k, v in cfg.items():
         if k in ("task", "method", "model", "seed", "output_dir", "overwrite") or not applies(k, task, cfg["method"]):
             continue

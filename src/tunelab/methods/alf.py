@@ -181,6 +181,13 @@ class ALF(DynamicLayerMethod):
         self.set_active(chosen)
         return scores
 
+    def state_dict(self):
+        return {**super().state_dict(), "gsq": list(self._gsq), "probing": self._probing}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self._gsq, self._probing = list(state["gsq"]), state["probing"]
+
     def describe(self):
         d = super().describe()
         d.update({"budget": self.budget, "max_layers": getattr(self, "max_layers", None),

@@ -81,6 +81,18 @@ class AutoFreeze(DynamicLayerMethod):
             self.set_active([i for i in self.active if i not in frozen], emb)
         return scores
 
+    def state_dict(self):
+        names = {id(p): n for n, p in [*self.embed_params, *(q for ps in self.layer_params for q in ps)]}
+        return {**super().state_dict(), "acc": {names[id(p)]: g for p, g in self._acc.items()},
+                "prev": {str(b): g for b, g in self._prev.items()}, "freeze_log": self.freeze_log}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        params = dict([*self.embed_params, *(q for ps in self.layer_params for q in ps)])
+        self._acc = {params[n]: g.to(params[n].device) for n, g in state["acc"].items()}
+        self._prev = {(b if b == "emb" else int(b)): g for b, g in state["prev"].items()}
+        self.freeze_log = list(state["freeze_log"])
+
     def describe(self):
         d = super().describe()
         d.update({"percentile": self.percentile, "embeddings": "trained until frozen",

@@ -61,6 +61,14 @@ class BAdam(DynamicLayerMethod):
         self.set_active(self._next_block())
         return None
 
+    def state_dict(self):
+        return {**super().state_dict(), "rng": self.rng.getstate(), "queue": list(self._queue)}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.rng.setstate(state["rng"])
+        self._queue = list(state["queue"])
+
     def describe(self):
         d = super().describe()
         d.update({"order": self.order, "blocks": getattr(self, "blocks", None), "embeddings": "frozen"})

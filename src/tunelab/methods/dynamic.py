@@ -261,6 +261,24 @@ class DynamicLayerMethod(Method):
         self._hooks = []
         self._snap = {}
 
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self):
+        """Active set, telemetry so far and the open interval's weight snapshot (``--save-every``)."""
+        return {"active": sorted(self.active), "emb_active": self.emb_active,
+                "ever_active": sorted(self._ever_active), "ever_emb": self._ever_emb,
+                "timeline": self.timeline, "fractions": self._fractions, "opt_bytes": self._opt_bytes,
+                "numels": self._numels, "snap": {int(i): ts for i, ts in self._snap.items()},
+                "entry_extras": getattr(self, "_entry_extras", {})}
+
+    def load_state_dict(self, state):
+        self.set_active(state["active"], state["emb_active"])
+        self._ever_active, self._ever_emb = set(state["ever_active"]), state["ever_emb"]
+        self.timeline, self._fractions = list(state["timeline"]), list(state["fractions"])
+        self._opt_bytes, self._numels = list(state["opt_bytes"]), list(state["numels"])
+        device = next(iter(p.device for _, p in self.head_params), None)
+        self._snap = {int(i): [t.to(device) for t in ts] for i, ts in state["snap"].items()}
+        self._entry_extras = dict(state["entry_extras"])
+
     # ------------------------------------------------------------------ record
     def describe(self):
         d = {"score": self.score_name, "interval": self.interval,

@@ -51,6 +51,13 @@ class LISA(DynamicLayerMethod):
         self._draw()
         return None
 
+    def state_dict(self):
+        return {**super().state_dict(), "rng": self.rng.getstate()}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.rng.setstate(state["rng"])
+
     def describe(self):
         d = super().describe()
         d.update({"gamma": self.gamma, "embeddings": "trained" if self.train_embeddings else "frozen"})

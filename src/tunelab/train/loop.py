@@ -83,9 +83,11 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
     on CPU every step's loss and gradient norm are read at once (a sync costs nothing there); on
     CUDA they stay on the device and are read every ``CUDA_SYNC_EVERY`` steps, so the GPU never
     waits for Python per step; the health checks then run on the block (a non-finite value stops
-    the run at the end of its block, naming its step)."""
+    the run at the end of its block, naming its step). ``cfg.save_every`` writes checkpoints and a
+    ``--resume`` config continues from one (train/checkpoint.py: ``Checkpointer``)."""
     from transformers import get_linear_schedule_with_warmup
 
+    from .checkpoint import Checkpointer
     from .health import LossWatch
     from .precision import resolve_precision
     from .tracker import EpochTracker
@@ -106,6 +108,9 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
     bar = tqdm(total=total_steps, desc=f"train {cfg.task}/{cfg.method}", unit="step", dynamic_ncols=True, mininterval=1.0)
     tracker = EpochTracker(main_metric, cfg.early_stopping_patience, on_epoch, write=bar.write)
     watch = LossWatch(cfg.divergence_factor)
+    ckpt = Checkpointer(cfg, model, method, optimizer, scheduler, scaler, state, tracker, watch, train_loader)
+    first_epoch = ckpt.restore()  # --resume: weights, optimizer, method, tracker ... from the checkpoint
+    bar.update(state.step)
     pending = []  # (step, [micro-batch loss tensors], gradient norm tensor or None), not yet read back
 
     def flush(losses):
@@ -122,15 +127,17 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
             bar.set_postfix(loss=f"{state.loss:.4f}", refresh=False)
         pending.clear()
 
-    for epoch in range(math.ceil(cfg.epochs)):
+    for epoch in range(first_epoch, math.ceil(cfg.epochs)):
         state.epoch = epoch
+        losses, micro = ckpt.begin_epoch(epoch), []  # the epoch's batch order: a function of (seed, epoch)
         model.train()
-        losses, micro = [], []
         t0, c0 = time.perf_counter(), time.process_time()
         n_batches = len(train_loader)
         for i, batch in enumerate(train_loader):
             if state.step >= total_steps:
                 break
+            if ckpt.skip(epoch, i):  # resumed: trained before the checkpoint
+                continue
             batch = {k: v.to(device, non_blocking=non_blocking) for k, v in batch.items()}
             with precision.autocast():
                 loss = loss_fn(model, batch)
@@ -164,6 +171,12 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
             if len(pending) >= sync_every:
                 flush(losses)
             method.on_step(state)
+            if ckpt.due(state.step):  # --save-every: its time is not training time
+                flush(losses)
+                ts, cs = time.perf_counter(), time.process_time()
+                ckpt.save(epoch, i + 1, losses, ts - t0, cs - c0)
+                t0, c0 = t0 + time.perf_counter() - ts, c0 + time.process_time() - cs
+        ckpt.end_batches()
         flush(losses)
         state.train_seconds += time.perf_counter() - t0
         state.train_cpu_seconds += time.process_time() - c0
@@ -177,7 +190,7 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
     bar.close()
     method.on_train_end(state)
     return {**tracker.summary(), "state": state,
-            "record": {"training_health": watch.summary(), "precision": precision.record(),
+            "record": {**ckpt.record(), "training_health": watch.summary(), "precision": precision.record(),
                        "cpu_time": {"train_cpu_seconds": round(state.train_cpu_seconds, 3),
                                     "threads": torch.get_num_threads(),
                                     "note": "process CPU seconds in the training epochs (all threads): unlike "
