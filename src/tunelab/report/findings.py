@@ -35,7 +35,7 @@ VERDICTS = {  # verdict -> the findings' wording (in this order)
     "above": f"Significantly better than full FT across seeds (paired t-test over seeds, p < {ALPHA})",
     "noise": f"Within noise (one seed; even the dev-set bootstrap gives p ≥ {ALPHA})",
     "one-seed": (f"One seed: not tested across seeds (only the dev-set bootstrap, p < {ALPHA}, which ignores "
-                 f"seed-to-seed variance; run more seeds, e.g. --preset quick-seeds)"),
+                 f"seed-to-seed variance; more seeds: the quick-seeds preset)"),
     "untested": "Without a p-value",
 }
 
