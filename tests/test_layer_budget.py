@@ -267,3 +267,18 @@ def test_quick_seeds_is_the_quick_grid_with_three_seeds():
     for k in ("tasks", "methods", "models", "shared", "jobs"):
         assert a[k] == b[k], k
     assert a["shared"]["layer_budget"] == BUDGET
+
+
+def test_study_budget_comes_from_the_study_then_alf_then_the_runs():
+    from tunelab.report.budget import study_budget
+
+    alf = {"label": "alf", "name": "alf", "options": {"alf_budget": 0.25}}
+    cfg = {"shared": {}, "overrides": {}, "tasks": [], "models": [], "methods": [alf]}
+    assert study_budget({"config": cfg}, []) == 0.25  # the old quick preset: rivals meant to match ALF
+    assert study_budget({"config": {**cfg, "shared": {"layer_budget": 0.3}}}, []) == 0.3
+    assert study_budget({"config": {**cfg, "shared": {"layer_budget": 0.3}, "overrides": {"layer_budget": 0.4}}}, []) == 0.4
+    two = {**cfg, "methods": [alf, {"label": "lisa", "name": "lisa", "options": {"layer_budget": 0.5}}]}
+    assert study_budget({"config": two}, []) == 0.5  # a layer_budget given anywhere beats alf_budget
+    runs = [{"status": "completed", "params": {"layer_budget": 0.2}}]
+    assert study_budget({}, runs) == 0.2
+    assert study_budget({}, runs + [{"status": "completed", "params": {"layer_budget": 0.3}}]) is None  # no single one
