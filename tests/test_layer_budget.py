@@ -189,7 +189,7 @@ def test_report_shows_shares_and_flags_rows_off_budget(tmp_path):
     assert cells["badam"] == "23.6" and cells["autofreeze"] == "23.1" and cells["full"] == "—"
     assert "⚠ off budget: the achieved time-averaged share is more than 2 points" in md
     findings = md.split("## Findings", 1)[1].split("## ", 1)[0]
-    assert "so not an equal-budget comparison: lisa, selective." in findings
+    assert "so not an equal-budget comparison: lisa (above), selective (below)." in findings
     html = open(html_path, encoding="utf-8").read()
     assert html.count('<td class="flag">') == 2 and '<td class="flag">69.1 ⚠ off budget</td>' in html
 

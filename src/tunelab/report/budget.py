@@ -72,7 +72,7 @@ def budget_sentence(ts) -> str | None:
     s = f"Layer budget {100 * b:g} % of the backbone; achieved time-averaged shares: {shares}."
     if off:
         s += (f" More than {100 * TOLERANCE:g} points off the budget ({FLAG} in the table), so not an equal-budget "
-              f"comparison: {', '.join(m.label for m in off)}.")
+              f"comparison: {', '.join(m.label + (' (above)' if m.share[0] > b else ' (below)') for m in off)}.")
     else:
         s += f" All within {100 * TOLERANCE:g} points of it."
     return s
