@@ -74,5 +74,6 @@ class BAdam(DynamicLayerMethod):
 
     def describe(self):
         d = super().describe()
-        d.update({"order": self.order, "layer_budget": self.budget, "block_layers": self.block_layers, "blocks": getattr(self, "blocks", None), "embeddings": "frozen"})
+        d.update({"order": self.order, "layer_budget": self.budget, "block_layers": self.block_layers,
+                  "blocks": getattr(self, "blocks", None), "embeddings": "frozen"})
         return d

@@ -68,13 +68,7 @@ def build(output_dir: str, store) -> tuple:
                         "model, none for causal-LM objectives and Whisper, whose LM head is tied to the token "
                         "embeddings); the % is of all model parameters. Train time excludes model loading and "
                         "evaluation; peak RSS is the run process's high-water mark. "
-                        "Best value per column in bold."
-                        + (" Backbone share % = the time-averaged share of the backbone's non-head parameters "
-                           "(embeddings + layers) that trained (run.json params.trainable_fraction_mean); "
-                           + (f"the study's layer budget is {100 * budget:g} %, and a layer-selecting method more than "
-                              f"{100 * TOLERANCE:g} points off it is flagged ⚠." if budget is not None else
-                              "the study sets no single layer budget.")
-                           if any(m.share[0] is not None for ts in summaries for m in ts.methods) else "")))
+                        "Best value per column in bold." + _share_note(summaries, budget)))
     plots = make_plots(summaries, os.path.join(output_dir, ASSETS))
     for ts in summaries:
         blocks.append(("h", 3, f"{ts.task} — {ts.model} (main metric: {ts.main_metric or 'n/a'})"))
@@ -120,6 +114,18 @@ def build(output_dir: str, store) -> tuple:
     blocks.append(("p", "Every run of the grid; each folder's run.json holds the full record."))
     blocks.append(("table", runs_table(rows)))
     return title, blocks
+
+
+def _share_note(summaries: list, budget: float | None) -> str:
+    """What the 'backbone share %' column means (report/budget.py); empty when no row has one."""
+    if not any(m.share[0] is not None for ts in summaries for m in ts.methods):
+        return ""
+    s = (" Backbone share % = the time-averaged share of the backbone's non-head parameters (embeddings + "
+         "layers) that trained (run.json params.trainable_fraction_mean); ")
+    if budget is None:
+        return s + "the study sets no single layer budget."
+    return s + (f"the study's layer budget is {100 * budget:g} %, and a layer-selecting method more than "
+                f"{100 * TOLERANCE:g} points off it is flagged ⚠.")
 
 
 def _dynamic_table(ts) -> Table | None:
