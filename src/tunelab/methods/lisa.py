@@ -61,5 +61,6 @@ class LISA(DynamicLayerMethod):
 
     def describe(self):
         d = super().describe()
-        d.update({"gamma": self.gamma, "layer_budget": self.budget, "embeddings": "trained" if self.train_embeddings else "frozen"})
+        d.update({"gamma": self.gamma, "layer_budget": self.budget,
+                  "embeddings": "trained" if self.train_embeddings else "frozen"})
         return d

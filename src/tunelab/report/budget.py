@@ -32,7 +32,8 @@ def study_budget(meta: dict, rows: list) -> float | None:
         if v is not None:
             return float(v)
     entries = [e for k in ("tasks", "models", "methods") for e in cfg.get(k) or []]
-    vals = {float(e["options"]["layer_budget"]) for e in entries if (e.get("options") or {}).get("layer_budget") is not None}
+    vals = {float(e["options"]["layer_budget"]) for e in entries
+            if (e.get("options") or {}).get("layer_budget") is not None}
     if not vals:
         vals = {float(e["options"]["alf_budget"]) for e in cfg.get("methods") or []
                 if e.get("name") == "alf" and (e.get("options") or {}).get("alf_budget") is not None}

@@ -66,7 +66,8 @@ def task_findings(ts: TaskSummary) -> str:
         s = [f"On {ts.task} ({ts.model}, dev {main}) {', '.join(m.label for m in best)} tied for the {word} mean, {top:.4f}"]
     ref = ts.get(ts.reference) if ts.reference else None
     if ref is None:
-        return " ".join([s[0] + "; there is no full fine-tuning run to compare with."] + [x for x in [budget_sentence(ts)] if x])
+        budget = budget_sentence(ts)
+        return s[0] + "; there is no full fine-tuning run to compare with." + (" " + budget if budget else "")
     if ref not in best:
         s[0] += f"; full fine-tuning reached {ref.metrics[main][0]:.4f}"
     s[0] += "."

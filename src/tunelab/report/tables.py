@@ -199,7 +199,8 @@ def task_table(ts: TaskSummary) -> Table:
     t = Table(header, rows, best, flagged=flagged)
     if flagged:
         t.notes.append(f"{FLAG} off budget: the achieved time-averaged share is more than {100 * TOLERANCE:g} points "
-                       f"from the study's layer budget ({100 * budget:g} %), so this row is not an equal-budget comparison.")
+                       f"from the study's layer budget ({100 * budget:g} %), so this row is not an equal-budget "
+                       f"comparison.")
     if ts.majority:
         t.rows.append(["majority class (dev labels)", "—"] + [f"{ts.majority[n]:.4f}" if n in ts.majority else "—" for n in mm]
                       + ["—"] * (len(header) - 2 - len(mm)))
