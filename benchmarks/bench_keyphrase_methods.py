@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_common import append_section, command_line, machine_line, run_tunelab  # noqa: E402
 
 METHODS = ["full", "lora", "prompt", "prefix", "selective", "alf", "lisa", "autofreeze", "badam"]
+EXTRA = {"selective": ["--layers", "top:25%"]}  # the one method without a default layer choice
 REQUIRED = ("status", "metrics", "history", "params", "time", "memory", "weights", "main_metric")
 
 
@@ -38,10 +39,12 @@ def main():
         for m in a.methods.split(","):
             args = ["--task", ds, "--method", m, "--model", "minilm", "--data-dir", a.data_dir,
                     "--max-train-samples", str(a.train), "--max-eval-samples", str(a.eval), "--epochs", str(a.epochs),
-                    "--max-seq-length", "128", "--doc-stride", "32", "--batch-size", "8", "--threads", str(a.threads)]
+                    "--max-seq-length", "128", "--doc-stride", "32", "--batch-size", "8", "--threads", str(a.threads),
+                    *EXTRA.get(m, [])]
             rec, wall, err = run_tunelab(args, os.path.join(a.work_dir, f"{ds}-{m}"), f"{ds}/{m}")
             if rec is None:
                 rows.append(f"| {ds} | {m} | FAILED: {err} | | | | | | |")
+                print(rows[-1], flush=True)
                 continue
             missing = [k for k in REQUIRED if k not in rec or rec[k] in (None, {}, [])]
             kp = all(k in rec["metrics"] for k in ("f1@10", "test_f1@10", "test_f1@5", "test_f1@M"))

@@ -34,6 +34,7 @@ IMAGE = ("family:image",)
 DOCREP = ("family:docrep",)
 # the families trained by tunelab's loop (train/loop.py), which checkpoints and resumes; alignment trains through TRL
 RESUMABLE = ("family:glue", "family:keyphrase", "family:asr", "family:image", "family:docrep")
+LAYER_SELECTING = ("selective", "alf", "lisa", "autofreeze", "badam")  # read --layer-budget (methods/budget.py)
 DOCREP_BASELINES = ("tfidf", "doc2vec", "encoder-trunc-128", "encoder-trunc-512", "encoder-chunks")
 
 
@@ -105,6 +106,10 @@ class RunConfig:
     activation_cache_mb: int = opt(2048, "activation cache in RAM up to this many MB, else a memory-mapped file in the "
                                          "run folder", min=0)
     # --- dynamic layer methods: alf, lisa, autofreeze, badam (methods/dynamic.py) ---
+    layer_budget: float = opt(None, "share of the backbone's non-head params (embeddings + layers) trainable, "
+                                    "time-averaged, for every layer-selecting method (selective top layers, alf "
+                                    "budget, lisa layers with frozen embeddings, autofreeze cap, badam block size; "
+                                    "methods/budget.py)", above=0, max=1, reads=LAYER_SELECTING)
     alf_budget: float = opt(0.25, "alf: max share of the backbone's non-head params (embeddings + layers) trainable at "
                                   "any step", above=0, max=1, reads=("alf",))
     alf_interval: int = opt(20, "alf: re-score layers and re-choose the active set every N optimizer steps", min=1,
@@ -351,6 +356,10 @@ def build_config(values: dict) -> RunConfig:
         cfg.data_dir, sources["data_dir"] = os.environ["TUNELAB_DATA_DIR"], "env TUNELAB_DATA_DIR"
     cfg.sources = {k: sources.get(k, "default") for k in FIELDS}
     validate(cfg)
+    if cfg.layer_budget is not None:
+        from .methods.budget import resolve_layer_budget
+
+        resolve_layer_budget(cfg)  # --alf-budget = it, lisa's embeddings frozen, conflicts are UserErrors
     return cfg
 
 

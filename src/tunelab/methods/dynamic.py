@@ -335,6 +335,7 @@ class DynamicLayerMethod(Method):
             "trainable_fraction_mean": round(sum(self._fractions) / len(self._fractions), 6),
             "trainable_fraction_max": round(max(self._fractions), 6),
             "trainable_fraction_of": self.describe()["budget_denominator"],
+            "layer_budget": None if self.budget_numel is None else round(self.budget_numel / self.denominator, 6),
             "optimizer_state_mb_peak": round(max(self._opt_bytes) / 2**20, 2),
             "optimizer_state_mb_mean": round(sum(self._opt_bytes) / len(self._opt_bytes) / 2**20, 2),
             "optimizer_state_mb_if_all_trained": round(full_state / 2**20, 2),
