@@ -33,7 +33,8 @@ def run(cmd: list, out: str) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
     rec = json.loads(Path(out, "run.json").read_text())
-    ranks = rec.get("distributed", {}).get("per_rank") or [{"train_cpu_seconds": rec["cpu_time"]["train_cpu_seconds"]}]
+    ranks = (rec.get("distributed", {}).get("per_rank")
+             or [{"train_cpu_seconds": rec["cpu_time"]["train_cpu_seconds"]}])
     return {"wall": wall, "cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
             "train": rec["time"]["train_seconds"], "eval": rec["history"][-1]["eval_seconds"],
             "train_cpu": sum(r["train_cpu_seconds"] for r in ranks), "acc": rec["metrics"]["accuracy"],
@@ -67,7 +68,8 @@ def main():
              f"machine's 2 cores are shared with other jobs, so wall seconds are noisy; CPU seconds are not.",
              f"Command: `{command_line('bench_distributed.py')}`", "",
              f"sst2, full FT, minilm, {a.samples} train examples x 1 epoch, global batch 32, whole dev split (872).", "",
-             "| run | steps | wall s (command) | train s | eval s | CPU s (all processes) | train CPU s (sum of ranks) | train loss | dev accuracy |",
+             "| run | steps | wall s (command) | train s | eval s | CPU s (all processes) "
+             "| train CPU s (sum of ranks) | train loss | dev accuracy |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         lines.append(f"| {name} | {r['steps']} | {r['wall']:.1f} | {r['train']:.1f} | {r['eval']:.1f} | {r['cpu']:.1f} | "

@@ -109,7 +109,8 @@ def main(argv=None) -> int:
     try:
         ns = build_parser().parse_args(argv)
         if ns.command != "run" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise UserError(f"tunelab {ns.command}: only `tunelab run` runs data-parallel (torchrun / accelerate launch)")
+            raise UserError(f"tunelab {ns.command}: only `tunelab run` runs data-parallel "
+                            "(torchrun / accelerate launch)")
         if ns.command == "run":
             from .runner import run
             from .train import distributed

@@ -137,8 +137,8 @@ class SupervisedTask(Task):
                 loader = CachedLoader(cache, s.name, torch.utils.data.DataLoader(
                     IndexedRows(rows), batch_size=cfg.eval_batch_size, collate_fn=IndexedCollate(collate), pin_memory=pin))
             else:
-                loader = torch.utils.data.DataLoader(distributed.shard(rows), batch_size=cfg.eval_batch_size, collate_fn=collate,
-                                                     pin_memory=pin)
+                loader = torch.utils.data.DataLoader(distributed.shard(rows), batch_size=cfg.eval_batch_size,
+                                                     collate_fn=collate, pin_memory=pin)
             eval_loaders.append((s, loader, order))
 
         def evaluate(model):

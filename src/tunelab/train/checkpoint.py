@@ -254,7 +254,8 @@ class Checkpointer:
         if distributed.is_distributed():  # as bytes: all_gather_object does not unpickle these tensors
             buf = io.BytesIO()
             torch.save((self.epoch_rng, rng_state()), buf)
-            rank_rng = [torch.load(io.BytesIO(b), weights_only=True) for b in distributed.gather_objects(buf.getvalue())]
+            rank_rng = [torch.load(io.BytesIO(b), weights_only=True)
+                        for b in distributed.gather_objects(buf.getvalue())]
         if not distributed.is_main():
             return None
         st = self.state

@@ -128,7 +128,8 @@ def check_task(task) -> None:
     from ..tasks.supervised import SupervisedTask
 
     cls = type(task)
-    if isinstance(task, SupervisedTask) and cls.fit is SupervisedTask.fit and cls.build_data is SupervisedTask.build_data:
+    own_loop = cls.fit is SupervisedTask.fit and cls.build_data is SupervisedTask.build_data
+    if isinstance(task, SupervisedTask) and own_loop:
         return
     how = ("trains through TRL / the HF Trainer (align/bridge.py)" if task.family == "alignment"
            else "builds its own batches or training loop")
@@ -337,7 +338,8 @@ class GradSync:
 
 def sync_mode(method) -> str:
     if getattr(method, "changes_trainable_set", False):
-        return "all-reduce of the gradients after the backward pass (dynamic method: requires_grad changes between steps)"
+        return ("all-reduce of the gradients after the backward pass "
+                "(dynamic method: requires_grad changes between steps)")
     return "DistributedDataParallel"
 
 

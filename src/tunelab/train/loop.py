@@ -107,8 +107,8 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
     state = TrainState(model=model, optimizer=optimizer, total_steps=total_steps)
     sync = GradSync(model, method, device)  # train/distributed.py: DDP / gradient all-reduce in data-parallel runs
     method.on_train_start(state)
-    bar = tqdm(total=total_steps, desc=f"train {cfg.task}/{cfg.method}", unit="step", dynamic_ncols=True, mininterval=1.0,
-               disable=not sync.main)
+    bar = tqdm(total=total_steps, desc=f"train {cfg.task}/{cfg.method}", unit="step", dynamic_ncols=True,
+               mininterval=1.0, disable=not sync.main)
     tracker = EpochTracker(main_metric, cfg.early_stopping_patience, on_epoch,
                            write=bar.write if sync.main else lambda _line: None)
     watch = LossWatch(cfg.divergence_factor)
