@@ -30,19 +30,44 @@ from bench_common import append_section, command_line, machine_line, run_tunelab
 
 TEXT = "Is the sentiment of this review positive or negative?"
 T = ["--prompt-init", "text", "--prompt-init-text", TEXT]
+V = ["--prompt-init", "vocab"]
 FROZEN = ["--lr", "1e-12"]  # head-only control: the virtual tokens stay at their initialisation
 
 # stage -> [(variant name, extra options)]
 STAGES = {
-    "init": [  # the method's old defaults (lr 3e-2 for prompt and head), three initialisations
-        ("random lr 3e-2", []),
+    "init": [  # lr 3e-2 for prompt and head (the method's default), three initialisations; random was the default
+        ("random lr 3e-2", ["--prompt-init", "random"]),
         ("vocab lr 3e-2", ["--prompt-init", "vocab"]),
         ("text lr 3e-2", T),
         ("text 'positive negative' lr 3e-2", ["--prompt-init", "text", "--prompt-init-text", "positive negative"]),
     ],
     "head": [  # head-only controls: which head lr suits the classifier + pooler
-        *[(f"head-only (random) head lr {h}", [*FROZEN, "--head-lr", h]) for h in ("1e-3", "3e-3", "1e-2", "3e-2")],
+        *[(f"head-only (random) head lr {h}", ["--prompt-init", "random", *FROZEN, "--head-lr", h])
+          for h in ("1e-3", "3e-3", "1e-2", "3e-2")],
         *[(f"head-only (text) head lr {h}", [*T, *FROZEN, "--head-lr", h]) for h in ("1e-3", "3e-3", "1e-2", "3e-2")],
+        ("head-only (vocab) head lr 3e-2", ["--prompt-init", "vocab", *FROZEN, "--head-lr", "3e-2"]),
+    ],
+    "lr": [  # vocab init, the head at 3e-2 as before, the prompt's lr swept
+        *[(f"vocab lr {lr}, head lr 3e-2", V + ["--lr", lr, "--head-lr", "3e-2"]) for lr in ("3e-3", "1e-2", "1e-1", "3e-1")],
+        *[(f"vocab lr 3e-2, head lr {h}", V + ["--lr", "3e-2", "--head-lr", h]) for h in ("1e-3", "1e-2")],
+    ],
+    "more": [  # vocab lr 3e-2 (head too): more virtual tokens, longer warm-up, twice the steps
+        ("vocab lr 3e-2, 50 tokens", V + ["--num-virtual-tokens", "50"]),
+        ("vocab lr 3e-2, 100 tokens", V + ["--num-virtual-tokens", "100"]),
+        ("vocab lr 3e-2, warm-up 0.2", V + ["--warmup-ratio", "0.2"]),
+        ("vocab lr 3e-2, 4 epochs", V + ["--epochs", "4"]),
+    ],
+    "check": [  # the method's defaults (no options) and their head-only control: run with --task mrpc / cola
+        ("defaults (vocab, lr 3e-2)", []),
+        ("head-only (vocab) head lr 3e-2", FROZEN + ["--head-lr", "3e-2"]),
+    ],
+    "random-seeds": [  # the old default (random init) on the same two seeds
+        *[(f"random lr 3e-2 seed {s}", ["--prompt-init", "random", "--seed", s]) for s in ("1", "2")],
+    ],
+    "seeds": [  # the trained prompt vs its head-only control on two more seeds (other train and dev subsets)
+        *[(f"{what} seed {s}", opts + ["--seed", s]) for s in ("1", "2") for what, opts in (
+            ("vocab lr 3e-2", V), ("head-only (vocab) head lr 3e-2", V + FROZEN + ["--head-lr", "3e-2"]),
+            ("text lr 3e-2", T), ("head-only (text) head lr 3e-2", T + FROZEN + ["--head-lr", "3e-2"]))],
     ],
 }
 
