@@ -74,3 +74,14 @@ def test_prompt_init_is_refused_for_other_methods(args, tmp_path, capsys, glue_d
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "--prompt-init" in err and "prompt" in err
     assert not out.exists()
+
+
+def test_vocab_default_changes_the_cell_hash_so_cached_random_init_runs_rerun():
+    from tunelab.compare.grid import config_hash
+
+    prompt = build_config({"task": "sst2", "method": "prompt"})
+    assert prompt.prompt_init == "vocab" and prompt.sources["prompt_init"] == "method"
+    old = dict(prompt.as_dict(), prompt_init="random")  # what a prompt run made before the option existed
+    assert config_hash(prompt.as_dict()) != config_hash(old)
+    lora = build_config({"task": "sst2", "method": "lora"}).as_dict()  # other methods' hashes are unchanged
+    assert config_hash(lora) == config_hash({k: v for k, v in lora.items() if k != "prompt_init"})

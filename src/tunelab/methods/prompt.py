@@ -26,6 +26,11 @@ class PromptTuning(PeftMethod):
     default_lr = 3e-2
     describe_keys = ("num_virtual_tokens", "prompt_tuning_init", "prompt_tuning_init_text", "modules_to_save")
 
+    @classmethod
+    def option_defaults(cls) -> dict:
+        # vocab, not the field's (PEFT's) random: see the module docstring
+        return {**super().option_defaults(), "prompt_init": "vocab"}
+
     def validate(self, cfg):
         if cfg.prompt_init == "text" and not (cfg.prompt_init_text or "").strip():
             raise UserError("--prompt-init text needs --prompt-init-text (e.g. \"Is this review positive or negative?\")")
