@@ -2,8 +2,8 @@
 
 Every variant is one ``tunelab run --method prompt`` at the quick preset's sst2 cell (500 train
 examples x 2 epochs, batch 16, max length 128, 300 dev examples, threads 1, seed 0 unless the
-variant says otherwise) with its own extra options. Two runs at a time. Each row: dev accuracy
-after epoch 1 and 2, the dev subset's majority-class share (counted from the gold labels in that
+variant says otherwise) with its own extra options. Two runs at a time. Each row: the main metric
+after each epoch, the dev subset's majority-class share (counted from the gold labels in that
 run's predictions.tsv), the share of dev examples predicted positive (a run at the majority class
 predicts one class for all), train CPU seconds and wall seconds.
 
@@ -13,6 +13,11 @@ them is the honest gain of prompt tuning.
 
     python benchmarks/bench_prompt_sweep.py --data-dir ../shared/data/glue --stages init,head
     python benchmarks/bench_prompt_sweep.py --data-dir ../shared/data/glue --reuse --append BENCHMARKS.md
+    # the defaults on the quick preset's other cells
+    python benchmarks/bench_prompt_sweep.py --data-dir ../shared/data/glue --stages check --task mrpc \
+        --max-train-samples 1500 --max-eval-samples 408 --out-dir runs/bench-prompt-mrpc
+    python benchmarks/bench_prompt_sweep.py --data-dir ../shared/data/glue --stages check --task cola \
+        --max-train-samples 1000 --epochs 3 --out-dir runs/bench-prompt-cola
 
 Runs land in ``--out-dir/<variant>``; ``--reuse`` takes a completed run from there instead of
 running it again (the table is then assembled from earlier stages).
@@ -101,7 +106,7 @@ def run_variant(name: str, extra: list, args) -> dict:
 
 
 def table(rows: list, main: str) -> list:
-    lines = [f"| variant | options | dev {main} ep1 -> ep2 | majority share | predicted positive | train CPU s | "
+    lines = [f"| variant | options | dev {main} per epoch | majority share | predicted positive | train CPU s | "
              "train wall s |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         opts = " ".join(shlex.quote(a) for a in r["extra"])
