@@ -82,6 +82,15 @@ class RunConfig:
                             reads=LORA_READERS)
     num_virtual_tokens: int = opt(20, "virtual tokens for prompt / prefix tuning", min=1, reads=("prompt", "prefix"))
     prefix_projection: bool = opt(False, "prefix tuning: reparameterise prefixes with an MLP", reads=("prefix",))
+    # the field default is PEFT's (what runs before this option used); the prompt method's default is vocab
+    # (methods/prompt.py option_defaults), so cached runs made with random init never pass for vocab ones
+    prompt_init: str = opt("random", "prompt: initialise the virtual tokens with the embeddings of sampled vocabulary "
+                                     "tokens (vocab, the method's default), of --prompt-init-text's tokens (text) or "
+                                     "with PEFT's N(0, 1) vectors (random: stays at the majority class on minilm)",
+                           choices=("random", "vocab", "text"), reads=("prompt",))
+    prompt_init_text: str = opt(None, "prompt: the text whose token embeddings (with [CLS]/[SEP], repeated or cut to "
+                                      "--num-virtual-tokens) initialise the virtual tokens with --prompt-init text",
+                                reads=("prompt",))
     layers: str = opt(None, "layers to train: 9-11 | 0,5,9 | top:3 | bottom:2 | top:25% ; per stack on encoder-decoder "
                             "models: encoder:top:2,decoder:0-1 (docs/architecture.md)", reads=("selective", "lora"))
     train_embeddings: bool = opt(False, "selective: also train the embeddings", reads=("selective",))
