@@ -57,7 +57,7 @@ def trainer_worker(label: str, a) -> dict:
 
     torch.set_num_threads(a.threads)
     task = get_task("sst2")
-    train = subsample(task.load("train", a.data_dir).examples, a.samples, 0)
+    train = subsample(task.load("train", a.data_dir).examples, a.samples, a.seed)
     dev = task.load("validation", a.data_dir).examples
     source = resolve_model("minilm")
     tok = AutoTokenizer.from_pretrained(source)
@@ -78,7 +78,7 @@ def trainer_worker(label: str, a) -> dict:
         for name, p in model.named_parameters():
             p.requires_grad_(any(k in name for k in keep))
     args = TrainingArguments(output_dir=tempfile.mkdtemp(), num_train_epochs=a.epochs, use_cpu=True, report_to=[],
-                             save_strategy="no", logging_strategy="no", disable_tqdm=True)
+                             save_strategy="no", logging_strategy="no", disable_tqdm=True, seed=a.seed)
     trainer = Trainer(model=model, args=args, train_dataset=encode(train),
                       data_collator=DataCollatorWithPadding(tok))
     c0 = time.process_time()
@@ -93,9 +93,9 @@ def trainer_worker(label: str, a) -> dict:
 
 
 def tunelab_run(label: str, extra: list, a) -> dict:
-    out = os.path.join(a.work_dir, label.replace(" ", "_").replace("%", "pct").replace("+", "plus"))
+    out = os.path.join(a.work_dir, label.replace(" ", "_").replace("%", "pct").replace("+", "plus") + f"-s{a.seed}")
     cmd = [sys.executable, "-m", "tunelab.cli", "run", "--task", "sst2", "--model", "minilm", "--data-dir", a.data_dir,
-           "--max-train-samples", str(a.samples), "--epochs", str(a.epochs), "--seed", "0", "--threads",
+           "--max-train-samples", str(a.samples), "--epochs", str(a.epochs), "--seed", str(a.seed), "--threads",
            str(a.threads), "--output-dir", out, "--overwrite", *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -110,68 +110,97 @@ def tunelab_run(label: str, extra: list, a) -> dict:
             "group_by_length": rec["config"]["group_by_length"], "cmd": " ".join(cmd[1:])}
 
 
+def summary_table(rows: list) -> str:
+    """Mean +- std over seeds per configuration (the single-seed rows are printed above it)."""
+    import statistics
+
+    def ms(xs, fmt):
+        return f"{statistics.mean(xs):{fmt}} ± {statistics.stdev(xs):{fmt}}" if len(xs) > 1 else f"{xs[0]:{fmt}}"
+
+    full = [r["train_cpu_seconds"] for r in rows if (r["engine"], r["label"]) == ("tunelab", "full")]
+    out = ["| engine | method | seeds | dev acc (mean ± std) | train CPU s (mean ± std) | train wall s (mean) "
+           "| CPU s / tunelab full |", "|---|---|---|---|---|---|---|"]
+    for engine, label, _ in CONFIGS:
+        rs = [r for r in rows if (r["engine"], r["label"]) == (engine, label)]
+        if not rs:
+            continue
+        cpu = [r["train_cpu_seconds"] for r in rs]
+        ratio = f"{sum(cpu) / sum(full):.2f}" if full and len(full) == len(cpu) else ""
+        out.append(f"| {engine} | {label} | {','.join(str(r['seed']) for r in rs)} | "
+                   f"{ms([r['accuracy'] for r in rs], '.4f')} | {ms(cpu, '.1f')} | "
+                   f"{sum(r['train_seconds'] for r in rs) / len(rs):.1f} | {ratio} |")
+    return "\n".join(out)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=os.environ.get("TUNELAB_DATA_DIR", "../shared/data/glue"))
     p.add_argument("--samples", type=int, default=2000)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seeds", default="0", help="comma list; seed s = training seed and train-subset seed of both engines")
     p.add_argument("--only", help="comma list of engine:label prefixes to run (default: all)")
     p.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "tunelab-bench-speed"))
     p.add_argument("--results", default=None, help="JSON lines file to append each result to (and resume from)")
     p.add_argument("--write", help="append the table to this markdown file")
     p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)  # the worker's seed
     a = p.parse_args()
     if a.worker:
         print("RESULT " + json.dumps(trainer_worker(a.worker, a)))
         return
     os.makedirs(a.work_dir, exist_ok=True)
     results_path = a.results or os.path.join(a.work_dir, "results.jsonl")
+    seeds = [int(x) for x in a.seeds.split(",")]
     done = {}
     if os.path.exists(results_path):
         with open(results_path, encoding="utf-8") as f:
             for line in f:
                 r = json.loads(line)
                 if (r["samples"], r["epochs"], r["threads"]) == (a.samples, a.epochs, a.threads):
-                    done[(r["engine"], r["label"])] = r
+                    done[(r["engine"], r["label"], r.get("seed", 0))] = r
     load_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     wanted = [c for c in CONFIGS if not a.only or any(f"{c[0]}:{c[1]}".startswith(o) for o in a.only.split(","))]
-    for engine, label, extra in wanted:
-        if (engine, label) in done:
-            continue
-        t0 = time.time()
-        if engine == "tunelab":
-            r = tunelab_run(label, extra, a)
-        else:
-            cmd = [sys.executable, __file__, "--worker", label, "--data-dir", a.data_dir, "--samples", str(a.samples),
-                   "--epochs", str(a.epochs), "--threads", str(a.threads)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-            if not line:
-                raise SystemExit(f"trainer {label} failed:\n{proc.stderr[-2000:]}")
-            r = json.loads(line[0][7:])
-        r.update({"engine": engine, "label": label, "samples": a.samples, "epochs": a.epochs, "threads": a.threads,
-                  "process_wall_seconds": round(time.time() - t0, 1),
-                  "load": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()})
-        done[(engine, label)] = r
-        with open(results_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(r) + "\n")
-        print(f"{engine:8} {label:28} train {r['train_seconds']:.1f} s (CPU {r['train_cpu_seconds']:.1f} s) "
-              f"acc {r['accuracy']:.4f}", flush=True)
-    rows = [done[(e, lab)] for e, lab, _ in CONFIGS if (e, lab) in done]
-    full = done.get(("tunelab", "full"))
-    head = ("| engine | method | batch | lr | train wall s | train CPU s | samples/s (wall) | peak RSS MB | dev acc "
-            "| CPU s / tunelab full | notes |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    for seed in seeds:
+        a.seed = seed
+        for engine, label, extra in wanted:
+            if (engine, label, seed) in done:
+                continue
+            t0 = time.time()
+            if engine == "tunelab":
+                r = tunelab_run(label, extra, a)
+            else:
+                cmd = [sys.executable, __file__, "--worker", label, "--data-dir", a.data_dir, "--samples",
+                       str(a.samples), "--epochs", str(a.epochs), "--threads", str(a.threads), "--seed", str(seed)]
+                proc = subprocess.run(cmd, capture_output=True, text=True,
+                                      env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+                line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+                if not line:
+                    raise SystemExit(f"trainer {label} failed:\n{proc.stderr[-2000:]}")
+                r = json.loads(line[0][7:])
+            r.update({"engine": engine, "label": label, "seed": seed, "samples": a.samples, "epochs": a.epochs,
+                      "threads": a.threads, "process_wall_seconds": round(time.time() - t0, 1),
+                      "load": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()})
+            done[(engine, label, seed)] = r
+            with open(results_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(r) + "\n")
+            print(f"{engine:8} {label:28} seed {seed} train {r['train_seconds']:.1f} s "
+                  f"(CPU {r['train_cpu_seconds']:.1f} s) acc {r['accuracy']:.4f}", flush=True)
+    rows = [done[(e, lab, s)] for s in seeds for e, lab, _ in CONFIGS if (e, lab, s) in done]
+    head = ("| engine | method | seed | batch | lr | train wall s | train CPU s | samples/s (wall) | peak RSS MB "
+            "| dev acc | CPU s / tunelab full | notes |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = []
     for r in rows:
+        full = done.get(("tunelab", "full", r["seed"]))
         ratio = f"{r['train_cpu_seconds'] / full['train_cpu_seconds']:.2f}" if full else ""
         notes = (f"cache {r['cache']}" + ("" if r["group_by_length"] else ", no length grouping")) if r["engine"] == "tunelab" \
             else "TrainingArguments defaults" + (" + PEFT LoraConfig defaults" if r["label"] == "lora" else "")
-        lines.append(f"| {r['engine']} | {r['label']} | {r['batch_size']} | {r['lr']:g} | {r['train_seconds']:.1f} | "
-                     f"{r['train_cpu_seconds']:.1f} | {r['samples_per_second']:.1f} | {r['peak_rss_mb']:.0f} | "
-                     f"{r['accuracy']:.4f} | {ratio} | {notes} |")
+        lines.append(f"| {r['engine']} | {r['label']} | {r['seed']} | {r['batch_size']} | {r['lr']:g} | "
+                     f"{r['train_seconds']:.1f} | {r['train_cpu_seconds']:.1f} | {r['samples_per_second']:.1f} | "
+                     f"{r['peak_rss_mb']:.0f} | {r['accuracy']:.4f} | {ratio} | {notes} |")
     table = head + "\n" + "\n".join(lines)
-    print(table)
+    summary = summary_table(rows)
+    print(table + "\n\n" + summary)
     if a.write:
         loads = sorted({r["load"].split("load average:")[-1].strip() for r in rows})
         append_section(a.write, [
@@ -180,7 +209,7 @@ def main():
             f"both engines), {a.epochs} epochs, minilm, full dev set (872) after the last epoch.",
             f"Command: `{command_line('bench_speed.py')}`",
             f"Machine load (`uptime`) when the benchmark started: `{load_before}`; load averages after each "
-            f"configuration: {'; '.join(loads)}.", "", table, ""])
+            f"configuration: {'; '.join(loads)}.", "", table, "", summary, ""])
 
 
 if __name__ == "__main__":

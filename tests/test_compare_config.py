@@ -34,9 +34,11 @@ def test_quick_preset_expands_to_nine_methods_on_three_tasks(tmp_path, glue_data
     assert set(DYNAMIC) <= set(labels)
     assert {c.config.model for c in cells} == {"minilm"} and {c.seed for c in cells} == {0}
     sel = next(c for c in cells if c.label == "selective")
-    assert sel.config.layers == "top:25%"
+    assert sel.config.layers is None and sel.config.layer_budget == 0.25  # equal budgets (methods/budget.py)
     alf = next(c for c in cells if c.label == "alf")
-    assert alf.config.alf_budget == 0.25
+    assert alf.config.alf_budget == 0.25 and alf.config.layer_budget == 0.25
+    assert all(c.config.layer_budget == 0.25 for c in cells if c.method in ["selective"] + DYNAMIC)
+    assert all(c.config.layer_budget is None for c in cells if c.method not in ["selective"] + DYNAMIC)
     assert all(c.run_dir.startswith(str(tmp_path / "runs")) for c in cells)
     assert len({c.run_id for c in cells}) == 27 and len({c.config_hash for c in cells}) == 27
 

@@ -101,7 +101,8 @@ def test_report_md_mean_std_rows_equal_run_json(compare_study):
         assert rows[label]["trainable excl. head"] == str(recs[0]["params"]["trainable_without_head"])
         assert rows[label]["trainable %"] == f"{recs[0]['params']['trainable_pct']:.4f}"
         if label != "full":
-            assert re.fullmatch(r"(< 0\.001|[01]\.\d{3}) \(bootstrap\)", rows[label]["p vs full"])
+            # two seeds: the paired t-test over seeds, not the dev-set bootstrap (report/stats.py)
+            assert re.fullmatch(r"(< 0\.001|[01]\.\d{3}) \(t-test, n=2\)|n/a \(t-test\)", rows[label]["p vs full"])
     # every single run appears with its own numbers
     runs = {r["run id"]: r for r in md_table(md, "## All runs")}
     assert len(runs) == N_RUNS

@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="fine-tune one model on one task with one method")
     p.add_argument("args", nargs="*", help="[CONFIG.yaml] [key=value ...]")
     _add_run_options(p)
+    p.add_argument("--resume", metavar="OUTPUT_DIR", help="continue the killed run in OUTPUT_DIR from its last "
+                   "checkpoint (--save-every), with its recorded options")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     sub.add_parser("list", help="known tasks, methods and model aliases")
     for extra in _extra_commands():
@@ -67,6 +69,10 @@ def config_from_args(ns) -> "object":
     for k, v in flags.items():
         values[k] = _coerce(k, v, "--" + k.replace("_", "-"))
     values.update(parse_overrides(positional))
+    if getattr(ns, "resume", None):
+        from .resume import resume_config
+
+        return resume_config(ns.resume, values)
     return build_config(values)
 
 
@@ -102,10 +108,18 @@ def main(argv=None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         ns = build_parser().parse_args(argv)
+        if ns.command != "run" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise UserError(f"tunelab {ns.command}: only `tunelab run` runs data-parallel "
+                            "(torchrun / accelerate launch)")
         if ns.command == "run":
             from .runner import run
+            from .train import distributed
 
-            rec = run(config_from_args(ns))
+            cfg = config_from_args(ns)
+            with distributed.process_group(cfg.device):  # torchrun / accelerate launch: one rank of a data-parallel run
+                rec = run(cfg)
+            if distributed.launcher_rank() != 0:
+                return 0
             health = rec.get("training_health") or {}
             if health.get("diverged"):
                 print(f"tunelab: warning: training diverged (5-step mean loss {health['start_loss']} -> "
@@ -123,7 +137,8 @@ def main(argv=None) -> int:
     except UserError as e:
         if debug:
             raise
-        _error_line(f"tunelab: error: {e}")
+        if int(os.environ.get("RANK", "0")) == 0:  # data-parallel: every rank raises the same line; rank 0 prints it
+            _error_line(f"tunelab: error: {e}")
         return 2
     except KeyboardInterrupt:
         print("tunelab: interrupted", file=sys.stderr)

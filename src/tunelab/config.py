@@ -32,6 +32,9 @@ LORA_READERS = ("lora", "alf")  # ALF reads the LoRA options with --adapter lora
 ASR = ("family:asr",)
 IMAGE = ("family:image",)
 DOCREP = ("family:docrep",)
+# the families trained by tunelab's loop (train/loop.py), which checkpoints and resumes; alignment trains through TRL
+RESUMABLE = ("family:glue", "family:keyphrase", "family:asr", "family:image", "family:docrep")
+LAYER_SELECTING = ("selective", "alf", "lisa", "autofreeze", "badam")  # read --layer-budget (methods/budget.py)
 DOCREP_BASELINES = ("tfidf", "doc2vec", "encoder-trunc-128", "encoder-trunc-512", "encoder-chunks")
 
 
@@ -79,11 +82,23 @@ class RunConfig:
                             reads=LORA_READERS)
     num_virtual_tokens: int = opt(20, "virtual tokens for prompt / prefix tuning", min=1, reads=("prompt", "prefix"))
     prefix_projection: bool = opt(False, "prefix tuning: reparameterise prefixes with an MLP", reads=("prefix",))
+    # the field default is PEFT's (what runs before this option used); the prompt method's default is vocab
+    # (methods/prompt.py option_defaults), so cached runs made with random init never pass for vocab ones
+    prompt_init: str = opt("random", "prompt: initialise the virtual tokens with the embeddings of sampled vocabulary "
+                                     "tokens (vocab, the method's default), of --prompt-init-text's tokens (text) or "
+                                     "with PEFT's N(0, 1) vectors (random: stays at the majority class on minilm)",
+                           choices=("random", "vocab", "text"), reads=("prompt",))
+    prompt_init_text: str = opt(None, "prompt: the text whose token embeddings (with [CLS]/[SEP], repeated or cut to "
+                                      "--num-virtual-tokens) initialise the virtual tokens with --prompt-init text",
+                                reads=("prompt",))
     layers: str = opt(None, "layers to train: 9-11 | 0,5,9 | top:3 | bottom:2 | top:25% ; per stack on encoder-decoder "
                             "models: encoder:top:2,decoder:0-1 (docs/architecture.md)", reads=("selective", "lora"))
     train_embeddings: bool = opt(False, "selective: also train the embeddings", reads=("selective",))
     threads: int = opt(None, "torch CPU threads (default: torch's)", min=1)
     device: str = opt("auto", "auto | cpu | cuda", choices=("auto", "cpu", "cuda"))
+    save_every: int = opt(None, "write a checkpoint into OUTPUT_DIR/checkpoint every N optimizer steps (the last one "
+                                "kept; deleted when the run completes): tunelab run --resume OUTPUT_DIR continues a "
+                                "killed run from it (train/checkpoint.py)", min=1, reads=RESUMABLE)
     # --- speed: length grouping (train/batching.py; on by default for loop-trained tasks: SupervisedTask), fused AdamW ---
     group_by_length: bool = opt(False, "train on batches of similar length (shuffled 8-batch chunks sorted by length, "
                                        "as HF group_by_length) and evaluate in length order: less padding. Default on "
@@ -100,6 +115,10 @@ class RunConfig:
     activation_cache_mb: int = opt(2048, "activation cache in RAM up to this many MB, else a memory-mapped file in the "
                                          "run folder", min=0)
     # --- dynamic layer methods: alf, lisa, autofreeze, badam (methods/dynamic.py) ---
+    layer_budget: float = opt(None, "share of the backbone's non-head params (embeddings + layers) trainable, "
+                                    "time-averaged, for every layer-selecting method (selective top layers, alf "
+                                    "budget, lisa layers with frozen embeddings, autofreeze cap, badam block size; "
+                                    "methods/budget.py)", above=0, max=1, reads=LAYER_SELECTING)
     alf_budget: float = opt(0.25, "alf: max share of the backbone's non-head params (embeddings + layers) trainable at "
                                   "any step", above=0, max=1, reads=("alf",))
     alf_interval: int = opt(20, "alf: re-score layers and re-choose the active set every N optimizer steps", min=1,
@@ -350,6 +369,10 @@ def build_config(values: dict) -> RunConfig:
         cfg.data_dir, sources["data_dir"] = os.environ["TUNELAB_DATA_DIR"], "env TUNELAB_DATA_DIR"
     cfg.sources = {k: sources.get(k, "default") for k in FIELDS}
     validate(cfg)
+    if cfg.layer_budget is not None:
+        from .methods.budget import resolve_layer_budget
+
+        resolve_layer_budget(cfg)  # --alf-budget = it, lisa's embeddings frozen, conflicts are UserErrors
     return cfg
 
 

@@ -19,6 +19,7 @@ from .models.heads import HEADS
 from .results.record import versions, write_json_atomic
 from .tasks import get_task
 from .tasks.base import FitContext
+from .train import distributed
 from .train.loop import seed_everything
 from .train.resources import peak_cuda_mb, peak_rss_mb
 
@@ -54,13 +55,16 @@ def run(cfg: RunConfig) -> dict:
     """Execute one run and return its record (also written to OUTPUT_DIR/run.json)."""
     task = get_task(cfg.task).configure(cfg)
     task.validate(cfg)
+    distributed.check_task(task)  # data-parallel runs: only tasks trained by tunelab's loop
     method = get_method(cfg.method)()
     method.validate(cfg)
     cfg.output_dir = cfg.output_dir or default_output_dir(cfg)
-    check_output_dir(cfg.output_dir, cfg.overwrite)
+    resuming = getattr(cfg, "resume_checkpoint", None)  # tunelab run --resume (resume.py)
+    if not resuming:
+        distributed.on_main(check_output_dir, cfg.output_dir, cfg.overwrite)  # rank 0 alone owns the output dir
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    device = distributed.local_device(resolve_device(cfg.device))
 
     train_split = task.load("train", cfg.data_dir)
     eval_splits = [task.load(s, cfg.data_dir) for s in task.eval_splits]
@@ -78,12 +82,15 @@ def run(cfg: RunConfig) -> dict:
 
     # Only now touch the output dir: every input has been validated.
     out = cfg.output_dir
+    main = distributed.is_main()  # data-parallel runs: rank 0 alone writes the output dir
     try:
-        if os.path.isdir(out) and os.listdir(out):
+        if main and not resuming and os.path.isdir(out) and os.listdir(out):
             shutil.rmtree(out)  # --overwrite was given (checked above)
-        os.makedirs(out, exist_ok=True)
+        if main:
+            os.makedirs(out, exist_ok=True)
     except OSError as e:
         raise output_error(out, e) from e
+    distributed.barrier()
     record = {
         "task": cfg.task, "method": cfg.method, "model": cfg.model, "seed": cfg.seed, "status": "running",
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -97,25 +104,33 @@ def run(cfg: RunConfig) -> dict:
         "data_notes": {s.name: s.info for s in [train_split, *eval_splits] if s.info},
         "versions": versions(),
     }
+    if resuming:
+        from .resume import resume_record
+
+        resume_record(cfg, record)
+    cfg.run_started_at = record["started_at"]  # a checkpoint names the run it belongs to
     run_json = os.path.join(out, "run.json")
-    write_json_atomic(run_json, record)
+    write_record = write_json_atomic if main else (lambda _path, _rec: None)
+    write_record(run_json, record)
     try:
         def on_epoch(rec, _preds):
             record["history"].append(rec)
-            write_json_atomic(run_json, record)
+            write_record(run_json, record)
 
         summary = task.fit(FitContext(model=model, processor=processor, method=method, cfg=cfg, device=device,
                                       train_examples=train_examples, eval_splits=eval_splits, model_source=source,
                                       out_dir=out, layout=layout, head_names=head_names, on_epoch=on_epoch,
                                       train_all=train_split.examples))
         state = summary["state"]
+        record.update(distributed.describe(cfg, state, method, len(train_examples)))  # world size, per-rank time/memory
         record["method_details"] = method.describe()
         record.update(method.record_extras())
         record["params"].update(method.params_extras())
         try:
-            files = method.save(model, out)
-            processor.save_pretrained(out)
-            task.write_predictions(os.path.join(out, "predictions.tsv"), summary["final_predictions"])
+            files = method.save(model, out) if main else []
+            if main:
+                processor.save_pretrained(out)
+                task.write_predictions(os.path.join(out, "predictions.tsv"), summary["final_predictions"])
         except OSError as e:
             raise output_error(e.filename or out, e) from e
         record.update(summary.get("record", {}))
@@ -131,18 +146,22 @@ def run(cfg: RunConfig) -> dict:
         })
         from .analysis.figures import plot_record
 
-        record["figures"] = plot_record(record, out)
+        record["figures"] = plot_record(record, out) if main else []
         record["status"] = "completed"
-        write_json_atomic(run_json, record)
+        write_record(run_json, record)
+        from .train.checkpoint import remove_checkpoints
+
+        if main:
+            remove_checkpoints(out)  # of no further use
     except KeyboardInterrupt:
         record["status"] = "interrupted"
-        write_json_atomic(run_json, record)
+        write_record(run_json, record)
         raise
     except BaseException as e:
         record["status"] = "failed"
         record["error"] = str(e) if isinstance(e, (RunFailed, UserError)) else f"{type(e).__name__}: {e}"
         try:
-            write_json_atomic(run_json, record)
+            write_record(run_json, record)
         except OutputError:
             pass  # the disk is what failed: the previous run.json ("running") stays, never "completed"
         raise

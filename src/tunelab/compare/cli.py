@@ -21,6 +21,13 @@ def add_parser(sub) -> None:
     p.add_argument("--isolation", choices=("fork", "exec"), default=None,
                    help="how each run gets its own process: fork this one (default on Linux: no repeated "
                         "torch import) or exec a fresh `python -m tunelab.cli run`")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="where the runs go: local processes (default) or Ray tasks (pip install 'tunelab[ray]')")
+    p.add_argument("--address", help="with --executor ray: a running Ray cluster (auto or HOST:PORT); "
+                                     "default: start a local Ray instance for this compare")
+    p.add_argument("--cpus-per-run", type=float, help="with --executor ray: CPUs each run reserves (default 1)")
+    p.add_argument("--gpus-per-run", type=float, help="with --executor ray: GPUs each run reserves (default 0: "
+                                                      "runs see no GPU)")
     p.add_argument("--dry-run", action="store_true", help="list the grid and what is done, run nothing")
     p.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
     p.set_defaults(func=cmd_compare)
@@ -43,7 +50,9 @@ def _command(ns, path, overrides) -> list:
     cmd += [path] if path else ["--preset", ns.preset]
     cmd += list(overrides)
     for flag, v in (("--data-dir", ns.data_dir), ("--output-dir", ns.output_dir), ("--threads", ns.threads),
-                    ("--jobs", ns.jobs), ("--isolation", ns.isolation)):
+                    ("--jobs", ns.jobs), ("--isolation", ns.isolation),
+                    ("--executor", None if ns.executor == "local" else ns.executor), ("--address", ns.address),
+                    ("--cpus-per-run", ns.cpus_per_run), ("--gpus-per-run", ns.gpus_per_run)):
         if v is not None:
             cmd += [flag, str(v)]
     return cmd
@@ -64,6 +73,9 @@ def cmd_compare(ns) -> int:
         raise UserError(f"--jobs {ns.jobs}: must be >= 1")
     cc = load_compare_config(path, ns.preset, positional)
     jobs = ns.jobs or cc.jobs
+    from .executors import make_executor
+
+    executor = make_executor(ns, jobs)  # checks its options (and that Ray is installed) before anything runs
     out = ns.output_dir or os.path.join("runs", f"compare-{cc.name}")
     if os.path.exists(out) and not os.path.isdir(out):
         raise UserError(f"--output-dir {out}: exists and is not a folder")
@@ -97,10 +109,12 @@ def cmd_compare(ns) -> int:
                            cwd=os.getcwd(), grid=[c.run_id for c in cells],
                            started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
             threads = {c.config.threads for c in cells}
-            store.set_meta(jobs=jobs, threads=sorted(threads, key=str))
-            print(f"compare {cc.name}: {len(cells)} runs ({len(cc.tasks)} tasks x {len(cc.methods)} methods x "
-                  f"{len(cc.models)} models x {len(cc.seeds)} seeds), {jobs} at a time -> {out}", flush=True)
-            res = run_grid(cells, store, out, isolation=ns.isolation, jobs=jobs)
+            with executor:
+                store.set_meta(jobs=executor.slots, threads=sorted(threads, key=str), executor=executor.describe())
+                print(f"compare {cc.name}: {len(cells)} runs ({len(cc.tasks)} tasks x {len(cc.methods)} methods x "
+                      f"{len(cc.models)} models x {len(cc.seeds)} seeds), {executor.slots} at a time"
+                      f"{'' if executor.name == 'local' else ' on ' + executor.name} -> {out}", flush=True)
+                res = run_grid(cells, store, out, isolation=ns.isolation, jobs=jobs, executor=executor)
             store.set_meta(finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         finally:
             store.close()

@@ -7,8 +7,10 @@ bar (one line per concurrent run).
 
 Crash safety: a cell counts as done only when its run.json says "completed", agrees with the cell's
 options, and the ``compare-cell.json`` written beside it afterwards carries the cell's config hash;
-only then is its store row written as completed. Anything else is re-run from
-scratch (``--overwrite`` wipes the half-written folder). Children get SIGKILL when the compare
+only then is its store row written as completed. A cell whose run was killed ("running" or
+"interrupted") and holds a checkpoint of this very config (``save_every=N`` given to the compare)
+continues from it (``tunelab run --resume``); anything else is re-run from scratch (``--overwrite``
+wipes the half-written folder). Children get SIGKILL when the compare
 process dies (Linux ``PR_SET_PDEATHSIG``), so a killed compare leaves no orphan writing a run folder.
 """
 
@@ -61,16 +63,32 @@ def mark_completed(cell: Cell) -> dict | None:
     return rec
 
 
+def resumable(cell: Cell) -> bool:
+    """The cell's folder holds a killed run of exactly this cell's config with a checkpoint."""
+    from ..train.checkpoint import find_checkpoint, read_meta
+
+    try:
+        rec = read_record(cell.run_dir)
+        path = find_checkpoint(cell.run_dir)
+        return (rec.get("status") in ("running", "interrupted") and path is not None
+                and isinstance(rec.get("config"), dict) and config_matches(cell.config.as_dict(), rec["config"])
+                and read_meta(path).get("started_at") == rec.get("started_at"))
+    except (OSError, ValueError):
+        return False
+
+
 def run_args(cell: Cell) -> list:
     """``tunelab run`` arguments reproducing this cell exactly: every resolved option that the
     cell's method and task read (``null`` for an option left open), so no default of any level can
-    change what the child runs."""
+    change what the child runs. A resumable cell (see ``resumable``) continues with ``--resume``."""
     from ..tasks import get_task
 
     cfg = cell.config.as_dict()
     task = get_task(cfg["task"])
     args = ["run", "--task", cfg["task"], "--method", cfg["method"], "--model", cfg["model"],
             "--seed", str(cfg["seed"]), "--output-dir", cfg["output_dir"], "--overwrite"]
+    if resumable(cell):
+        args[-1:] = ["--resume", cfg["output_dir"]]
     for k, v in cfg.items():
         if k in ("task", "method", "model", "seed", "output_dir", "overwrite") or not applies(k, task, cfg["method"]):
             continue
@@ -222,11 +240,15 @@ def default_isolation() -> str:
 
 
 def run_grid(cells: list, store: Store, output_dir: str, progress: bool = True, isolation: str | None = None,
-             jobs: int = 1) -> dict:
-    """Run every cell not yet completed, ``jobs`` at a time; returns {completed, skipped, failed}."""
+             jobs: int = 1, executor=None) -> dict:
+    """Run every cell not yet completed, ``executor.slots`` at a time (default: a LocalExecutor of
+    ``jobs`` processes); returns {completed, skipped, failed}."""
     from tqdm.auto import tqdm
 
-    start = STARTERS[isolation or default_isolation()]
+    from .executors import LocalExecutor
+
+    executor = executor or LocalExecutor(jobs, isolation)
+    jobs = executor.slots
     tqdm.monitor_interval = 0  # no monitor thread: forking while it holds tqdm's lock would deadlock the child
 
     todo, skipped = [], 0
@@ -240,7 +262,7 @@ def run_grid(cells: list, store: Store, output_dir: str, progress: bool = True, 
             todo.append(cell)
     bar = tqdm(total=len(cells), initial=skipped, desc="compare", unit="run", position=0, dynamic_ncols=True,
                disable=not progress, smoothing=0)
-    failed, running, pending = [], {}, list(todo)  # running: pid -> (cell, slot, t0, log)
+    failed, running, pending = [], {}, list(todo)  # running: handle -> (cell, slot, log)
     refresh = _every(2.0, bar.refresh)
     try:
         while pending or running:
@@ -249,37 +271,37 @@ def run_grid(cells: list, store: Store, output_dir: str, progress: bool = True, 
                 slot = min(set(range(jobs)) - {v[1] for v in running.values()})
                 store.mark(cell, "running")
                 log = os.path.join(output_dir, "logs", cell.run_id + ".log")
-                pid = start(cell, log, slot)
-                running[pid] = (cell, slot, time.perf_counter(), log)
+                handle = executor.start(cell, log, slot)
+                running[handle] = (cell, slot, log)
                 bar.set_postfix_str(", ".join(v[0].run_id for v in running.values()), refresh=True)
-            finished = [(pid, r) for pid in list(running) if (r := poll(pid)) is not None]
+            finished = executor.wait(0.25)
             if not finished:
-                time.sleep(0.25)
                 refresh()
                 continue
-            for pid, (rc, cpu) in finished:
-                cell, _slot, t0, log = running.pop(pid)
-                if not _finish(cell, rc, cpu, round(time.perf_counter() - t0, 2), log, store):
+            for handle, out in finished:
+                cell, _slot, log = running.pop(handle)
+                if not _finish(cell, out.rc, out.cpu, out.wall, log, store, out.error):
                     failed.append(cell.run_id)
                     bar.write(f"FAILED {cell.run_id}: {store.error(cell.run_id)} (log: {log})", file=sys.stderr)
                 bar.update(1)
     except BaseException:
-        stop_children(list(running))
+        executor.stop()
         raise
     finally:
         bar.close()
     return {"completed": len(todo) - len(failed), "skipped": skipped, "failed": failed}
 
 
-def _finish(cell: Cell, rc: int, cpu: float, wall: float, log: str, store: Store) -> bool:
-    """Record a finished child: completed only if run.json says so for this very config."""
+def _finish(cell: Cell, rc: int, cpu: float, wall: float, log: str, store: Store, error: str | None = None) -> bool:
+    """Record a finished child: completed only if run.json says so for this very config. ``error``:
+    the executor's word when the process could not speak for itself (a lost Ray worker)."""
     with open(log, "a", encoding="utf-8") as f:
         f.write(f"# exit code {rc}; process wall {wall} s, CPU {cpu} s\n")
     rec = mark_completed(cell) if rc == 0 else None
     if rec is not None:
         store.record_completed(cell, rec, process={"wall_seconds": wall, "cpu_seconds": cpu})
         return True
-    err = _last_error_line(log)  # this attempt's own error line, before any stale run.json
+    err = _last_error_line(log) or error  # this attempt's own error line, before any stale run.json
     try:
         rec = read_record(cell.run_dir)
         err = err or rec.get("error")

@@ -26,7 +26,7 @@ from ..config import FIELDS, RunConfig, applies, build_config
 from ..errors import UserError
 from .config import CompareConfig
 
-NOT_HASHED = ("output_dir", "overwrite", "data_dir", "threads", "device")
+NOT_HASHED = ("output_dir", "overwrite", "data_dir", "threads", "device", "save_every")
 
 
 @dataclass

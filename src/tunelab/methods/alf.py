@@ -345,6 +345,34 @@ class ALF(DynamicLayerMethod):
         self.set_active(chosen)
         return scores
 
+    def state_dict(self):
+        shadow = None
+        if self._shadow is not None:  # an open probe window of `change` (keyed by parameter name)
+            name = {p: n for ps in self.layer_params for n, p in ps}
+            sh = self._shadow
+            shadow = {"t": sh.t, **{k: {name[p]: t for p, t in getattr(sh, k).items()} for k in ("m", "v", "sum")}}
+        rng = None
+        if self.rng is not None:
+            v, internal, gauss = self.rng.getstate()
+            rng = [v, list(internal), gauss]
+        return {**super().state_dict(), "gsq": list(self._gsq), "probing": self._probing, "shadow": shadow,
+                "rng": rng}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self._gsq, self._probing = list(state["gsq"]), state["probing"]
+        self._shadow = None
+        if state.get("shadow") is not None:
+            g = next(iter(self._group_of.values()))
+            self._shadow = ShadowAdam(betas=g.get("betas", (0.9, 0.999)), eps=g.get("eps", 1e-8))
+            self._shadow.t = state["shadow"]["t"]
+            param = {n: p for ps in self.layer_params for n, p in ps}
+            for k in ("m", "v", "sum"):
+                setattr(self._shadow, k, {param[n]: t.to(param[n].device) for n, t in state["shadow"][k].items()})
+        if state.get("rng") is not None:
+            v, internal, gauss = state["rng"]
+            self.rng.setstate((v, tuple(internal), gauss))
+
     def describe(self):
         d = super().describe()
         d.update({"budget": self.budget, "max_layers": getattr(self, "max_layers", None),

@@ -12,12 +12,18 @@ last layer never freezes. Frozen blocks stay frozen; their gradient buffers and 
 are freed. Not implemented: the paper's caching of the frozen prefix's activations (our speedup
 comes only from the skipped backward pass and optimizer work).
 
+``--layer-budget SHARE`` caps it at every step (methods/budget.py): it starts with the embeddings
+and the bottom layers frozen and the top k layers trainable (k = the most that fit in SHARE of the
+non-head backbone), then freezes front to back as above. It never unfreezes, so its time-averaged
+share is at most SHARE, equal to it (up to layer granularity) until its own rule freezes a layer.
+
 Timeline ``scores``: r of every layer (null where frozen or not yet computable).
 """
 
 import numpy as np
 
 from . import METHODS
+from .budget import layers_in_budget
 from .dynamic import DynamicLayerMethod
 
 
@@ -33,12 +39,17 @@ class AutoFreeze(DynamicLayerMethod):
     def configure(self, cfg):
         self.interval = cfg.autofreeze_interval
         self.percentile = cfg.autofreeze_percentile
+        self.budget = cfg.layer_budget
+        self.may_train_embeddings = self.budget is None  # capped: the embeddings (52.8 % of minilm) start frozen
 
     def prepare(self, model, ctx):
         model = super().prepare(model, ctx)
         self._acc = {}  # param -> accumulated gradient over the interval
         self._prev = {}  # block -> G of the previous interval
         self.freeze_log = []
+        if self.budget is not None:
+            self.start_layers = layers_in_budget(self, self.budget)
+            self.budget_numel = self.budget * self.denominator
         return model
 
     def grad_hook(self, layer, p):
@@ -54,7 +65,10 @@ class AutoFreeze(DynamicLayerMethod):
         return self.embed_params if block == "emb" else self.layer_params[block]
 
     def start(self, state):
-        self.set_active(range(self.num_layers), True)
+        if self.budget is not None:
+            self.set_active(range(self.num_layers - self.start_layers, self.num_layers), False)
+        else:
+            self.set_active(range(self.num_layers), True)
         return None
 
     def decide(self, state, change):
@@ -81,8 +95,21 @@ class AutoFreeze(DynamicLayerMethod):
             self.set_active([i for i in self.active if i not in frozen], emb)
         return scores
 
+    def state_dict(self):
+        names = {id(p): n for n, p in [*self.embed_params, *(q for ps in self.layer_params for q in ps)]}
+        return {**super().state_dict(), "acc": {names[id(p)]: g for p, g in self._acc.items()},
+                "prev": {str(b): g for b, g in self._prev.items()}, "freeze_log": self.freeze_log}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        params = dict([*self.embed_params, *(q for ps in self.layer_params for q in ps)])
+        self._acc = {params[n]: g.to(params[n].device) for n, g in state["acc"].items()}
+        self._prev = {(b if b == "emb" else int(b)): g for b, g in state["prev"].items()}
+        self.freeze_log = list(state["freeze_log"])
+
     def describe(self):
         d = super().describe()
-        d.update({"percentile": self.percentile, "embeddings": "trained until frozen",
+        d.update({"percentile": self.percentile, "layer_budget": self.budget,
+                  "embeddings": "trained until frozen" if self.budget is None else "frozen (budget)",
                   "freeze_log": getattr(self, "freeze_log", [])})
         return d

@@ -7,6 +7,10 @@ transformer layer per block, as published). Embeddings stay frozen (BAdam's defa
 ``include_embedding=False``); the head always trains (our "active modules"). The optimizer state of
 the block that is switched off is dropped, so each block starts a fresh Adam state (as BAdam does).
 
+``--layer-budget SHARE`` (methods/budget.py) sizes the blocks: k = the most layers that fit in SHARE
+of the non-head backbone, blocks of k consecutive layers, the last one moved down to end at the top
+layer when k does not divide the layer count (so every block, and every step, trains k layers).
+
 Timeline ``scores``: BAdam has no score; we record each layer's measured weight change rate over
 the interval itself (null where it was frozen).
 """
@@ -15,6 +19,7 @@ import random
 
 from ..errors import UserError
 from . import METHODS
+from .budget import blocks_of, layers_in_budget
 from .dynamic import DynamicLayerMethod
 
 ORDERS = ("descending", "ascending", "random")
@@ -33,13 +38,19 @@ class BAdam(DynamicLayerMethod):
         self.order = cfg.badam_order
         self.block_layers = cfg.badam_block_layers
         self.rng = random.Random(cfg.seed)
+        self.budget = cfg.layer_budget
 
     def prepare(self, model, ctx):
         model = super().prepare(model, ctx)
         b = self.block_layers
-        if b > self.num_layers:
+        if self.budget is not None:
+            self.block_layers = b = layers_in_budget(self, self.budget)
+            self.budget_numel = self.budget * self.denominator
+            self.blocks = blocks_of(self.num_layers, b)
+        elif b > self.num_layers:
             raise UserError(f"--badam-block-layers {b}: the model has only {self.num_layers} layers")
-        self.blocks = [list(range(i, min(i + b, self.num_layers))) for i in range(0, self.num_layers, b)]
+        else:
+            self.blocks = [list(range(i, min(i + b, self.num_layers))) for i in range(0, self.num_layers, b)]
         self._queue = []
         return model
 
@@ -61,7 +72,16 @@ class BAdam(DynamicLayerMethod):
         self.set_active(self._next_block())
         return None
 
+    def state_dict(self):
+        return {**super().state_dict(), "rng": self.rng.getstate(), "queue": list(self._queue)}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.rng.setstate(state["rng"])
+        self._queue = list(state["queue"])
+
     def describe(self):
         d = super().describe()
-        d.update({"order": self.order, "blocks": getattr(self, "blocks", None), "embeddings": "frozen"})
+        d.update({"order": self.order, "layer_budget": self.budget, "block_layers": self.block_layers,
+                  "blocks": getattr(self, "blocks", None), "embeddings": "frozen"})
         return d

@@ -58,6 +58,15 @@ class Method:
     def on_train_end(self, state) -> None:
         """Called once after the last step."""
 
+    def state_dict(self) -> dict:
+        """What the method must keep across a checkpoint (``--save-every``) to resume exactly: tensors,
+        numbers, strings, lists and dicts of them. Static methods keep nothing."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore ``state_dict()``'s output on a resumed run (called after ``on_train_start``, before
+        the optimizer state is loaded)."""
+
     def describe(self) -> dict:
         return {}
 

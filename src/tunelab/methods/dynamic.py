@@ -69,6 +69,8 @@ class DynamicLayerMethod(Method):
     interval = 20  # steps between decisions (set from the config in ``configure``)
     score_name = ""  # what ``scores`` in the timeline means (for run.json and the plot)
     may_train_embeddings = False
+    changes_trainable_set = True  # train/distributed.py all-reduces the gradients itself (no DDP reducer)
+    grads_synced_later = False  # data-parallel run: grad_hook runs on the all-reduced gradients (after_grad_sync)
     scores_are_change = False  # no score of its own: the timeline's scores = measured change in the interval
 
     # ------------------------------------------------------------------ setup
@@ -143,7 +145,11 @@ class DynamicLayerMethod(Method):
         return sum(self.layer_numel[i] for i in layers) + (self.embed_numel if embeddings else 0)
 
     def set_active(self, layers, embeddings: bool = False) -> None:
-        layers = set(int(i) for i in layers)
+        from ..train import distributed
+
+        # data-parallel: every rank takes rank 0's decision (they agree anyway; this makes it certain)
+        layers, embeddings = distributed.broadcast_object((sorted(int(i) for i in layers), bool(embeddings)))
+        layers = set(layers)
         if self.budget_numel is not None and self.active_numel(layers, embeddings) > self.budget_numel:
             raise RuntimeError(f"{self.name}: active set {sorted(layers)} exceeds the budget")  # invariant
         for i, ps in enumerate(self.layer_params):
@@ -183,8 +189,21 @@ class DynamicLayerMethod(Method):
             for _, p in ps:
                 was = p.requires_grad
                 p.requires_grad_(True)  # torch registers hooks only on tensors that require grad
-                self._hooks.append(p.register_post_accumulate_grad_hook(lambda q, u=unit: self.grad_hook(u, q)))
+                self._hooks.append(p.register_post_accumulate_grad_hook(
+                    lambda q, u=unit: None if self.grads_synced_later else self.grad_hook(u, q)))
                 p.requires_grad_(was)
+
+    def after_grad_sync(self) -> None:
+        """Data-parallel runs (train/distributed.py): the gradients were just averaged over the ranks;
+        run ``grad_hook`` on them now instead of on each rank's own during backward, so probe
+        statistics (ALF's rho, AutoFreeze's accumulated gradients) are the global batch's."""
+        if not self.uses_grad_hook:
+            return
+        units = list(enumerate(self.layer_params)) + ([("emb", self.embed_params)] if self.may_train_embeddings else [])
+        for unit, ps in units:
+            for _, p in ps:
+                if p.grad is not None:
+                    self.grad_hook(unit, p)
 
     # ------------------------------------------------------------------ telemetry
     def _snapshot(self) -> None:
@@ -235,6 +254,9 @@ class DynamicLayerMethod(Method):
         """Called after the bookkeeping of every step (e.g. to arm a probe)."""
 
     def on_train_start(self, state):
+        from ..train import distributed
+
+        self.grads_synced_later = distributed.is_distributed()
         self.optimizer = state.optimizer
         self.total_steps = state.total_steps
         self._install_hooks()
@@ -260,6 +282,24 @@ class DynamicLayerMethod(Method):
             h.remove()
         self._hooks = []
         self._snap = {}
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self):
+        """Active set, telemetry so far and the open interval's weight snapshot (``--save-every``)."""
+        return {"active": sorted(self.active), "emb_active": self.emb_active,
+                "ever_active": sorted(self._ever_active), "ever_emb": self._ever_emb,
+                "timeline": self.timeline, "fractions": self._fractions, "opt_bytes": self._opt_bytes,
+                "numels": self._numels, "snap": {int(i): ts for i, ts in self._snap.items()},
+                "entry_extras": getattr(self, "_entry_extras", {})}
+
+    def load_state_dict(self, state):
+        self.set_active(state["active"], state["emb_active"])
+        self._ever_active, self._ever_emb = set(state["ever_active"]), state["ever_emb"]
+        self.timeline, self._fractions = list(state["timeline"]), list(state["fractions"])
+        self._opt_bytes, self._numels = list(state["opt_bytes"]), list(state["numels"])
+        device = next(iter(p.device for _, p in self.head_params), None)
+        self._snap = {int(i): [t.to(device) for t in ts] for i, ts in state["snap"].items()}
+        self._entry_extras = dict(state["entry_extras"])
 
     # ------------------------------------------------------------------ record
     def describe(self):
@@ -295,6 +335,7 @@ class DynamicLayerMethod(Method):
             "trainable_fraction_mean": round(sum(self._fractions) / len(self._fractions), 6),
             "trainable_fraction_max": round(max(self._fractions), 6),
             "trainable_fraction_of": self.describe()["budget_denominator"],
+            "layer_budget": None if self.budget_numel is None else round(self.budget_numel / self.denominator, 6),
             "optimizer_state_mb_peak": round(max(self._opt_bytes) / 2**20, 2),
             "optimizer_state_mb_mean": round(sum(self._opt_bytes) / len(self._opt_bytes) / 2**20, 2),
             "optimizer_state_mb_if_all_trained": round(full_state / 2**20, 2),

@@ -7,6 +7,9 @@ that leave the active set is dropped (a re-drawn layer keeps its state). ``--lis
 keeps the embeddings frozen (not in the published method; on all-MiniLM-L6-v2 they are 52.8 % of
 the non-head parameters, so published LISA trains far more than a 25 % budget).
 
+``--layer-budget SHARE`` (methods/budget.py): the embeddings stay frozen and gamma = the most layers
+that fit in SHARE of the non-head backbone (minilm, 0.25: 3 layers, 23.6 % at every step).
+
 Timeline ``scores``: LISA has no score of its own; we record each layer's measured weight change
 rate over the interval itself (null where it was frozen). It does not influence the draw.
 """
@@ -15,6 +18,7 @@ import random
 
 from ..errors import UserError
 from . import METHODS
+from .budget import layers_in_budget
 from .dynamic import DynamicLayerMethod
 
 
@@ -33,9 +37,13 @@ class LISA(DynamicLayerMethod):
         self.train_embeddings = not cfg.lisa_freeze_embeddings
         self.may_train_embeddings = self.train_embeddings
         self.rng = random.Random(cfg.seed)
+        self.budget = cfg.layer_budget  # config.py froze the embeddings when it is set
 
     def prepare(self, model, ctx):
         model = super().prepare(model, ctx)
+        if self.budget is not None:
+            self.gamma = layers_in_budget(self, self.budget)
+            self.budget_numel = self.budget * self.denominator
         if self.gamma > self.num_layers:
             raise UserError(f"--lisa-layers {self.gamma}: the model has only {self.num_layers} layers")
         return model
@@ -51,7 +59,15 @@ class LISA(DynamicLayerMethod):
         self._draw()
         return None
 
+    def state_dict(self):
+        return {**super().state_dict(), "rng": self.rng.getstate()}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.rng.setstate(state["rng"])
+
     def describe(self):
         d = super().describe()
-        d.update({"gamma": self.gamma, "embeddings": "trained" if self.train_embeddings else "frozen"})
+        d.update({"gamma": self.gamma, "layer_budget": self.budget,
+                  "embeddings": "trained" if self.train_embeddings else "frozen"})
         return d

@@ -3,11 +3,16 @@
 ``--layers`` takes ``9-11``, ``0,5,9``, ``top:3``, ``bottom:2`` or ``top:25%``. Embeddings stay
 frozen unless ``--train-embeddings``. Because embeddings and every layer below the lowest chosen
 one are frozen, autograd does no backward computation below that layer.
+
+``--layer-budget SHARE`` instead of ``--layers``: the top layers that fit in SHARE of the backbone's
+non-head parameters (``methods/budget.py``). Either way run.json ``params.trainable_fraction_mean``
+records the share of those parameters that trained (static: the same at every step).
 """
 
 from ..errors import UserError
 from . import METHODS
 from .base import Method, group_params, set_head_trainable
+from .budget import top_layers_in_budget
 from .layers import parse_layers
 
 
@@ -17,14 +22,23 @@ class SelectiveLayers(Method):
     default_lr = 2e-4
 
     def validate(self, cfg):
-        if not cfg.layers:
-            raise UserError("--method selective needs --layers (e.g. top:2, 9-11, 0,5,9)")
+        if not cfg.layers and cfg.layer_budget is None:
+            raise UserError("--method selective needs --layers (e.g. top:2, 9-11, 0,5,9) or --layer-budget")
 
     def prepare(self, model, ctx):
-        self.layers = parse_layers(ctx.cfg.layers, ctx.layout)
+        groups = group_params(model, ctx.layout)
+        sizes = {i: sum(p.numel() for _, p in ps) for i, ps in groups.layers.items()}
+        emb = sum(p.numel() for _, p in groups.embeddings)
+        # the budget's denominator (methods/dynamic.py): every non-head parameter
+        self.denominator = sum(sizes.values()) + emb + sum(p.numel() for _, p in groups.other)
+        self.budget = ctx.cfg.layer_budget
+        if self.budget is not None:
+            self.layers = top_layers_in_budget(ctx.layout, sizes, self.denominator, self.budget)
+        else:
+            self.layers = parse_layers(ctx.cfg.layers, ctx.layout)
+        self.share = (sum(sizes[i] for i in self.layers) + (emb if ctx.cfg.train_embeddings else 0)) / self.denominator
         for p in model.parameters():
             p.requires_grad_(False)
-        groups = group_params(model, ctx.layout)
         for i in self.layers:
             for _, p in groups.layers[i]:
                 p.requires_grad_(True)
@@ -35,4 +49,10 @@ class SelectiveLayers(Method):
         return model
 
     def describe(self):
-        return {"layers": self.layers}
+        return {"layers": self.layers, "layer_budget": getattr(self, "budget", None)}
+
+    def params_extras(self):
+        share = round(self.share, 6)
+        return {"trainable_fraction_mean": share, "trainable_fraction_max": share,
+                "trainable_fraction_of": "non-head backbone parameters (embeddings + layers)",
+                "layer_budget": self.budget}

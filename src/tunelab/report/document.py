@@ -10,6 +10,7 @@ import os
 import shlex
 import time
 
+from .budget import TOLERANCE, study_budget
 from .findings import overall_findings
 from .keyphrase import keyphrase_blocks
 from .plots import make_plots
@@ -38,6 +39,9 @@ def build(output_dir: str, store) -> tuple:
     name = meta.get("name") or os.path.basename(os.path.abspath(output_dir))
     title = f"tunelab compare: {name}"
     summaries = summarize(rows)
+    budget = study_budget(meta, rows)
+    for ts in summaries:
+        ts.layer_budget = budget
     done = [r for r in rows if r["status"] == "completed"]
     blocks = [("h", 1, title)]
     labels = list(dict.fromkeys(r["label"] for r in rows))
@@ -64,15 +68,15 @@ def build(output_dir: str, store) -> tuple:
                         "model, none for causal-LM objectives and Whisper, whose LM head is tied to the token "
                         "embeddings); the % is of all model parameters. Train time excludes model loading and "
                         "evaluation; peak RSS is the run process's high-water mark. "
-                        "Best value per column in bold."))
+                        "Best value per column in bold." + _share_note(summaries, budget)))
     plots = make_plots(summaries, os.path.join(output_dir, ASSETS))
     for ts in summaries:
         blocks.append(("h", 3, f"{ts.task} — {ts.model} (main metric: {ts.main_metric or 'n/a'})"))
         blocks.append(("table", task_table(ts)))
         dyn = _dynamic_table(ts)
         if dyn:
-            blocks.append(("p", "Dynamic methods change which layers train; their time-averaged trainable share "
-                                "of the backbone (embeddings + layers, head excluded) and optimizer state:"))
+            blocks.append(("p", "Layer-selecting methods (dynamic ones change which layers train): their time-averaged "
+                                "trainable share of the backbone (embeddings + layers, head excluded) and optimizer state:"))
             blocks.append(("table", dyn))
         p = plots.get((ts.model, ts.task), {})
         if p.get("pareto"):
@@ -110,6 +114,18 @@ def build(output_dir: str, store) -> tuple:
     blocks.append(("p", "Every run of the grid; each folder's run.json holds the full record."))
     blocks.append(("table", runs_table(rows)))
     return title, blocks
+
+
+def _share_note(summaries: list, budget: float | None) -> str:
+    """What the 'backbone share %' column means (report/budget.py); empty when no row has one."""
+    if not any(m.share[0] is not None for ts in summaries for m in ts.methods):
+        return ""
+    s = (" Backbone share % = the time-averaged share of the backbone's non-head parameters (embeddings + "
+         "layers) that trained (run.json params.trainable_fraction_mean); ")
+    if budget is None:
+        return s + "the study sets no single layer budget."
+    return s + (f"the study's layer budget is {100 * budget:g} %, and a layer-selecting method more than "
+                f"{100 * TOLERANCE:g} points off it is flagged ⚠.")
 
 
 def _dynamic_table(ts) -> Table | None:

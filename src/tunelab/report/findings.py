@@ -1,7 +1,14 @@
 """The findings paragraph, written only from the summary tables' numbers: the best method per task,
 each method's gap to full fine-tuning with its p-value, its trainable-parameter and train-time ratio
-to full FT, which methods stayed at the majority-class level, and what the p-values measure."""
+to full FT, which methods stayed at the majority-class level, the layer budget and each
+layer-selecting method's achieved share (report/budget.py), and what the p-values measure.
 
+"Significant" is said only from the across-seed test (a paired t-test over >= 2 seeds per cell,
+report/stats.py): with p >= 0.05 the difference is "within noise across seeds". A one-seed cell is
+never called significant: its dev-set bootstrap p measures only the noise of the dev examples, so
+it is "within noise" (bootstrap p >= 0.05) or "one seed: not tested across seeds"."""
+
+from .budget import budget_sentence
 from .tables import TaskSummary, higher_is_better
 
 ALPHA = 0.05
@@ -22,6 +29,28 @@ def _clause(m, ref) -> str:
     return f"{m.label} ({', '.join(parts)})"
 
 
+VERDICTS = {  # verdict -> the findings' wording (in this order)
+    "same": f"Within noise across seeds (paired t-test over seeds, p ≥ {ALPHA})",
+    "below": f"Significantly worse than full FT across seeds (paired t-test over seeds, p < {ALPHA})",
+    "above": f"Significantly better than full FT across seeds (paired t-test over seeds, p < {ALPHA})",
+    "noise": f"Within noise (one seed; even the dev-set bootstrap gives p ≥ {ALPHA})",
+    "one-seed": (f"One seed: not tested across seeds (only the dev-set bootstrap, p < {ALPHA}, which ignores "
+                 f"seed-to-seed variance; more seeds: the quick-seeds preset)"),
+    "untested": "Without a p-value",
+}
+
+
+def verdict(sig, higher_is_better_: bool) -> str:
+    """A method-vs-full-FT verdict: significant only from the across-seed t-test."""
+    if sig.p is None:
+        return "untested"
+    if sig.test != "t-test":  # one seed: a bootstrap over dev examples
+        return "noise" if sig.p >= ALPHA else "one-seed"
+    if sig.p >= ALPHA:
+        return "same"
+    return "above" if (sig.delta > 0) == higher_is_better_ else "below"
+
+
 def task_findings(ts: TaskSummary) -> str:
     done = [m for m in ts.methods if m.rows and ts.main_metric in m.metrics]
     if not done:
@@ -37,26 +66,22 @@ def task_findings(ts: TaskSummary) -> str:
         s = [f"On {ts.task} ({ts.model}, dev {main}) {', '.join(m.label for m in best)} tied for the {word} mean, {top:.4f}"]
     ref = ts.get(ts.reference) if ts.reference else None
     if ref is None:
-        return s[0] + "; there is no full fine-tuning run to compare with."
+        budget = budget_sentence(ts)
+        return s[0] + "; there is no full fine-tuning run to compare with." + (" " + budget if budget else "")
     if ref not in best:
         s[0] += f"; full fine-tuning reached {ref.metrics[main][0]:.4f}"
     s[0] += "."
-    groups = {"below": [], "same": [], "above": [], "untested": []}
+    groups = {key: [] for key in VERDICTS}
     for m in done:
         if m is ref or m.significance is None or m.significance.delta is None:
             continue
-        p = m.significance.p
-        better = (m.significance.delta > 0) == up
-        key = "untested" if p is None else ("same" if p >= ALPHA else ("above" if better else "below"))
-        groups[key].append(_clause(m, ref))
-    if groups["same"]:
-        s.append(f"Not significantly different from full FT (p ≥ {ALPHA}): " + "; ".join(groups["same"]) + ".")
-    if groups["below"]:
-        s.append(f"Significantly worse than full FT (p < {ALPHA}): " + "; ".join(groups["below"]) + ".")
-    if groups["above"]:
-        s.append(f"Significantly better than full FT (p < {ALPHA}): " + "; ".join(groups["above"]) + ".")
-    if groups["untested"]:
-        s.append("Without a p-value: " + "; ".join(groups["untested"]) + ".")
+        groups[verdict(m.significance, up)].append(_clause(m, ref))
+    for key, text in VERDICTS.items():
+        if groups[key]:
+            s.append(text + ": " + "; ".join(groups[key]) + ".")
+    sentence = budget_sentence(ts)
+    if sentence:
+        s.append(sentence)
     if main in ts.majority and up:
         maj = ts.majority[main]
         low = [m.label for m in done if m.metrics[main][0] <= maj + MAJORITY_MARGIN]
@@ -85,17 +110,19 @@ def overall_findings(summaries: list) -> list:
         ok = []
         for label in labels:
             ms = [ts.get(label) for ts in scored]
-            if all(m is not None and m.significance is not None and m.significance.p is not None
-                   and (m.significance.p >= ALPHA or (m.significance.delta > 0) == higher_is_better(ts.main_metric))
+            if all(m is not None and m.significance is not None
+                   and verdict(m.significance, higher_is_better(ts.main_metric)) in ("same", "above")
                    for m, ts in zip(ms, scored)):
                 ok.append((ms[0].params.get("trainable") or 0, label))
         if ok:
-            out.append("Not significantly worse than full FT on any task: "
+            out.append("Not significantly worse than full FT across seeds on any task: "
                        + ", ".join(label for _, label in sorted(ok)) + " (fewest trainable parameters first).")
     tests = sorted({m.significance.test for ts in summaries for m in ts.methods if m.significance and m.significance.p is not None})
     if "bootstrap" in tests:
-        out.append("p-values marked 'bootstrap' come from a paired bootstrap over the dev examples of the same "
-                   "seed(s); they measure dev-set sampling noise, not seed-to-seed variance.")
+        out.append("p-values marked 'bootstrap' come from a paired bootstrap over the dev examples of one seed; "
+                   "they measure dev-set sampling noise, not seed-to-seed variance, so these findings call no "
+                   "one-seed difference significant.")
     if "t-test" in tests:
-        out.append("p-values marked 't-test' are paired t-tests over seeds.")
+        out.append("p-values marked 't-test' are paired t-tests over seeds (scipy ttest_rel, a pair = the same "
+                   "seed), the only test these findings call significant.")
     return out

@@ -14,6 +14,7 @@ th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; white-spac
 th { background: #f0f0f0; }
 td:first-child, th:first-child { text-align: left; }
 td.best { font-weight: bold; background: #e6f4e6; }
+td.flag { font-weight: bold; background: #fde2e2; color: #9b1c1c; }
 figure { margin: 1em 0; }
 figure img { max-width: 100%; border: 1px solid #ddd; }
 figcaption { font-size: 13px; color: #555; }
@@ -32,7 +33,8 @@ def table_html(t) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in t.header)
     body = []
     for i, row in enumerate(t.rows):
-        cells = "".join(f'<td class="best">{_e(v)}</td>' if (i, j) in t.best else f"<td>{_e(v)}</td>"
+        cells = "".join(f'<td class="best">{_e(v)}</td>' if (i, j) in t.best else
+                        f'<td class="flag">{_e(v)}</td>' if (i, j) in t.flagged else f"<td>{_e(v)}</td>"
                         for j, v in enumerate(row))
         body.append(f"<tr>{cells}</tr>")
     notes = "".join(f"<p><em>{_e(n)}</em></p>" for n in t.notes)

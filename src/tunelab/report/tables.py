@@ -7,6 +7,7 @@ single-seed cell reads exactly like its run.json.
 
 from dataclasses import dataclass, field
 
+from .budget import FLAG, TOLERANCE, achieved_share, off_budget
 from .stats import Significance, compare_to_reference, majority_baseline, mean_std
 
 from ..metrics import higher_is_better  # noqa: F401  (the direction is the registered metric's)
@@ -26,6 +27,7 @@ class MethodSummary:
     peak_rss_mb: tuple = (None, None)
     peak_cuda_mb: tuple = (None, None)
     significance: Significance | None = None
+    share: tuple = (None, None)  # achieved time-averaged share of the non-head backbone (report/budget.py)
 
     @property
     def n(self) -> int:
@@ -41,6 +43,7 @@ class TaskSummary:
     methods: list  # MethodSummary, grid order
     reference: str | None  # label of full fine-tuning
     majority: dict = field(default_factory=dict)
+    layer_budget: float | None = None  # the study's --layer-budget (report/budget.py), set by document.build
 
     def get(self, label):
         return next((m for m in self.methods if m.label == label), None)
@@ -110,6 +113,7 @@ def _method_summary(label, method, planned, done, failed) -> MethodSummary:
     m.samples_per_second = mean_std([r["samples_per_second"] for r in done])
     m.peak_rss_mb = mean_std([r["peak_rss_mb"] for r in done])
     m.peak_cuda_mb = mean_std([r["peak_cuda_mb"] for r in done])
+    m.share = achieved_share(done)
     return m
 
 
@@ -138,19 +142,23 @@ class Table:
     rows: list  # list of list[str]
     best: set = field(default_factory=set)  # (row, col) marked best
     notes: list = field(default_factory=list)
+    flagged: set = field(default_factory=set)  # (row, col) marked as a warning (off the study's layer budget)
 
 
 def task_table(ts: TaskSummary) -> Table:
     """One row per method label; best value per column marked (max for quality, min for cost)."""
     mm = ts.metric_names
     has_cuda = any(m.peak_cuda_mb[0] is not None for m in ts.methods)
-    header = (["method", "seeds"] + [n if higher_is_better(n) else f"{n} (lower is better)" for n in mm]
+    has_share = any(m.share[0] is not None for m in ts.methods)
+    budget = ts.layer_budget
+    share_head = ["backbone share %" + ("" if budget is None else f" (budget {100 * budget:g})")] if has_share else []
+    header = (["method", "seeds"] + [n if higher_is_better(n) else f"{n} (lower is better)" for n in mm] + share_head
               + [f"Δ {ts.main_metric} vs full", "p vs full", "trainable params",
               "trainable %", "trainable excl. head", "excl. head %", "train time (s)", "samples/s", "peak RSS (MB)"]
               + (["peak GPU (MB)"] if has_cuda else []))
     # (column index, value getter, higher is better)
     cols = [(2 + i, (lambda m, n=n: m.metrics.get(n, (None,))[0]), higher_is_better(n)) for i, n in enumerate(mm)]
-    base = 2 + len(mm)
+    base = 2 + len(mm) + len(share_head)
     cols += [(base + 2, lambda m: m.params.get("trainable"), False), (base + 3, lambda m: m.params.get("pct"), False),
              (base + 4, lambda m: m.params.get("without_head"), False),
              (base + 5, lambda m: m.params.get("pct_without_head"), False),
@@ -158,7 +166,7 @@ def task_table(ts: TaskSummary) -> Table:
              (base + 8, lambda m: m.peak_rss_mb[0], False)]
     if has_cuda:
         cols.append((base + 9, lambda m: m.peak_cuda_mb[0], False))
-    rows, best = [], set()
+    rows, best, flagged = [], set(), set()
     for m in ts.methods:
         status = f"{m.n}/{m.planned}" + (f" ({len(m.failed)} not completed)" if m.failed else "")
         if not m.rows:
@@ -166,7 +174,12 @@ def task_table(ts: TaskSummary) -> Table:
             continue
         sig = m.significance
         delta = "—" if sig is None or sig.delta is None else f"{sig.delta:+.4f}"
-        row = [m.label, status] + [fmt(m.metrics.get(n, (None, None)), 4) for n in mm] + [
+        share = []
+        if has_share:
+            share = [_share_cell(m, budget)]
+            if off_budget(m.method, m.share[0], budget):
+                flagged.add((len(rows), 2 + len(mm)))
+        row = [m.label, status] + [fmt(m.metrics.get(n, (None, None)), 4) for n in mm] + share + [
             "(reference)" if m.label == ts.reference else delta,
             "(reference)" if m.label == ts.reference else fmt_p(sig),
             str(m.params["trainable"]), f"{m.params['pct']:.4f}", str(m.params["without_head"]),
@@ -183,11 +196,23 @@ def task_table(ts: TaskSummary) -> Table:
                 continue  # all equal: nothing is "best"
             target = max(v for _, v in vals) if higher else min(v for _, v in vals)
             best |= {(i, col) for i, v in vals if v == target}
-    t = Table(header, rows, best)
+    t = Table(header, rows, best, flagged=flagged)
+    if flagged:
+        t.notes.append(f"{FLAG} off budget: the achieved time-averaged share is more than {100 * TOLERANCE:g} points "
+                       f"from the study's layer budget ({100 * budget:g} %), so this row is not an equal-budget "
+                       f"comparison.")
     if ts.majority:
         t.rows.append(["majority class (dev labels)", "—"] + [f"{ts.majority[n]:.4f}" if n in ts.majority else "—" for n in mm]
                       + ["—"] * (len(header) - 2 - len(mm)))
     return t
+
+
+def _share_cell(m: MethodSummary, budget: float | None) -> str:
+    mean, std = m.share
+    if mean is None:
+        return "—"
+    s = f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
+    return s + (f" {FLAG} off budget" if off_budget(m.method, mean, budget) else "")
 
 
 def runs_table(rows: list) -> Table:

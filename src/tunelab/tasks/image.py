@@ -149,6 +149,8 @@ class ImageTask(SupervisedTask):
             raise UserError(f"--group-by-length: images have no length (task {self.name}); drop the option")
         if cfg.labelled_per_class and cfg.max_train_samples:
             raise UserError("--max-train-samples and --labelled-per-class both choose the training images; give one")
+        if cfg.semi_supervised and cfg.save_every:
+            raise UserError("--save-every: the self-training rounds of --semi-supervised are not checkpointed; drop one")
         if cfg.semi_supervised and not cfg.labelled_per_class:
             raise UserError("--semi-supervised needs --labelled-per-class N (the rest of train is the unlabelled pool)")
         if not cfg.semi_supervised:

@@ -96,7 +96,8 @@ class SupervisedTask(Task):
     def build_data(self, ctx):
         """(train loader, evaluate(model) -> (metrics, predictions)). The train loader is a
         ``CachedLoader``: with the activation cache off it is the plain ``DataLoader`` inside."""
-        from ..train.activation_cache import ActivationCache, CachedLoader, IndexedCollate, IndexedRows, plan
+        from ..train import distributed
+        from ..train.activation_cache import ActivationCache, CachedLoader, IndexedCollate, IndexedRows, log, plan
         from ..train.batching import LengthGroupedBatches, length_order, unsort
 
         cfg = ctx.cfg
@@ -109,6 +110,10 @@ class SupervisedTask(Task):
         p = plan(ctx.model, ctx.method, ctx.layout, cfg, self.caches_activations)
         if p.on and None in lengths:
             p.on, p.why = False, "the task's rows have no length"
+        if p.on and distributed.is_distributed():
+            p.on, p.why = False, "data-parallel run: each process holds a shard of every batch"
+            if distributed.is_main():
+                log(f"off ({p.why})")
         cache = ActivationCache(ctx.model, ctx.layout, p, cfg, ctx.device, ctx.out_dir)
         indexed = cache.on
         data, batch_collate = (IndexedRows(train_rows), IndexedCollate(collate)) if indexed else (train_rows, collate)
@@ -118,6 +123,7 @@ class SupervisedTask(Task):
         else:
             base = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True, generator=gen,
                                                collate_fn=batch_collate, pin_memory=pin)
+        base = distributed.shard_train_loader(base, len(train_rows), cfg.batch_size)  # data-parallel: this rank's share
         if indexed:
             cache.add_split("train", train_rows, collate, lengths, cfg.eval_batch_size)
         train_loader = CachedLoader(cache, "train", base, indexed=indexed)
@@ -131,14 +137,15 @@ class SupervisedTask(Task):
                 loader = CachedLoader(cache, s.name, torch.utils.data.DataLoader(
                     IndexedRows(rows), batch_size=cfg.eval_batch_size, collate_fn=IndexedCollate(collate), pin_memory=pin))
             else:
-                loader = torch.utils.data.DataLoader(rows, batch_size=cfg.eval_batch_size, collate_fn=collate,
-                                                     pin_memory=pin)
+                loader = torch.utils.data.DataLoader(distributed.shard(rows), batch_size=cfg.eval_batch_size,
+                                                     collate_fn=collate, pin_memory=pin)
             eval_loaders.append((s, loader, order))
 
         def evaluate(model):
             metrics, preds = {}, {}
             for i, (split, loader, order) in enumerate(eval_loaders):
                 p, r = self.predict(model, loader, ctx.device)
+                p, r = distributed.gather_shards(p), distributed.gather_shards(r)  # data-parallel: every rank, all rows
                 if order:
                     p, r = unsort(p, order), unsort(r, order)
                 prefix = self.split_prefix(i, split)

@@ -59,3 +59,38 @@ def right_pad(seqs: list, pad_id: int):
         ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
         mask[i, :len(r)] = 1
     return ids, mask
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The data-order seed of one epoch: ``seed`` itself for epoch 0, a SeedSequence mix of
+    (seed, epoch) after it. The order of epoch e depends on nothing else (not on how many random
+    numbers earlier epochs drew), so a resumed run can rebuild it (train/checkpoint.py)."""
+    if epoch == 0:
+        return int(seed)
+    import numpy as np
+
+    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def loader_generators(loader) -> list:
+    """The ``torch.Generator`` objects that order a loader's batches: the DataLoader's own, its
+    sampler's and batch sampler's (``LengthGroupedBatches``), a wrapper's (``CachedLoader.base``) or
+    a custom loader's ``generator`` attribute (docrep's ``PairLoader``)."""
+    found, seen, todo = [], set(), [loader]
+    while todo:
+        obj = todo.pop()
+        if obj is None or id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, torch.Generator):
+            found.append(obj)
+            continue
+        for attr in ("generator", "sampler", "batch_sampler", "base"):
+            todo.append(getattr(obj, attr, None))
+    return found
+
+
+def set_epoch(loader, seed: int, epoch: int) -> None:
+    """Reseed every generator of ``loader`` for ``epoch``: its batch order is a function of (seed, epoch)."""
+    for g in loader_generators(loader):
+        g.manual_seed(epoch_seed(seed, epoch))

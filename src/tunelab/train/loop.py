@@ -83,9 +83,12 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
     on CPU every step's loss and gradient norm are read at once (a sync costs nothing there); on
     CUDA they stay on the device and are read every ``CUDA_SYNC_EVERY`` steps, so the GPU never
     waits for Python per step; the health checks then run on the block (a non-finite value stops
-    the run at the end of its block, naming its step)."""
+    the run at the end of its block, naming its step). ``cfg.save_every`` writes checkpoints and a
+    ``--resume`` config continues from one (train/checkpoint.py: ``Checkpointer``)."""
     from transformers import get_linear_schedule_with_warmup
 
+    from .checkpoint import Checkpointer
+    from .distributed import GradSync
     from .health import LossWatch
     from .precision import resolve_precision
     from .tracker import EpochTracker
@@ -102,10 +105,16 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
     total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     state = TrainState(model=model, optimizer=optimizer, total_steps=total_steps)
+    sync = GradSync(model, method, device)  # train/distributed.py: DDP / gradient all-reduce in data-parallel runs
     method.on_train_start(state)
-    bar = tqdm(total=total_steps, desc=f"train {cfg.task}/{cfg.method}", unit="step", dynamic_ncols=True, mininterval=1.0)
-    tracker = EpochTracker(main_metric, cfg.early_stopping_patience, on_epoch, write=bar.write)
+    bar = tqdm(total=total_steps, desc=f"train {cfg.task}/{cfg.method}", unit="step", dynamic_ncols=True,
+               mininterval=1.0, disable=not sync.main)
+    tracker = EpochTracker(main_metric, cfg.early_stopping_patience, on_epoch,
+                           write=bar.write if sync.main else lambda _line: None)
     watch = LossWatch(cfg.divergence_factor)
+    ckpt = Checkpointer(cfg, model, method, optimizer, scheduler, scaler, state, tracker, watch, train_loader)
+    first_epoch = ckpt.restore()  # --resume: weights, optimizer, method, tracker ... from the checkpoint
+    bar.update(state.step)
     pending = []  # (step, [micro-batch loss tensors], gradient norm tensor or None), not yet read back
 
     def flush(losses):
@@ -122,24 +131,29 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
             bar.set_postfix(loss=f"{state.loss:.4f}", refresh=False)
         pending.clear()
 
-    for epoch in range(math.ceil(cfg.epochs)):
+    for epoch in range(first_epoch, math.ceil(cfg.epochs)):
         state.epoch = epoch
-        model.train()
-        losses, micro = [], []
+        losses, micro = ckpt.begin_epoch(epoch), []  # the epoch's batch order: a function of (seed, epoch)
+        sync.model.train()
         t0, c0 = time.perf_counter(), time.process_time()
         n_batches = len(train_loader)
         for i, batch in enumerate(train_loader):
             if state.step >= total_steps:
                 break
+            if ckpt.skip(epoch, i):  # resumed: trained before the checkpoint
+                continue
             batch = {k: v.to(device, non_blocking=non_blocking) for k, v in batch.items()}
-            with precision.autocast():
-                loss = loss_fn(model, batch)
-            scaled = loss / accum if accum > 1 else loss
-            (scaler.scale(scaled) if scaler else scaled).backward()
+            with sync.accumulating(len(micro) + 1 < accum and i + 1 < n_batches):
+                with precision.autocast():
+                    loss = loss_fn(sync.model, batch)
+                loss, reported = sync.weigh(loss, batch_len(batch))  # data-parallel: the global batch's loss
+                scaled = loss / accum if accum > 1 else loss
+                (scaler.scale(scaled) if scaler else scaled).backward()
             state.samples_seen += batch_len(batch)
-            micro.append(loss.detach())
+            micro.append(reported)
             if len(micro) < accum and i + 1 < n_batches:
                 continue
+            sync.reduce_grads(optimizer)
             trainable = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
             norm = None
             if cfg.max_grad_norm and trainable:
@@ -164,6 +178,12 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
             if len(pending) >= sync_every:
                 flush(losses)
             method.on_step(state)
+            if ckpt.due(state.step):  # --save-every: its time is not training time
+                flush(losses)
+                ts, cs = time.perf_counter(), time.process_time()
+                ckpt.save(epoch, i + 1, losses, ts - t0, cs - c0)  # data-parallel: rank 0 writes
+                t0, c0 = t0 + time.perf_counter() - ts, c0 + time.process_time() - cs
+        ckpt.end_batches()
         flush(losses)
         state.train_seconds += time.perf_counter() - t0
         state.train_cpu_seconds += time.process_time() - c0
@@ -175,9 +195,10 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
         if tracker.end_epoch(rec, predictions):
             break
     bar.close()
+    state.samples_seen = sync.total(state.samples_seen)  # every rank's examples
     method.on_train_end(state)
     return {**tracker.summary(), "state": state,
-            "record": {"training_health": watch.summary(), "precision": precision.record(),
+            "record": {**ckpt.record(), "training_health": watch.summary(), "precision": precision.record(),
                        "cpu_time": {"train_cpu_seconds": round(state.train_cpu_seconds, 3),
                                     "threads": torch.get_num_threads(),
                                     "note": "process CPU seconds in the training epochs (all threads): unlike "
