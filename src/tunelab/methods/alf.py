@@ -256,7 +256,8 @@ class ALF(DynamicLayerMethod):
 
     def on_train_start(self, state):
         if self.score_kind == "change":
-            self._group_of = {p: g for g in state.optimizer.param_groups for p in g["params"]}
+            # group index, not the group dict: a resumed optimizer's load_state_dict replaces the dicts
+            self._group_of = {p: i for i, g in enumerate(state.optimizer.param_groups) for p in g["params"]}
         super().on_train_start(state)
 
     # probe: measure every layer's gradient, keep only the active layers' ones
@@ -266,7 +267,8 @@ class ALF(DynamicLayerMethod):
             if self._shadow is not None:
                 # an active layer's grad accumulates over micro-batches (keep the latest total); an
                 # inactive one's is discarded below after each micro-batch (add them up)
-                self._shadow.add(p, p.grad, float(self._group_of[p]["lr"]), accumulate=layer not in self.active)
+                lr = float(self.optimizer.param_groups[self._group_of[p]]["lr"])
+                self._shadow.add(p, p.grad, lr, accumulate=layer not in self.active)
             if layer not in self.active:
                 p.grad = None
 
@@ -274,7 +276,7 @@ class ALF(DynamicLayerMethod):
         self._gsq = [0.0] * self.num_layers
         self._probing = True
         if self.score_kind == "change":
-            g = next(iter(self._group_of.values()))
+            g = self.optimizer.param_groups[0]
             self._shadow = ShadowAdam(betas=g.get("betas", (0.9, 0.999)), eps=g.get("eps", 1e-8))
         self.enable_all_layers_for_gradients()
 
@@ -363,7 +365,7 @@ class ALF(DynamicLayerMethod):
         self._gsq, self._probing = list(state["gsq"]), state["probing"]
         self._shadow = None
         if state.get("shadow") is not None:
-            g = next(iter(self._group_of.values()))
+            g = self.optimizer.param_groups[0]
             self._shadow = ShadowAdam(betas=g.get("betas", (0.9, 0.999)), eps=g.get("eps", 1e-8))
             self._shadow.t = state["shadow"]["t"]
             param = {n: p for ps in self.layer_params for n, p in ps}
