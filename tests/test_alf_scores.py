@@ -87,10 +87,10 @@ def test_variant_runs_within_the_budget_and_explains_each_decision(score, glue_d
     assert 0 < p["trainable_fraction_mean"] <= budget
     assert p["trainable_fraction_max"] <= budget
     assert rec["method_details"]["score_kind"] == score
-    assert [e["step"] for e in tl] == ([2, 4, 6] if score == "change" else [1, 2, 4, 6])
+    assert [e["step"] for e in tl] == ([0, 2, 4, 6] if score == "change" else [1, 2, 4, 6])
     for e in tl:
         assert len(e["active"]) == 3 and e["decision"]["rule"]
-        if score in ("random", "static"):
+        if score in ("random", "static") or (score == "change" and e["step"] == 0):  # change starts on top M
             assert e["scores"] is None and "rho" not in e  # controls: no probe, no score
         else:
             assert len(e["scores"]) == 6 and all(s > 0 for s in e["scores"]) and len(e["rho"]) == 6
@@ -98,10 +98,12 @@ def test_variant_runs_within_the_budget_and_explains_each_decision(score, glue_d
             top = sorted(range(6), key=lambda i: -e["scores"][i])[:3]
             assert set(e["active"]) == set(top) or e["decision"]["kept"]
     if score == "change":
-        assert all(e["probe_steps"] == 2 for e in tl)
-    # the share is the time-average of the active layers' share, one entry per step (head only at first)
+        assert tl[0]["active"] == [3, 4, 5] and all(e["probe_steps"] == 2 for e in tl[1:])
+    # the share is the time-average of the active layers' share, one entry per step (head only at
+    # first, except change, whose first probe window trains the top 3)
     layer = rec["method_details"]["layer_params"][0] / rec["method_details"]["denominator_params"]
-    per_step = [0.0] * tl[0]["step"] + [3 * layer] * (8 - tl[0]["step"])
+    head_only = 0 if score == "change" else tl[0]["step"]
+    per_step = [0.0] * head_only + [3 * layer] * (8 - head_only)
     assert p["trainable_fraction_mean"] == pytest.approx(sum(per_step) / 8, abs=1e-6)
 
 

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 # 32 examples, batches of 8: 4 optimizer steps per epoch, 8 in all
 SMALL = ["--max-train-samples", "32", "--max-eval-samples", "16", "--max-seq-length", "64", "--batch-size", "8",
          "--epochs", "2", "--threads", "1", "--seed", "3"]
-# alf (default score change, probe window of 3 steps): decisions after steps 3 and 7; the kill at
+# alf (default score change, probe window of 3 steps): top 3 from step 0, decisions after steps 3 and 7; the kill at
 # step 6 falls inside the second probe window, so the resumed run needs the shadow optimizer's state
 CASES = {"full": [], "alf": ["--alf-interval", "7"]}
 KILL_AT = 6  # checkpoint step after which the run is killed: batch 2 of 4 in the second epoch
@@ -110,8 +110,8 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(killed, method, tmp_p
     assert rec["time"]["samples_seen"] == ref["time"]["samples_seen"] == 64
     assert rec["resumed"][0]["from_step"] == KILL_AT and rec["started_at"] == load(folder)["started_at"]
     if method == "alf":  # the dynamic method's decisions, probe statistics and measured changes
-        assert rec["layers"] == ref["layers"] and [e["step"] for e in rec["layers"]] == [3, 7]
-        assert rec["layers"][1]["probe_steps"] == 3
+        assert rec["layers"] == ref["layers"] and [e["step"] for e in rec["layers"]] == [0, 3, 7]
+        assert rec["layers"][2]["probe_steps"] == 3
         assert rec["params"] == ref["params"]
     # the checkpoint (and the stale temp folder) are gone once the run completed
     assert not [p for p in os.listdir(out) if p.startswith("checkpoint")]

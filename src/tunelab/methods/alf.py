@@ -13,7 +13,8 @@ Algorithm (options and defaults):
   the same (per-step and time-averaged) budget.
 - Decisions every ``--alf-interval`` k steps (default 20) and once early: after step 1 (after
   step ``--alf-probe-steps`` for ``change``, which needs a window to measure). Before the first
-  decision only the head trains.
+  decision only the head trains, except with ``change``, where the top M layers train during
+  its first probe window (so its time-averaged share is that of M layers, like the others).
 - Probe: the step(s) before a decision compute gradients for every layer (a full backward pass).
   For layers outside the active set the gradient is only measured and then discarded before
   clipping and the optimizer step, so those weights do not move. All other steps backpropagate
@@ -284,7 +285,15 @@ class ALF(DynamicLayerMethod):
         return step == self.first_decision or (step > self.first_decision and step % self.interval == 0)
 
     def start(self, state):
-        return False  # the first decision follows the probe of the first step(s)
+        if self.score_kind == "change":
+            # the first probe window needs a few steps: the top M layers train meanwhile (so the
+            # share stays at the budget's M layers from step 1 on)
+            m = self.max_layers
+            self.set_active(range(self.num_layers - m, self.num_layers))
+            self._entry_extras = {"decision": {"rule": f"start: the top {m} layers until the first probe window "
+                                                       f"closes"}}
+            return None
+        return False  # the first decision follows the probe of step 1
 
     def _next_decision(self, step):
         """First decision step after ``step``."""
