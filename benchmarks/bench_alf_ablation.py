@@ -22,21 +22,12 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from bench_common import append_section, command_line, machine_line
+from bench_common import append_section, command_line, machine_line, parse_plan
 
 VARIANTS = ("change", "calibrated", "grad-norm", "random", "static")
 DEFAULT_PLAN = "sst2:500:2,mrpc:500:2,cola:600:2"
 METRICS = {"sst2": ("accuracy",), "mrpc": ("f1", "accuracy"), "cola": ("mcc", "accuracy")}
 
-
-def parse_plan(text: str) -> list:
-    plan = []
-    for part in text.split(","):
-        bits = part.split(":")
-        if len(bits) != 3:
-            raise SystemExit(f"--plan {part!r}: expected task:train_samples:epochs")
-        plan.append((bits[0], int(bits[1]), bits[2]))
-    return plan
 
 
 def run_one(job: dict, args) -> dict:

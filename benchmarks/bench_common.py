@@ -20,6 +20,17 @@ def machine_line(threads) -> str:
             f"torch {torch.__version__}, {threads or 'default'} threads")
 
 
+def parse_plan(text: str) -> list:
+    """``task:train_samples:epochs,...`` -> [(task, n, epochs as given, a string for the command line)]."""
+    plan = []
+    for part in text.split(","):
+        bits = part.split(":")
+        if len(bits) != 3:
+            raise SystemExit(f"--plan {part!r}: expected task:train_samples:epochs")
+        plan.append((bits[0], int(bits[1]), bits[2]))
+    return plan
+
+
 def append_section(path: str, lines: list) -> None:
     with open(path, "a", encoding="utf-8") as f:
         f.write("\n".join(lines))

@@ -22,20 +22,11 @@ import subprocess
 import sys
 import time
 
-from bench_common import append_section, command_line, machine_line, run_tunelab
+from bench_common import append_section, command_line, machine_line, parse_plan, run_tunelab
 
 METHODS = ("full", "selective", "alf", "lisa", "autofreeze", "badam")
 DEFAULT_PLAN = "sst2:2000:1,mrpc:800:2,cola:1500:1"
 
-
-def parse_plan(text: str) -> list:
-    plan = []
-    for part in text.split(","):
-        bits = part.split(":")
-        if len(bits) != 3:
-            raise SystemExit(f"--plan {part!r}: expected task:train_samples:epochs")
-        plan.append((bits[0], int(bits[1]), float(bits[2])))
-    return plan
 
 
 def method_args(method: str, args, alf_layers: int | None) -> list:
