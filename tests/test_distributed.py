@@ -91,7 +91,8 @@ def test_alf_two_processes_train_the_same_layers(tmp_path, glue_data_dir):
     recorded = hashlib.sha256(json.dumps({"layers": r2["layers"]}, sort_keys=True, default=str).encode()).hexdigest()
     assert [r["method_record_sha256"] for r in d["per_rank"]] == [recorded, recorded]
     assert d["method_record_identical"] is True
-    assert len(r2["layers"]) == 3 and all(e["rho"] and len(e["active"]) == 3 for e in r2["layers"])
+    assert len(r2["layers"]) == 3 and all(len(e["active"]) == 3 for e in r2["layers"])
+    assert all(e["scores"] and e["decision"] for e in r2["layers"][1:])  # probe-based decisions were taken
     assert abs(r2["metrics"]["accuracy"] - r1["metrics"]["accuracy"]) <= 0.005
 
 
