@@ -47,6 +47,10 @@ def opt(default, help, *, reads=(), min=None, max=None, above=None, below=None, 
 
 @dataclass
 class RunConfig:
+    # Run state, not options (no annotation, so not dataclass fields, never in run.json's config):
+    resume_checkpoint = None  # the checkpoint folder a `tunelab run --resume` continues from (resume.py)
+    run_started_at = None  # the run's started_at, which its checkpoints carry (train/checkpoint.py)
+
     task: str = opt(None, "task name (tunelab list)")
     method: str = opt("full", "adaptation method (tunelab list)")
     model: str = opt("minilm", "model alias, local HF folder or hub id")

@@ -59,7 +59,7 @@ def run(cfg: RunConfig) -> dict:
     method = get_method(cfg.method)()
     method.validate(cfg)
     cfg.output_dir = cfg.output_dir or default_output_dir(cfg)
-    resuming = getattr(cfg, "resume_checkpoint", None)  # tunelab run --resume (resume.py)
+    resuming = cfg.resume_checkpoint  # tunelab run --resume (resume.py)
     if not resuming:
         distributed.on_main(check_output_dir, cfg.output_dir, cfg.overwrite)  # rank 0 alone owns the output dir
     if cfg.threads:

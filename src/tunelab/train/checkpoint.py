@@ -157,7 +157,7 @@ class Checkpointer:
         self.optimizer, self.scheduler, self.scaler = optimizer, scheduler, scaler
         self.state, self.tracker, self.watch, self.loader = state, tracker, watch, loader
         self.every = getattr(cfg, "save_every", None)
-        self.resume_from = getattr(cfg, "resume_checkpoint", None)
+        self.resume_from = cfg.resume_checkpoint
         self.epoch_rng = None  # RNG states at the start of the current epoch
         self.position = None  # (epoch, batches done, losses) being resumed, until skipped
         self.pending_rng = None  # the checkpoint's RNG states, set after the skip
@@ -278,7 +278,7 @@ class Checkpointer:
         }
         meta = {"step": st.step, "total_steps": st.total_steps, "epoch": epoch, "batches_done_in_epoch": batches,
                 "samples_seen": st.samples_seen, "train_seconds": round(state["train_seconds"], 3),
-                "started_at": getattr(self.cfg, "run_started_at", None), "history": self.tracker.history,
+                "started_at": self.cfg.run_started_at, "history": self.tracker.history,
                 "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         path = write_checkpoint(self.cfg.output_dir, weights, training, meta)
         self.save_seconds = getattr(self, "save_seconds", 0.0) + time.perf_counter() - t0
