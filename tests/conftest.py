@@ -27,6 +27,24 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def bbc_dir(shared_data) -> str:
+    """BBC News (folder per category) in the shared data."""
+    d = shared_data / "news" / "bbc"
+    if not (d / "sport").is_dir():
+        pytest.fail(f"BBC data not found at {d}: set TUNELAB_SHARED_DATA to the shared data folder")
+    return str(d)
+
+
+@pytest.fixture(scope="session")
+def kp_root(shared_data) -> Path:
+    """The keyphrase sets (Inspec, KDD, WWW) in the shared data."""
+    d = shared_data / "keyphrase"
+    if not (d / "Inspec" / "docsutf8").is_dir():
+        pytest.fail(f"keyphrase data not found at {d}: set TUNELAB_SHARED_DATA to the shared data folder")
+    return d
+
+
 def tiny_run_args(task: str, method: str, data_dir: str, out: str, *extra: str) -> list:
     """CLI args for a ~64-example run on minilm (seconds on 2 cores)."""
     return ["run", "--task", task, "--method", method, "--model", "minilm", "--data-dir", data_dir,

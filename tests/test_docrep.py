@@ -18,14 +18,6 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def bbc_dir(shared_data):
-    d = shared_data / "news" / "bbc"
-    if not (d / "sport").is_dir():
-        pytest.fail(f"BBC data not found at {d}: set TUNELAB_SHARED_DATA to the shared data folder")
-    return str(d)
-
-
-@pytest.fixture(scope="module")
 def bbc(bbc_dir):
     return news.read_bbc(bbc_dir)
 

@@ -21,14 +21,6 @@ TINY = ["--docrep-max-docs", "40", "--docrep-chunk-length", "32", "--max-train-s
         "--epochs", "1", "--threads", "1", "--seed", "0"]
 
 
-@pytest.fixture(scope="module")
-def bbc_dir(shared_data):
-    d = shared_data / "news" / "bbc"
-    if not (d / "sport").is_dir():
-        pytest.fail(f"BBC data not found at {d}: set TUNELAB_SHARED_DATA to the shared data folder")
-    return str(d)
-
-
 def run(capsys, *args):
     rc = main(["run", *args])
     err = capsys.readouterr().err

@@ -16,14 +16,6 @@ from tunelab.tasks.keyphrase_metrics import keyphrase_scores
 
 
 @pytest.fixture(scope="module")
-def kp_root(shared_data) -> Path:
-    d = shared_data / "keyphrase"
-    if not (d / "Inspec" / "docsutf8").is_dir():
-        pytest.fail(f"keyphrase data not found at {d}: set TUNELAB_SHARED_DATA to the shared data folder")
-    return d
-
-
-@pytest.fixture(scope="module")
 def inspec(kp_root):
     return read_keyphrase_dir(find_dataset(kp_root, "inspec"))
 

@@ -18,14 +18,6 @@ from tunelab.tasks.keyphrase_metrics import keyphrase_scores
 METRICS = ("f1@10", "f1@5", "f1@M", "p@5", "r@5", "p@10", "r@10", "p@M", "r@M")
 
 
-@pytest.fixture(scope="module")
-def kp_root(shared_data) -> Path:
-    d = shared_data / "keyphrase"
-    if not (d / "Inspec" / "docsutf8").is_dir():
-        pytest.fail(f"keyphrase data not found at {d}: set TUNELAB_SHARED_DATA to the shared data folder")
-    return d
-
-
 def small_args(task, method, data_dir, out, *extra):
     return ["run", "--task", task, "--method", method, "--model", "minilm", "--data-dir", str(data_dir),
             "--output-dir", str(out), "--max-train-samples", "32", "--max-eval-samples", "16", "--epochs", "1",
