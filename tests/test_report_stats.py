@@ -110,6 +110,22 @@ def test_a_cell_counts_as_done_only_when_completed_marked_and_same_config(tmp_pa
     (cell2,) = expand(parse_compare_yaml("tasks: [sst2]\nmethods: [lora]\nlora_r: 8\n", "x.yaml"), str(tmp_path))
     (d / "run.json").write_text(json.dumps(rec))
     assert completed_record(cell) is not None and completed_record(cell2) is None  # config changed: redo
+    # a field default that changed since the run (the hash leaves defaults out): the cell is stale
+    (d / "run.json").write_text(json.dumps({**rec, "config": {**rec["config"], "warmup_ratio": 0.1}}))
+    assert cell.config.warmup_ratio != 0.1 and completed_record(cell) is None
+
+
+def test_a_method_revision_changes_the_cell_hash(tmp_path, monkeypatch):
+    """A method whose results change at unchanged options raises its revision: old cells re-run."""
+    from tunelab.compare.config import parse_compare_yaml
+    from tunelab.compare.grid import expand
+    from tunelab.methods import get_method
+
+    cc = parse_compare_yaml("tasks: [sst2]\nmethods: [lora]\n", "x.yaml")
+    (before,) = expand(cc, str(tmp_path))
+    monkeypatch.setattr(get_method("lora"), "revision", 2)
+    (after,) = expand(cc, str(tmp_path))
+    assert before.config.as_dict() == after.config.as_dict() and before.config_hash != after.config_hash
 
 
 def test_lower_is_better_metrics_are_marked_and_described_as_such(tmp_path):

@@ -5,8 +5,8 @@ is forked from the compare process, which has imported torch/transformers/peft o
 lines) goes to ``OUTPUT_DIR/logs/<run-id>.log``, its progress bar to the terminal below the grid's
 bar (one line per concurrent run).
 
-Crash safety: a cell counts as done only when its run.json says "completed", agrees with the cell's
-options, and the ``compare-cell.json`` written beside it afterwards carries the cell's config hash;
+Crash safety: a cell counts as done only when its run.json says "completed", agrees with every
+resolved option of the cell (defaults included), and the ``compare-cell.json`` written beside it afterwards carries the cell's config hash;
 only then is its store row written as completed. A cell whose run was killed ("running" or
 "interrupted") and holds a checkpoint of this very config (``save_every=N`` given to the compare)
 continues from it (``tunelab run --resume``); anything else is re-run from scratch (``--overwrite``
@@ -41,6 +41,10 @@ def completed_record(cell: Cell) -> dict | None:
     if rec.get("status") != "completed" or not os.path.isfile(os.path.join(cell.run_dir, "predictions.tsv")):
         return None
     if mark.get("config_hash") != cell.config_hash or mark.get("started_at") != rec.get("started_at"):
+        return None
+    # every resolved value, defaults included: a default that changed since the run (the hash leaves
+    # options at their field default out) makes the cell stale
+    if not isinstance(rec.get("config"), dict) or not config_matches(cell.config.as_dict(), rec["config"]):
         return None
     return rec
 

@@ -12,7 +12,10 @@ The hash covers what defines a run's result (task, method, model, seed, every re
 leaves out where and how it runs (output dir, overwrite, data dir path (the data files' sha256 are
 in run.json), threads, device). Options at their field default (except lr) are left out too, so
 adding a new option with a default elsewhere in tunelab does not invalidate finished runs, while
-changing any value does. The hash is stored beside each finished run (``compare-cell.json``);
+changing any value does. A method or task whose results change at the same options (a new
+algorithm behind an unchanged option value) raises its ``revision`` (``Method.revision``,
+``Task.revision``; above 1 it is hashed), and a field default that changes is caught by
+``config_matches``, which compares every resolved value. The hash is stored beside each finished run (``compare-cell.json``);
 ``config_matches`` checks that run.json's config agrees with every value of the cell.
 """
 
@@ -59,10 +62,11 @@ def _norm(v):
     return v
 
 
-def config_hash(config: dict) -> str:
-    """Hash of a resolved run config (a RunConfig dict or run.json's "config")."""
+def config_hash(config: dict, revisions: dict | None = None) -> str:
+    """Hash of a resolved run config (a RunConfig dict or run.json's "config") and the revisions of
+    its method and task (``{"method": 2}``; revision 1 is left out so first revisions keep old hashes)."""
     cfg = dict(config)
-    keep = {}
+    keep = {f"{k}_revision": r for k, r in (revisions or {}).items() if r != 1}
     for k, v in cfg.items():
         if k in NOT_HASHED or k not in FIELDS:
             continue
@@ -116,6 +120,7 @@ def expand(cc: CompareConfig, output_dir: str, data_dir: str | None = None, thre
                         get_method(m.name)().validate(cfg)
                     except UserError as e:
                         raise UserError(f"{m.where}: {m.label} on {task.label}: {e}") from None
+                    revisions = {"method": get_method(m.name).revision, "task": get_task(task.name).revision}
                     cells.append(Cell(rid, task.label, m.label, m.name, model.label, seed, cfg,
-                                      config_hash(cfg.as_dict())))
+                                      config_hash(cfg.as_dict(), revisions)))
     return cells

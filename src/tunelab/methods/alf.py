@@ -182,6 +182,7 @@ class ALF(DynamicLayerMethod):
     """Adaptive layer-wise FT: train the layers whose weights change fastest, within a budget."""
 
     name = "alf"
+    revision = 2  # 2026-11-24: --alf-score change became the shadow-AdamW probe (was what is now `calibrated`)
     uses_grad_hook = True
     uses_peft = False
 

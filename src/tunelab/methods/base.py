@@ -24,6 +24,8 @@ class Method:
     name = ""
     default_lr = 1e-4  # the method's default learning rate (level 2 of config.py's merge order)
     uses_peft = False
+    # raise when results change at unchanged options (compare re-runs its cached cells, compare/grid.py)
+    revision = 1
 
     @classmethod
     def option_defaults(cls) -> dict:

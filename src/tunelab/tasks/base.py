@@ -81,6 +81,7 @@ class Task(ABC):
     eval_splits: tuple = ("validation",)
     defaults: dict = {}  # the family's option defaults (see option_defaults)
     report_metrics: tuple = ()  # the report's metric columns; empty: every metric in run.json
+    revision = 1  # raise when results change at unchanged options (compare re-runs its cached cells)
 
     @property
     def main_metric(self) -> str:
