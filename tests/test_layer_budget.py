@@ -125,6 +125,7 @@ def test_budget_blocks_and_conflicts(glue_data_dir, tmp_path, capsys):
     assert blocks_of(12, 5) == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [7, 8, 9, 10, 11]]
     bad = [
         (["--method", "selective", "--layers", "top:2"], "--layers top:2 and --layer-budget 0.25"),
+        (["--method", "selective", "--train-embeddings"], "--train-embeddings and --layer-budget 0.25: give one"),
         (["--method", "lisa", "--lisa-layers", "4"], "--lisa-layers 4 and --layer-budget 0.25"),
         (["--method", "badam", "--badam-block-layers", "2"], "--badam-block-layers 2 and --layer-budget 0.25"),
         (["--method", "alf", "--alf-budget", "0.3"], "--alf-budget 0.3 and --layer-budget 0.25 disagree"),

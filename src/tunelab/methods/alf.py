@@ -194,6 +194,14 @@ class ALF(DynamicLayerMethod):
         "static": "none: the top layers, fixed (control)",
     }
 
+    @classmethod
+    def apply_layer_budget(cls, cfg):
+        """--alf-budget = --layer-budget (set at config time, so run.json's config says so)."""
+        b = cfg.layer_budget
+        if cfg.sources.get("alf_budget") == "given" and cfg.alf_budget != b:
+            raise UserError(f"--alf-budget {cfg.alf_budget} and --layer-budget {b} disagree: give one of them")
+        cfg.alf_budget, cfg.sources["alf_budget"] = b, "layer_budget (= --layer-budget)"
+
     def validate(self, cfg):
         if cfg.adapter != "lora":  # a LoRA option set to a non-default value would be silently unused
             from ..config import FIELDS

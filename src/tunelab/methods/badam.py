@@ -19,7 +19,7 @@ import random
 
 from ..errors import UserError
 from . import METHODS
-from .budget import blocks_of, layers_in_budget
+from .budget import blocks_of, layers_in_budget, refuse_changed
 from .dynamic import DynamicLayerMethod
 
 ORDERS = ("descending", "ascending", "random")
@@ -32,6 +32,11 @@ class BAdam(DynamicLayerMethod):
     name = "badam"
     scores_are_change = True
     score_name = "weight change rate in the interval (recorded only; BAdam switches in a fixed order)"
+
+    @classmethod
+    def apply_layer_budget(cls, cfg):
+        """The budget sizes the blocks (--badam-block-layers refused)."""
+        refuse_changed(cfg, "badam_block_layers", "the budget sizes BAdam's blocks")
 
     def configure(self, cfg):
         self.interval = cfg.badam_interval

@@ -39,6 +39,12 @@ class Method:
 
         return tuple(k for k, f in FIELDS.items() if cls.name in f.metadata["reads"])
 
+    @classmethod
+    def apply_layer_budget(cls, cfg) -> None:
+        """``--layer-budget`` given (config.build_config, methods/budget.py): map it onto this method's
+        own options in ``cfg`` (recording ``cfg.sources``) and refuse contradicting ones with a
+        UserError. Only the layer-selecting methods (config.LAYER_SELECTING) are given the option."""
+
     def validate(self, cfg) -> None:
         """Cross-option checks (ranges and choices are declared on the options); called before any
         model is loaded. Raise UserError."""

@@ -27,7 +27,8 @@ What each method does with it (k = the most layers whose parameters fit in SHARE
   takes it more than 2 points below, the report flags the row: the method chose to train less.
 
 With a budget, ``--lisa-layers``, ``--badam-block-layers`` must stay at their defaults and
-``--layers`` must not be given: the budget decides them.
+``--layers`` must not be given: the budget decides them. Each method does its part in its own
+``apply_layer_budget(cfg)`` (``Method`` hook, called from ``config.build_config``).
 """
 
 from ..errors import UserError
@@ -35,32 +36,21 @@ from .dynamic import max_layers_for_budget
 
 
 def resolve_layer_budget(cfg) -> None:
-    """Called by ``config.build_config`` when ``--layer-budget`` is set: map it onto the method's own
-    options and refuse options that would contradict it (one-line UserErrors)."""
+    """Called by ``config.build_config`` when ``--layer-budget`` is set: the method maps it onto its
+    own options and refuses options that would contradict it (``Method.apply_layer_budget``)."""
+    from . import get_method
+
+    get_method(cfg.method).apply_layer_budget(cfg)
+
+
+def refuse_changed(cfg, option: str, why: str) -> None:
+    """A UserError when ``option`` is not at its field default while ``--layer-budget`` decides it."""
     from ..config import FIELDS, flag
 
-    b = cfg.layer_budget
-    given = cfg.sources.get
-    if cfg.method == "alf":
-        if given("alf_budget") == "given" and cfg.alf_budget != b:
-            raise UserError(f"--alf-budget {cfg.alf_budget} and --layer-budget {b} disagree: give one of them")
-        cfg.alf_budget, cfg.sources["alf_budget"] = b, "layer_budget (= --layer-budget)"
-    elif cfg.method == "selective":
-        if cfg.layers:
-            raise UserError(f"--layers {cfg.layers} and --layer-budget {b}: give one (the budget trains the top "
-                            f"layers that fit)")
-        if cfg.train_embeddings:
-            raise UserError(f"--train-embeddings does not combine with --layer-budget {b} (the budget counts "
-                            f"layers only)")
-    elif cfg.method == "lisa":
-        if cfg.lisa_layers != FIELDS["lisa_layers"].default:
-            raise UserError(f"--lisa-layers {cfg.lisa_layers} and --layer-budget {b}: give one (the budget "
-                            f"decides how many layers LISA samples)")
-        cfg.lisa_freeze_embeddings, cfg.sources["lisa_freeze_embeddings"] = True, "layer_budget (frozen)"
-    elif cfg.method == "badam":
-        if cfg.badam_block_layers != FIELDS["badam_block_layers"].default:
-            raise UserError(f"{flag('badam_block_layers')} {cfg.badam_block_layers} and --layer-budget {b}: give "
-                            f"one (the budget sizes BAdam's blocks)")
+    v = getattr(cfg, option)
+    if v != FIELDS[option].default:
+        shown = flag(option) if isinstance(v, bool) else f"{flag(option)} {v}"
+        raise UserError(f"{shown} and --layer-budget {cfg.layer_budget}: give one ({why})")
 
 
 def layers_in_budget(method, budget: float) -> int:

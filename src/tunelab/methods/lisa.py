@@ -18,7 +18,7 @@ import random
 
 from ..errors import UserError
 from . import METHODS
-from .budget import layers_in_budget
+from .budget import layers_in_budget, refuse_changed
 from .dynamic import DynamicLayerMethod
 
 
@@ -30,6 +30,12 @@ class LISA(DynamicLayerMethod):
     may_train_embeddings = True
     scores_are_change = True
     score_name = "weight change rate in the interval (recorded only; LISA draws at random)"
+
+    @classmethod
+    def apply_layer_budget(cls, cfg):
+        """The budget decides gamma (--lisa-layers refused); the embeddings stay frozen."""
+        refuse_changed(cfg, "lisa_layers", "the budget decides how many layers LISA samples")
+        cfg.lisa_freeze_embeddings, cfg.sources["lisa_freeze_embeddings"] = True, "layer_budget (frozen)"
 
     def configure(self, cfg):
         self.interval = cfg.lisa_interval

@@ -12,7 +12,7 @@ records the share of those parameters that trained (static: the same at every st
 from ..errors import UserError
 from . import METHODS
 from .base import Method, group_params, set_head_trainable
-from .budget import top_layers_in_budget
+from .budget import refuse_changed, top_layers_in_budget
 from .layers import parse_layers
 
 
@@ -20,6 +20,12 @@ from .layers import parse_layers
 class SelectiveLayers(Method):
     name = "selective"
     default_lr = 2e-4
+
+    @classmethod
+    def apply_layer_budget(cls, cfg):
+        """The budget picks the top layers that fit: --layers and --train-embeddings are refused."""
+        refuse_changed(cfg, "layers", "the budget trains the top layers that fit")
+        refuse_changed(cfg, "train_embeddings", "the budget counts layers only")
 
     def validate(self, cfg):
         if not cfg.layers and cfg.layer_budget is None:
