@@ -169,3 +169,22 @@ def test_alignment_study_cells_carry_every_resolved_option_to_the_child(tmp_path
         assert ("lora_r=4" in args) == (cell.method == "lora")  # shared lora_r reaches only the lora cell
     by = {c.method: c for c in cells}
     assert by["lora"].config.lr == 1e-3 and by["full"].config.lr == 5e-5  # dpo: the family lr anchors x 1.0
+
+
+def test_extends_replaces_only_the_keys_given(tmp_path, capsys):
+    base = write(tmp_path, "name: base\ntasks: [sst2, mrpc]\nmethods: [full, lora]\nseeds: [0]\nepochs: 2\n"
+                 "max_train_samples: 100\n", "base.yaml")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    child = write(sub, "extends: ../base.yaml\nseeds: [0, 1]\nepochs: 3\n", "child.yaml")
+    b, c = load_compare_config(base), load_compare_config(child)
+    assert c.name == "child" and c.seeds == [0, 1]  # the name is never inherited
+    assert c.shared == {**b.shared, "epochs": 3} and b.shared["epochs"] == 2
+    assert [e.label for e in c.tasks] == ["sst2", "mrpc"] and [m.label for m in c.methods] == ["full", "lora"]
+    assert "extends" in c.text and "# max_train_samples: 100" in c.text  # the base's text is recorded too
+    q = load_compare_config(write(tmp_path, "extends: quick\nseeds: [3]\n"))
+    assert q.as_dict()["methods"] == load_compare_config(preset="quick").as_dict()["methods"] and q.seeds == [3]
+    for text, needle in [("extends: nope.yaml\n", "study.yaml:1: extends: nope.yaml: neither a preset"),
+                         ("extends: study.yaml\n", "study.yaml:1: extends: study.yaml: a cycle")]:
+        with pytest.raises(UserError, match=needle):
+            load_compare_config(write(tmp_path, text))

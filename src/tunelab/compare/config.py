@@ -15,6 +15,10 @@ YAML shape (see ``presets/quick.yaml``)::
     epochs: 2                                     # any other key: a `tunelab run` option shared by all cells
     max_train_samples: 500
 
+``extends: quick`` (a preset name, or a YAML path relative to this file) starts from that study:
+every key given here replaces the base's key of the same name (``seeds: [0, 1, 2]`` replaces the
+seed list, ``epochs: 3`` that one shared option); ``name`` is never inherited.
+
 Precedence inside one cell (low -> high): shared options, the task's, the model's, the method's,
 then the command line's ``key=value`` overrides.
 """
@@ -32,6 +36,7 @@ from ..textio import read_text
 
 GRID_KEYS = ("tasks", "methods", "models", "seeds")
 META_KEYS = ("name", "description")
+EXTENDS = "extends"
 EXEC_KEYS = ("jobs",)  # how the grid runs, not what it computes (not in any run's config hash)
 PER_CELL = {"task": "tasks", "method": "methods", "model": "models", "seed": "seeds"}
 MANAGED = ("output_dir", "overwrite")  # compare decides where each run goes
@@ -114,7 +119,25 @@ def _did_you_mean(key: str, known) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def parse_compare_yaml(text: str, where: str) -> CompareConfig:
+def _base_study(node, where: str, chain: tuple) -> CompareConfig:
+    """The study named by ``extends:`` (a preset name or a path relative to ``where``'s folder)."""
+    ref, at = _py(node), _line(where, node)
+    if not isinstance(ref, str) or not ref.strip():
+        raise UserError(f"{at}: extends: expects a preset name or a YAML path")
+    if ref in preset_names():
+        text, base_where = preset_text(ref), f"preset {ref}"
+    else:
+        base_where = ref if os.path.isabs(ref) or where.startswith("preset ") else \
+            os.path.join(os.path.dirname(where), ref)
+        if not os.path.isfile(base_where):
+            raise UserError(f"{at}: extends: {ref}: neither a preset ({', '.join(preset_names())}) nor a file")
+        text = read_text(base_where, what="compare config")
+    if base_where in chain:
+        raise UserError(f"{at}: extends: {ref}: a cycle ({' -> '.join((*chain, base_where))})")
+    return parse_compare_yaml(text, base_where, (*chain, where))
+
+
+def parse_compare_yaml(text: str, where: str, _chain: tuple = ()) -> CompareConfig:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as e:
@@ -126,10 +149,18 @@ def parse_compare_yaml(text: str, where: str) -> CompareConfig:
     if not isinstance(root, yaml.MappingNode):
         raise UserError(f"{_line(where, root)}: expected a mapping (tasks:, methods:, models:, seeds:, run options)")
     cc = CompareConfig(source=where, name="", text=text)
+    base = next((v for k, v in root.value if _key(str(k.value)) == EXTENDS), None)
+    if base is not None:
+        b = _base_study(base, where, _chain)
+        cc.description, cc.tasks, cc.methods, cc.models = b.description, b.tasks, b.methods, b.models
+        cc.seeds, cc.shared, cc.jobs = b.seeds, dict(b.shared), b.jobs
+        cc.text = text + f"\n# ---- extends: {_py(base)} ----\n" + "".join(f"# {x}\n" for x in b.text.splitlines())
     seen = set()
     for knode, vnode in root.value:
         key = _key(str(knode.value))
         at = _line(where, knode)
+        if key == EXTENDS:
+            continue
         if key in seen:
             raise UserError(f"{at}: '{knode.value}' given twice")
         seen.add(key)
