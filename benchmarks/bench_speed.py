@@ -3,8 +3,8 @@
 Every configuration runs in its own process, one after the other:
 
 - tunelab: ``tunelab run --task sst2 --model minilm --max-train-samples N --epochs E --seed 0`` with
-  the method's defaults (length-grouped batches, activation cache when eligible, batch 32, the
-  method's lr); ``selective`` = ``--layers top:25%`` with and without ``--no-activation-cache``.
+  the method's defaults (length-grouped batches, activation cache when eligible, the method's
+  batch size and lr: full 16 / 1e-4, the others 32 / their lr); ``selective`` = ``--layers top:25%`` with and without ``--no-activation-cache``.
 - HF Trainer: ``TrainingArguments`` defaults (batch 8, lr 5e-5, no warm-up, AdamW fused, no length
   grouping) on the same N examples (tunelab's seeded subset) and epochs; LoRA = PEFT ``LoraConfig``
   defaults for sequence classification; selective = the usual recipe (freeze everything but the

@@ -138,3 +138,13 @@ def test_deferred_host_syncs_change_no_number_and_still_stop_a_diverged_run(monk
 
     with pytest.raises(RunDiverged, match="at step 5"):
         run(3, nan_at_5)
+
+
+def test_full_fine_tuning_defaults_to_batch_16_under_the_family_and_the_user():
+    full = _cfg("--task", "sst2", "--method", "full")
+    assert (full.batch_size, full.lr, full.sources["batch_size"]) == (16, 1e-4, "method")
+    lora = _cfg("--task", "sst2", "--method", "lora")
+    assert lora.batch_size == 32 and lora.sources["batch_size"] == "default"
+    assert _cfg("--task", "sst2", "--method", "full", "--batch-size", "32").batch_size == 32
+    kp = build_config({"task": "inspec", "method": "full"})  # the keyphrase family's batch wins
+    assert kp.sources["batch_size"] == "task"

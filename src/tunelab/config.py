@@ -8,7 +8,7 @@ chosen method or task does not read is an error (``--lora-r 4 --method full``).
 Defaults are merged in one documented order (later wins):
 
 1. the field default below;
-2. the method's defaults (``Method.option_defaults()``: its learning rate);
+2. the method's defaults (``Method.option_defaults()``: its learning rate; full FT: batch 16 too);
 3. the task family's defaults (``Task.option_defaults(method)``: e.g. small batches and an lr
    anchor for causal-LM alignment);
 4. what the user gave: preset / study / YAML file, then command-line flags and ``key=value``.
