@@ -49,7 +49,7 @@ def trainer_worker(label: str, a) -> dict:
     import numpy as np
     import torch
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainingArguments)
+                              TrainingArguments, set_seed)
 
     from tunelab.models.aliases import resolve_model
     from tunelab.runner import subsample
@@ -61,6 +61,7 @@ def trainer_worker(label: str, a) -> dict:
     dev = task.load("validation", a.data_dir).examples
     source = resolve_model("minilm")
     tok = AutoTokenizer.from_pretrained(source)
+    set_seed(a.seed)  # as HF's run_glue.py: the new head's init is seeded too (Trainer seeds only after the model exists)
     model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=2)
 
     def encode(examples):
