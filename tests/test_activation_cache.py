@@ -139,3 +139,57 @@ def test_a_family_that_does_not_declare_replayable_batches_is_off(glue_data_dir,
     task, ctx = _setup(glue_data_dir, tmp_path, "selective", layers="top:2")
     p = plan(ctx.model, ctx.method, ctx.layout, ctx.cfg, replayable=False)
     assert not p.on and "caches_activations" in p.why
+
+
+def test_autofreeze_caches_the_prefix_it_froze(glue_data_dir, tmp_path):
+    """A dynamic method that promises a frozen-for-good prefix (AutoFreeze, budget 0.25 = top 3 of 6
+    layers) runs from the cache from its first batch; the prefix stays bit for bit; evaluation
+    through the cache predicts what the model itself predicts."""
+    task, ctx = _setup(glue_data_dir, tmp_path, "autofreeze", layer_budget=0.25, autofreeze_interval=2)
+    prefix = {n: p.detach().clone() for n, p in ctx.model.named_parameters()
+              if ctx.layout.classify(n) == "embeddings" or ctx.layout.classify(n) in {("layer", i) for i in range(3)}}
+    p = plan(ctx.model, ctx.method, ctx.layout, ctx.cfg, task.caches_activations)
+    assert p.on and p.follows_method and p.k is None  # k is known once training starts
+    _, summary = _fit(task, ctx)
+    rec = summary["record"]["activation_cache"]
+    assert rec["on"] and rec["self_check"]["passed"] and rec["k_changes"][0] == {
+        "k": 3, "from": None, "at_train_batch": 0, "seconds": rec["k_changes"][0]["seconds"]}
+    assert rec["k"] == rec["k_changes"][-1]["k"] == ctx.method.frozen_for_good()
+    assert len(prefix) > 0 and all(torch.equal(p, prefix[n]) for n, p in ctx.model.named_parameters() if n in prefix)
+    assert summary["final_predictions"]["validation"].predictions == _dev_logits(task, ctx).argmax(-1).tolist()
+    off = _setup(glue_data_dir, tmp_path / "off", "autofreeze", layer_budget=0.25, activation_cache=False)
+    assert not plan(off[1].model, off[1].method, off[1].layout, off[1].cfg, True).on
+
+
+def test_growing_k_carries_the_states_up_and_a_lower_k_rebuilds(glue_data_dir, tmp_path):
+    """States carried from k=2 up to k=4 equal states built at k=4 from the embeddings; k moving down
+    rebuilds them; a changed weight inside the cached prefix is an error, not stale states."""
+    from tunelab.train.activation_cache import ActivationCache, Plan
+
+    task, ctx = _setup(glue_data_dir, tmp_path, "selective", layers="top:1")
+    rows = task.encode(ctx.eval_splits[0].examples, ctx.processor, ctx.cfg)
+
+    def cache_at(*ks):
+        c = ActivationCache(ctx.model, ctx.layout, Plan(True, "test", None, True), ctx.cfg, ctx.device, str(tmp_path))
+        k = [None]
+        c.follow(lambda: k[0])
+        c.add_split("dev", rows, task.collator(ctx.processor), [len(r["input_ids"]) for r in rows], 8)
+        for k[0] in ks:
+            c.sync()
+            c.build("dev")
+        return c
+
+    grown, direct = cache_at(2, 4), cache_at(4)
+    assert [(x["from"], x["k"]) for x in grown.k_changes] == [(None, 2), (2, 4)] and grown.k == 4
+    torch.testing.assert_close(grown.data, direct.data, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(grown.data, cache_at(2).data)  # the carry changed the states
+    down = cache_at(4, 3)
+    torch.testing.assert_close(down.data, cache_at(3).data, rtol=0, atol=0)
+    for c in (grown, direct, down):
+        c.close()
+    c = cache_at(2)
+    with torch.no_grad():
+        ctx.model.bert.encoder.layer[1].output.dense.weight[0, 0] += 1.0
+    with pytest.raises(RuntimeError, match="changed although the method declared them frozen for good"):
+        c.verify()
+    c.close()

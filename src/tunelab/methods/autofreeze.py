@@ -9,8 +9,10 @@ Training starts with everything trainable (the embeddings are the front-most blo
 of the r of all trainable blocks; blocks are frozen front to back (embeddings, layer 0, 1, ...)
 while their r is below the threshold; the first block at or above it stops the freezing, and the
 last layer never freezes. Frozen blocks stay frozen; their gradient buffers and optimizer state
-are freed. Not implemented: the paper's caching of the frozen prefix's activations (our speedup
-comes only from the skipped backward pass and optimizer work).
+are freed. As in the paper, the frozen prefix's activations are cached (``frozen_for_good``:
+train/activation_cache.py computes the embeddings and the frozen layers once per example, in eval
+mode, and carries the stored states up through each newly frozen layer); ``--no-activation-cache``
+turns that off.
 
 ``--layer-budget SHARE`` caps it at every step (methods/budget.py): it starts with the embeddings
 and the bottom layers frozen and the top k layers trainable (k = the most that fit in SHARE of the
@@ -34,6 +36,8 @@ class AutoFreeze(DynamicLayerMethod):
     name = "autofreeze"
     may_train_embeddings = True
     uses_grad_hook = True
+    revision = 2  # 2026-11-24: the frozen prefix is cached (run in eval mode: no dropout there)
+    promises_frozen_prefix = True  # front to back, never unfrozen
     score_name = "gradient-norm change rate |G_t - G_t-1| / G_t-1 (accumulated gradients per interval)"
 
     def configure(self, cfg):
@@ -51,6 +55,11 @@ class AutoFreeze(DynamicLayerMethod):
             self.start_layers = layers_in_budget(self, self.budget)
             self.budget_numel = self.budget * self.denominator
         return model
+
+    def frozen_for_good(self):
+        if self.emb_active or not self.active:
+            return None
+        return min(self.active)  # the active set is always the top layers from here up
 
     def grad_hook(self, layer, p):
         if p.grad is None:

@@ -115,6 +115,8 @@ class SupervisedTask(Task):
             if distributed.is_main():
                 log(f"off ({p.why})")
         cache = ActivationCache(ctx.model, ctx.layout, p, cfg, ctx.device, ctx.out_dir)
+        if p.follows_method:
+            cache.follow(ctx.method.frozen_for_good)
         indexed = cache.on
         data, batch_collate = (IndexedRows(train_rows), IndexedCollate(collate)) if indexed else (train_rows, collate)
         if by_length:  # train/batching.py: same examples, less padding

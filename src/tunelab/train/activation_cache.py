@@ -16,7 +16,17 @@ where dynamic methods list the layers they may activate later):
 - off when any trainable parameter lives outside the layers and the head (embeddings, a prompt
   encoder, a final norm ...); k = the lowest layer that may train (the number of layers when only
   the head trains); off when k = 0 (nothing below the lowest trainable layer). Dynamic methods
-  (ALF, LISA, AutoFreeze, BAdam) hand every candidate layer to the optimizer, so they are off;
+  hand every candidate layer to the optimizer, so they are off (ALF, LISA, BAdam: any layer may
+  train again later) ...
+- ... unless the method promises a **frozen-for-good prefix** (``Method.frozen_for_good()``: the
+  embeddings and layers 0..k-1 are frozen now and never train again this run; AutoFreeze, which
+  freezes front to back and never unfreezes). Then k follows the method, checked before every
+  batch: the cache starts at the first batch where the promise holds (k >= 1), and when k grows
+  the stored states of every built split are carried through the newly frozen layers (a cached
+  forward of layers k_old..k_new-1 only, in place); were k ever to move down, every split would be
+  rebuilt from the embeddings. A checksum of the cached prefix's weights, taken when its states are
+  computed and checked before every epoch and every change of k, turns a broken promise into an
+  error instead of stale states;
 - off when a self-check fails: on 8 rows of the first batch, the cached forward must give the
   model's own logits (eval mode, same rows) to float tolerance.
 
@@ -61,6 +71,7 @@ class Plan:
     on: bool
     why: str
     k: int | None = None  # first layer that runs (layers 0..k-1 and the embeddings are cached)
+    follows_method: bool = False  # k = method.frozen_for_good(), checked before every batch (None: not yet)
 
 
 def plan(model: nn.Module, method, layout, cfg, replayable: bool) -> Plan:
@@ -71,6 +82,9 @@ def plan(model: nn.Module, method, layout, cfg, replayable: bool) -> Plan:
         return Plan(False, "the task family does not declare its batches replayable (SupervisedTask.caches_activations)")
     if len(layout.stacks) != 1:
         return Plan(False, f"the model has {len(layout.stacks)} layer stacks (only single-stack models are cached)")
+    if method.promises_frozen_prefix:
+        return Plan(True, f"{method.name}: the embeddings and the layers it has frozen never train again: cached "
+                          f"from the first step they are frozen, grown as it freezes more", None, True)
     may_train = {id(p) for p in model.parameters() if p.requires_grad}
     may_train |= {id(p) for _, p in method.optimizer_params(model)}
     k = layout.num_layers
@@ -163,6 +177,8 @@ class ActivationCache:
         self.storage, self.file, self.mb = None, None, 0.0
         self.build_seconds, self.self_check = {}, None
         self.armed = None  # (split, indices) for the next model call
+        self.prefix_fn = None  # plan.follows_method: () -> k or None (follow)
+        self.k_changes, self.batches_seen, self._signature = [], 0, None
         self.current = None  # padded cached states during a cached forward
         self._handles, self._saved = [], []
         if self.on:
@@ -179,6 +195,85 @@ class ActivationCache:
                              "built": False}
 
 
+    def follow(self, prefix_fn) -> None:
+        """k comes from ``prefix_fn()`` (the method's frozen-for-good prefix), checked before every batch."""
+        self.prefix_fn = prefix_fn
+
+    def sync(self) -> None:
+        """Follow the method's frozen prefix: start, grow (carry the built splits' states up) or rebuild."""
+        if not self.on or self.prefix_fn is None:
+            return
+        k = self.prefix_fn()
+        if k is None or k < 1 or k == self.k:
+            return
+        t0, old = time.perf_counter(), self.k
+        if old is not None:
+            self.verify()
+        if old is not None and k > old and any(s["built"] for s in self.splits.values()):
+            self._carry_up(k)
+        else:
+            for s in self.splits.values():
+                s["built"] = False  # built on their next use at the new k
+            self._set_k(k)
+        self.k_changes.append({"k": k, "from": old, "at_train_batch": self.batches_seen,
+                               "seconds": round(time.perf_counter() - t0, 3)})
+        log(f"k {old} -> {k} (the method froze layers 0-{k - 1} for good) after {self.batches_seen} train batches")
+
+    def _set_k(self, k: int) -> None:
+        self.k = k
+        self.plan = Plan(True, self.plan.why, k, self.plan.follows_method)
+        if self._handles:
+            self._feed_handle.remove()
+            self._handles.remove(self._feed_handle)
+            self._hook_feed()
+        self._signature = None
+
+    def _prefix_params(self) -> list:
+        emb = [self.model.get_submodule(self.emb_name)] if self.emb_name else []
+        return [p for m in [*emb, *self.layers[:self.k]] for p in m.parameters()]
+
+    def verify(self) -> None:
+        """The cached prefix's weights are the ones its states were computed with (dynamic methods)."""
+        if self.prefix_fn is None or self._signature is None:
+            return
+        now = [float(p.detach().double().sum()) for p in self._prefix_params()]
+        if now != self._signature:
+            raise RuntimeError(f"activation cache: the weights of the cached prefix (embeddings, layers "
+                               f"0-{self.k - 1}) changed although the method declared them frozen for good")
+
+    def _sign(self) -> None:
+        if self.prefix_fn is not None:
+            self._signature = [float(p.detach().double().sum()) for p in self._prefix_params()]
+
+    @torch.no_grad()
+    def _carry_up(self, k: int) -> None:
+        """Every built split's stored states -> the states entering layer k (a cached forward through
+        layers self.k..k-1, prefix in eval mode, the same length-ordered batches as ``build``)."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for name, s in self.splits.items():
+                if not s["built"]:
+                    continue
+                order = sorted(range(len(s["rows"])), key=lambda i: -s["counts"][i])
+                for start in range(0, len(order), s["batch_size"]):
+                    idx = order[start:start + s["batch_size"]]
+                    batch = s["collate"]([s["rows"][i] for i in idx])
+                    batch = {key: v.to(self.device, non_blocking=True) for key, v in batch.items() if key != "labels"}
+                    self.armed = (name, idx)
+                    hidden = self._capture(batch, k)
+                    flat = hidden[batch["attention_mask"].bool()].float().cpu()
+                    pos = 0
+                    for i in idx:
+                        c, o = s["counts"][i], s["offset"][i]
+                        self.data[o:o + c] = flat[pos:pos + c]
+                        pos += c
+        finally:
+            self.armed = None
+            self.model.train(was_training)
+        self._set_k(k)
+        self._sign()
+
     def _off(self, why: str) -> None:
         self.on = False
         self.plan = Plan(False, why, self.k)
@@ -190,8 +285,12 @@ class ActivationCache:
         self.layers = list(layers)
         self._handles.append(self.model.register_forward_pre_hook(self._enter, with_kwargs=True))
         self._handles.append(self.model.register_forward_hook(self._exit, always_call=True))
-        if self.k < len(self.layers):
-            self._handles.append(self.layers[self.k].register_forward_pre_hook(self._feed_layer, with_kwargs=True))
+        self._hook_feed()
+
+    def _hook_feed(self) -> None:
+        target = self.layers[min(self.k, len(self.layers) - 1)]  # k = all layers: nothing to feed (hook idles)
+        self._feed_handle = target.register_forward_pre_hook(self._feed_layer, with_kwargs=True)
+        self._handles.append(self._feed_handle)
 
     def _enter(self, module, args, kwargs):
         if self.armed is None:
@@ -225,7 +324,7 @@ class ActivationCache:
         return None
 
     def _feed_layer(self, module, args, kwargs):
-        if self.current is None:
+        if self.current is None or self.k >= len(self.layers):
             return None
         x = args[0] if args else kwargs.get("hidden_states")
         if x is None or x.shape != self.current.shape:
@@ -242,8 +341,10 @@ class ActivationCache:
 
     # ------------------------------------------------------------ building
     @torch.no_grad()
-    def _capture(self, batch: dict) -> torch.Tensor:
-        """Hidden states entering layer k (the last layer's output when k = number of layers)."""
+    def _capture(self, batch: dict, k: int | None = None) -> torch.Tensor:
+        """Hidden states entering layer k (default self.k; the last layer's output when k = number of
+        layers). With the cache armed, the forward starts from the stored states."""
+        k = self.k if k is None else k
         got = []
 
         def pre(module, args, kwargs):
@@ -254,7 +355,7 @@ class ActivationCache:
             got.append(output if torch.is_tensor(output) else output[0])
             raise _Stop
 
-        h = (self.layers[self.k].register_forward_pre_hook(pre, with_kwargs=True) if self.k < len(self.layers)
+        h = (self.layers[k].register_forward_pre_hook(pre, with_kwargs=True) if k < len(self.layers)
              else self.layers[-1].register_forward_hook(post))
         try:
             with self.autocast():
@@ -314,7 +415,7 @@ class ActivationCache:
     def build(self, name: str) -> None:
         """Compute and store one split's prefix states (once), in length order, prefix in eval mode."""
         s = self.splits[name]
-        if not self.on or s["built"]:
+        if not self.on or s["built"] or self.k is None:
             return
         if not self._handles:
             self._install()
@@ -354,11 +455,13 @@ class ActivationCache:
             s["built"] = True
         finally:
             self.model.train(was_training)
-        self.build_seconds[name] = round(time.perf_counter() - t0, 3)
+        if self._signature is None:
+            self._sign()
+        self.build_seconds[name] = round(self.build_seconds.get(name, 0.0) + time.perf_counter() - t0, 3)
 
     # ------------------------------------------------------------ the run
     def arm(self, name: str, indices: list) -> None:
-        self.armed = (name, indices) if self.on else None
+        self.armed = (name, indices) if self.on and self.k is not None and self.splits[name]["built"] else None
 
     def close(self) -> None:
         """Remove the hooks and the memory-mapped file."""
@@ -372,7 +475,11 @@ class ActivationCache:
     def record(self) -> dict:
         """run.json ``activation_cache``."""
         rec = {"on": self.on, "why": self.plan.why, "k": self.k}
-        if self.on:
+        if self.prefix_fn is not None:
+            rec["k_changes"] = self.k_changes  # k over the run: {k, from, at_train_batch, seconds}
+            if self.on and self.k is None:
+                rec.update(on=False, why=self.plan.why + " (it froze no layer for good: never used)")
+        if self.on and self.k is not None:
             rec.update({"storage": self.storage, "mb": self.mb, "prefix_mode": PREFIX_MODE,
                         "build_seconds": self.build_seconds, "self_check": self.self_check})
             if self.file:
@@ -394,8 +501,15 @@ class CachedLoader:
         if not self.indexed:  # the cache is off for this run: the plain loader
             yield from self.base
             return
+        self.cache.sync()
+        self.cache.verify()
         self.cache.build(self.name)
+        train = self.name == "train"
         for batch, indices in self.base:
+            if train:
+                self.cache.sync()  # a dynamic method may have frozen more layers at the last step
+                self.cache.build(self.name)
+                self.cache.batches_seen += 1
             self.cache.arm(self.name, indices)
             yield batch
         self.cache.armed = None
