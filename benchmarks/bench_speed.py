@@ -8,7 +8,8 @@ Every configuration runs in its own process, one after the other:
 - HF Trainer: ``TrainingArguments`` defaults (batch 8, lr 5e-5, no warm-up, AdamW fused, no length
   grouping) on the same N examples (tunelab's seeded subset) and epochs; LoRA = PEFT ``LoraConfig``
   defaults for sequence classification; selective = the usual recipe (freeze everything but the
-  top 25 % of layers, the pooler and the classifier). Trainer has no ALF.
+  top 25 % of layers, the pooler and the classifier). Trainer has no ALF or AutoFreeze
+  (``autofreeze`` = ``--layer-budget 0.25`` with and without the cache of its frozen prefix).
 
 Reported per configuration: training wall seconds (tunelab: ``time.train_seconds``, the cache
 build included; Trainer: ``train_runtime``), training CPU seconds (process time; robust to other
@@ -39,6 +40,8 @@ CONFIGS = [  # (engine, label, tunelab args)
     ("tunelab", "selective top-25% no cache", ["--method", "selective", "--layers", "top:25%", "--no-activation-cache"]),
     ("trainer", "selective top-25%", None),
     ("tunelab", "alf", ["--method", "alf"]),
+    ("tunelab", "autofreeze 25% + cache", ["--method", "autofreeze", "--layer-budget", "0.25"]),
+    ("tunelab", "autofreeze 25% no cache", ["--method", "autofreeze", "--layer-budget", "0.25", "--no-activation-cache"]),
 ]
 
 
@@ -112,25 +115,42 @@ def tunelab_run(label: str, extra: list, a) -> dict:
 
 
 def summary_table(rows: list) -> str:
-    """Mean +- std over seeds per configuration (the single-seed rows are printed above it)."""
+    """Mean +- std over seeds per configuration, CPU time relative to tunelab full FT on the same
+    seeds, and tunelab vs Trainer on the methods both ran (paired by seed)."""
     import statistics
+
+    from scipy.stats import ttest_rel
 
     def ms(xs, fmt):
         return f"{statistics.mean(xs):{fmt}} ± {statistics.stdev(xs):{fmt}}" if len(xs) > 1 else f"{xs[0]:{fmt}}"
 
-    full = [r["train_cpu_seconds"] for r in rows if (r["engine"], r["label"]) == ("tunelab", "full")]
+    by = {(r["engine"], r["label"], r["seed"]): r for r in rows}
+    full = {s: r["train_cpu_seconds"] for (e, lab, s), r in by.items() if (e, lab) == ("tunelab", "full")}
     out = ["| engine | method | seeds | dev acc (mean ± std) | train CPU s (mean ± std) | train wall s (mean) "
-           "| CPU s / tunelab full |", "|---|---|---|---|---|---|---|"]
+           "| CPU s / tunelab full (same seeds) |", "|---|---|---|---|---|---|---|"]
     for engine, label, _ in CONFIGS:
-        rs = [r for r in rows if (r["engine"], r["label"]) == (engine, label)]
+        rs = sorted((r for r in rows if (r["engine"], r["label"]) == (engine, label)), key=lambda r: r["seed"])
         if not rs:
             continue
         cpu = [r["train_cpu_seconds"] for r in rs]
-        ratio = f"{sum(cpu) / sum(full):.2f}" if full and len(full) == len(cpu) else ""
+        ratio = f"{sum(cpu) / sum(full[r['seed']] for r in rs):.2f}" if all(r["seed"] in full for r in rs) else ""
         out.append(f"| {engine} | {label} | {','.join(str(r['seed']) for r in rs)} | "
                    f"{ms([r['accuracy'] for r in rs], '.4f')} | {ms(cpu, '.1f')} | "
                    f"{sum(r['train_seconds'] for r in rs) / len(rs):.1f} | {ratio} |")
-    return "\n".join(out)
+    pairs = ["", "| method | seeds (paired) | dev acc tunelab − Trainer, points (mean ± std) | paired t-test p "
+             "| CPU s tunelab / Trainer |", "|---|---|---|---|---|"]
+    for label in ("full", "lora"):
+        seeds = sorted(s for (e, lab, s) in by if (e, lab) == ("tunelab", label) and ("trainer", label, s) in by)
+        if not seeds:
+            continue
+        a = [by[("tunelab", label, s)] for s in seeds]
+        b = [by[("trainer", label, s)] for s in seeds]
+        d = [100 * (x["accuracy"] - y["accuracy"]) for x, y in zip(a, b)]
+        p = f"{ttest_rel([x['accuracy'] for x in a], [y['accuracy'] for y in b]).pvalue:.2f}" if len(seeds) > 2 else ""
+        spread = f" ± {statistics.stdev(d):.2f}" if len(d) > 1 else ""
+        pairs.append(f"| {label} | {','.join(map(str, seeds))} | {statistics.mean(d):+.2f}{spread} | {p} | "
+                     f"{sum(x['train_cpu_seconds'] for x in a) / sum(y['train_cpu_seconds'] for y in b):.2f} |")
+    return "\n".join(out + (pairs if len(pairs) > 3 else []))
 
 
 def main():
