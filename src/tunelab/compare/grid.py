@@ -15,8 +15,9 @@ adding a new option with a default elsewhere in tunelab does not invalidate fini
 changing any value does. A method or task whose results change at the same options (a new
 algorithm behind an unchanged option value) raises its ``revision`` (``Method.revision``,
 ``Task.revision``; above 1 it is hashed), and a field default that changes is caught by
-``config_matches``, which compares every resolved value. The hash is stored beside each finished run (``compare-cell.json``);
-``config_matches`` checks that run.json's config agrees with every value of the cell.
+``config_matches``, which compares every resolved value. The hash is stored beside each finished
+run (``compare-cell.json``); ``config_matches`` checks that run.json's config agrees with every
+value of the cell.
 """
 
 import hashlib

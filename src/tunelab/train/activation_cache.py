@@ -194,7 +194,6 @@ class ActivationCache:
         self.splits[name] = {"rows": rows, "collate": collate, "counts": counts, "batch_size": batch_size,
                              "built": False}
 
-
     def follow(self, prefix_fn) -> None:
         """k comes from ``prefix_fn()`` (the method's frozen-for-good prefix), checked before every batch."""
         self.prefix_fn = prefix_fn
