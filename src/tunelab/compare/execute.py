@@ -7,10 +7,10 @@ bar (one line per concurrent run).
 
 Crash safety: a cell counts as done only when its run.json says "completed", agrees with every
 resolved option of the cell (defaults included), and the ``compare-cell.json`` written beside it
-afterwards carries the cell's config hash; only then is its store row written as completed. A cell whose run was killed ("running" or
-"interrupted") and holds a checkpoint of this very config (``save_every=N`` given to the compare)
-continues from it (``tunelab run --resume``); anything else is re-run from scratch (``--overwrite``
-wipes the half-written folder). Children get SIGKILL when the compare
+afterwards carries the cell's config hash; only then is its store row written as completed. A cell
+whose run was killed ("running" or "interrupted") and holds a checkpoint of this very config
+(``save_every=N`` given to the compare) continues from it (``tunelab run --resume``); anything else
+is re-run from scratch (``--overwrite`` wipes the half-written folder). Children get SIGKILL when the compare
 process dies (Linux ``PR_SET_PDEATHSIG``), so a killed compare leaves no orphan writing a run folder.
 """
 
