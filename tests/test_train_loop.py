@@ -113,7 +113,7 @@ def test_full_fine_tuning_equals_hf_trainer_on_identical_batches_without_dropout
                              disable_tqdm=True)
     ref = copy.deepcopy(init)
     InOrder(model=ref, args=args, train_dataset=rows, data_collator=collate).train()
-    got, want, start = dict(model.named_parameters()), dict(ref.named_parameters()), dict(init.named_parameters())
+    got, want, start = (dict(m_.state_dict()) for m_ in (model, ref, init))
     moved = max(float((want[n] - start[n]).abs().max()) for n in want)
     diff = max(float((got[n] - want[n]).abs().max()) for n in want)
     assert moved > 1e-4 and diff < 1e-5, (moved, diff)  # both trained; to float noise the same weights

@@ -231,18 +231,20 @@ class ActivationCache:
         emb = [self.model.get_submodule(self.emb_name)] if self.emb_name else []
         return [p for m in [*emb, *self.layers[:self.k]] for p in m.parameters()]
 
+    def _prefix_sums(self) -> list:
+        return [float(p.detach().double().sum()) for p in self._prefix_params()]
+
     def verify(self) -> None:
         """The cached prefix's weights are the ones its states were computed with (dynamic methods)."""
         if self.prefix_fn is None or self._signature is None:
             return
-        now = [float(p.detach().double().sum()) for p in self._prefix_params()]
-        if now != self._signature:
+        if self._prefix_sums() != self._signature:
             raise RuntimeError(f"activation cache: the weights of the cached prefix (embeddings, layers "
                                f"0-{self.k - 1}) changed although the method declared them frozen for good")
 
     def _sign(self) -> None:
         if self.prefix_fn is not None:
-            self._signature = [float(p.detach().double().sum()) for p in self._prefix_params()]
+            self._signature = self._prefix_sums()
 
     @torch.no_grad()
     def _carry_up(self, k: int) -> None:
@@ -254,19 +256,10 @@ class ActivationCache:
             for name, s in self.splits.items():
                 if not s["built"]:
                     continue
-                order = sorted(range(len(s["rows"])), key=lambda i: -s["counts"][i])
-                for start in range(0, len(order), s["batch_size"]):
-                    idx = order[start:start + s["batch_size"]]
-                    batch = s["collate"]([s["rows"][i] for i in idx])
-                    batch = {key: v.to(self.device, non_blocking=True) for key, v in batch.items() if key != "labels"}
+                for idx, batch in self._length_batches(s):
                     self.armed = (name, idx)
                     hidden = self._capture(batch, k)
-                    flat = hidden[batch["attention_mask"].bool()].float().cpu()
-                    pos = 0
-                    for i in idx:
-                        c, o = s["counts"][i], s["offset"][i]
-                        self.data[o:o + c] = flat[pos:pos + c]
-                        pos += c
+                    self._store(s, idx, hidden[batch["attention_mask"].bool()].float().cpu())
         finally:
             self.armed = None
             self.model.train(was_training)
@@ -411,6 +404,22 @@ class ActivationCache:
         self.self_check = {"passed": ok, "max_abs_diff": diff, "rtol": SELF_CHECK_RTOL, "atol": SELF_CHECK_ATOL}
         return ok
 
+    def _length_batches(self, s: dict):
+        """(row indices, model inputs on the device) of split ``s``, longest rows first."""
+        order = sorted(range(len(s["rows"])), key=lambda i: -s["counts"][i])
+        for start in range(0, len(order), s["batch_size"]):
+            idx = order[start:start + s["batch_size"]]
+            batch = s["collate"]([s["rows"][i] for i in idx])
+            yield idx, {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if k != "labels"}
+
+    def _store(self, s: dict, idx: list, flat: torch.Tensor) -> None:
+        """Write the real positions ``flat`` of rows ``idx`` (in that order) at their offsets."""
+        pos = 0
+        for i in idx:
+            c, o = s["counts"][i], s["offset"][i]
+            self.data[o:o + c] = flat[pos:pos + c]
+            pos += c
+
     def build(self, name: str) -> None:
         """Compute and store one split's prefix states (once), in length order, prefix in eval mode."""
         s = self.splits[name]
@@ -422,12 +431,7 @@ class ActivationCache:
         was_training = self.model.training
         self.model.eval()
         try:
-            order = sorted(range(len(s["rows"])), key=lambda i: -s["counts"][i])
-            bs = s["batch_size"]
-            for start in range(0, len(order), bs):
-                idx = order[start:start + bs]
-                batch = s["collate"]([s["rows"][i] for i in idx])
-                batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if k != "labels"}
+            for idx, batch in self._length_batches(s):
                 hidden = self._capture(batch)
                 mask = batch.get("attention_mask")
                 if mask is None:
@@ -445,12 +449,7 @@ class ActivationCache:
                 if [s["counts"][i] for i in idx] != counts:
                     raise RuntimeError(f"activation cache: split {name}: real positions per row {counts[:4]}... differ "
                                        f"from the task's lengths {[s['counts'][i] for i in idx][:4]}...")
-                flat = hidden[mask.bool()].float().cpu()
-                pos = 0
-                for i, c in zip(idx, counts):
-                    o = s["offset"][i]
-                    self.data[o:o + c] = flat[pos:pos + c]
-                    pos += c
+                self._store(s, idx, hidden[mask.bool()].float().cpu())
             s["built"] = True
         finally:
             self.model.train(was_training)
