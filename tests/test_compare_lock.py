@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from spawn_helpers import BARRIER_TIMEOUT_S, join_or_kill, start_daemons
 from tunelab.cli import main
 from tunelab.compare import execute
 from tunelab.compare.lock import LOCK_NAME, CompareLock, proc_stat
@@ -121,7 +122,7 @@ def test_lock_released_on_error_and_on_ctrl_c(tmp_path, monkeypatch, capsys):
 
 
 def _race(out: str, barrier, results) -> None:
-    barrier.wait()
+    barrier.wait(timeout=BARRIER_TIMEOUT_S)
     try:
         with CompareLock(out):
             t0 = time.time()
@@ -142,11 +143,12 @@ def test_racing_compares_never_hold_the_lock_together(tmp_path):
     n = 6
     barrier, results = ctx.Barrier(n), ctx.Queue()
     procs = [ctx.Process(target=_race, args=(str(out), barrier, results)) for _ in range(n)]
-    for p in procs:
-        p.start()
-    got = [results.get(timeout=60) for _ in range(n)]
-    for p in procs:
-        p.join(30)
+    start_daemons(procs)
+    try:
+        got = [results.get(timeout=60) for _ in range(n)]
+    finally:
+        codes = join_or_kill(procs, 30)
+    assert codes == [0] * n
     held = sorted((t0, t1, pid) for kind, pid, t0, t1 in got if kind == "held")
     refused = [msg for kind, _, msg, _ in got if kind == "refused"]
     assert held and len(held) + len(refused) == n

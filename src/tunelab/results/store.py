@@ -9,11 +9,14 @@ Several processes may write at once (two compares sharing a results file, ``tune
 while a compare writes): the database is in WAL mode (readers never block the writer), every write
 transaction starts with ``BEGIN IMMEDIATE`` (it takes the write lock up front, so the busy timeout
 applies instead of failing with "database is locked" mid-transaction), and a writer waits up to
-``BUSY_TIMEOUT_S`` for the lock.
+``BUSY_TIMEOUT_S`` for the lock. Opening is the one step SQLite's busy timeout does not cover: switching
+a fresh file to WAL needs an exclusive lock that SQLite refuses at once ("database is locked") while
+another process is opening it too, so ``_open`` retries it, with jitter, for up to ``BUSY_TIMEOUT_S``.
 """
 
 import json
 import os
+import random
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -59,8 +62,22 @@ class Store:
         self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         self.db.row_factory = sqlite3.Row
         self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
-        self.journal_mode = self.db.execute("PRAGMA journal_mode = WAL").fetchone()[0]  # 'wal' (else the FS refused)
-        self.db.executescript(SCHEMA)  # each CREATE ... IF NOT EXISTS its own transaction
+        self.journal_mode = self._open()  # 'wal' (else the file system refused it)
+
+    def _open(self) -> str:
+        """WAL mode and the schema, retried while another process holds the lock SQLite wants for them."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                mode = self.db.execute("PRAGMA journal_mode").fetchone()[0]
+                if mode != "wal":
+                    mode = self.db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                self.db.executescript(SCHEMA)  # each CREATE ... IF NOT EXISTS its own transaction
+                return mode
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02 + 0.08 * random.random())
 
     def close(self) -> None:
         self.db.close()
