@@ -254,3 +254,30 @@ def test_docrep_quick_preset_expands_to_baselines_and_methods(tmp_path):
     assert all(c.method == "full" for c in cells if c.config.docrep_baseline)
     assert len({(c.config.docrep_max_docs, c.config.docrep_split_seed, c.config.docrep_test_fraction,
                  c.config.docrep_chunk_length) for c in cells}) == 1  # one split, one chunk length for every row
+
+
+def test_hub_dataset_is_read_through_dataset_option(monkeypatch, tmp_path):
+    """--dataset / --dataset-config (the same options as asr) reach datasets.load_dataset; every hub
+    split is pooled, read through the named columns, and re-split by the usual stratified split."""
+    import datasets
+
+    from tunelab.config import build_config
+    from tunelab.errors import UserError
+    from tunelab.tasks import get_task
+
+    texts = {c: [f"{c} story number {i} about {c}" for i in range(10)] for c in ("arts", "sport")}
+    rows = [(t, c) for c in texts for t in texts[c]]
+    dd = datasets.DatasetDict({
+        "train": datasets.Dataset.from_dict({"body": [t for t, _ in rows[::2]], "topic": [c for _, c in rows[::2]]}),
+        "test": datasets.Dataset.from_dict({"body": [t for t, _ in rows[1::2]], "topic": [c for _, c in rows[1::2]]})})
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, config=None: calls.append((name, config)) or dd)
+    cfg = build_config({"task": "docrep", "dataset": "someone/news", "dataset_config": "v2", "text_column": "body",
+                        "label_column": "topic", "docrep_test_fraction": 0.2})
+    task = get_task("docrep").configure(cfg)
+    task.validate(cfg)
+    train, test = task.load("train", None), task.load("test", None)
+    assert calls == [("someone/news", "v2")]
+    assert len(train.examples) + len(test.examples) == len(rows) and len(test.examples) == 4
+    with pytest.raises(UserError, match="--dataset: give either it or --data-dir, not both"):
+        task.validate(build_config({"task": "docrep", "dataset": "someone/news", "data_dir": str(tmp_path)}))

@@ -56,7 +56,8 @@ class RunConfig:
     model: str = opt("minilm", "model alias, local HF folder or hub id")
     allow_pickle: bool = opt(False, "load model weights from pickle files (.bin/.pt) when a folder has no safetensors: "
                                     "pickle can run code, so only for folders you trust")
-    data_dir: str = opt(None, "local data folder (default: $TUNELAB_DATA_DIR, else the Hugging Face hub)")
+    data_dir: str = opt(None, "local data folder (default: $TUNELAB_DATA_DIR unless --dataset names a hub "
+                              "dataset, else the Hugging Face hub)")
     output_dir: str = opt(None, "run folder (default: runs/<task>-<method>-<model>-s<seed>)")
     overwrite: bool = opt(False, "replace an existing non-empty output dir")
     seed: int = opt(0, "random seed (set before the head and any adapter are initialised)", min=0)
@@ -179,8 +180,11 @@ class RunConfig:
                               reads=ASR)
     language: str = opt(None, "asr: spoken language of a multilingual Whisper (e.g. en); sets the prompt of training "
                               "labels and of generate (default: the model's generation config)", reads=ASR)
-    dataset: str = opt(None, "asr: Hugging Face hub dataset id (instead of an audiofolder --data-dir)", reads=("task:asr",))
-    dataset_config: str = opt(None, "asr: the hub dataset's configuration name (e.g. clean, en)", reads=("task:asr",))
+    dataset: str = opt(None, "asr / docrep: Hugging Face hub dataset id, instead of --data-dir (asr: an audiofolder; "
+                             "docrep: a corpus folder or file; bbc-docrep without either: a local "
+                             "shared/data/news/bbc, else SetFit/bbc-news)", reads=("task:asr",) + DOCREP)
+    dataset_config: str = opt(None, "asr / docrep: the hub dataset's configuration name (e.g. clean, en)",
+                              reads=("task:asr",) + DOCREP)
     audio_column: str = opt("audio", "asr: audio column of a hub dataset", reads=("task:asr",))
     text_column: str = opt(None, "text column: asr: the transcript column of a hub dataset or an audiofolder's "
                                  "metadata.csv (default transcription); docrep: of a CSV / JSONL file or hub dataset "
@@ -236,8 +240,6 @@ class RunConfig:
                                      "training and the evaluation's embedding on CPU)", min=4, reads=DOCREP)
     label_column: str = opt(None, "docrep: label column of a CSV / JSONL file or hub dataset (default label; "
                                   "bbc-docrep from the hub: label_text)", reads=DOCREP)
-    hub_dataset: str = opt(None, "docrep: hub dataset id read when there is no --data-dir (bbc-docrep: a local "
-                                 "shared/data/news/bbc, else SetFit/bbc-news)", reads=DOCREP)
 
     sources = {}  # not a field: option -> the level its value came from (set by build_config)
 
@@ -369,7 +371,7 @@ def build_config(values: dict) -> RunConfig:
     cfg = RunConfig(**merged)
     if cfg.head_lr is None:
         cfg.head_lr, sources["head_lr"] = cfg.lr, sources.get("lr", "default") + " (= lr)"
-    if cfg.data_dir is None and os.environ.get("TUNELAB_DATA_DIR"):
+    if cfg.data_dir is None and cfg.dataset is None and os.environ.get("TUNELAB_DATA_DIR"):  # --dataset: the hub
         cfg.data_dir, sources["data_dir"] = os.environ["TUNELAB_DATA_DIR"], "env TUNELAB_DATA_DIR"
     cfg.sources = {k: sources.get(k, "default") for k in FIELDS}
     validate(cfg)

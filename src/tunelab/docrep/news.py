@@ -154,7 +154,8 @@ def read_table(path: str, text_column: str = "text", label_column: str = "label"
     return docs, {os.path.abspath(path): hashlib.sha256(raw).hexdigest()}, info
 
 
-def load_hub(name: str = HUB_DEFAULT, text_column: str = "text", label_column: str = "label_text"):
+def load_hub(name: str = HUB_DEFAULT, text_column: str = "text", label_column: str = "label_text",
+             config: str | None = None):
     """A hub dataset (online users) -> (docs, files, info). Every split the hub offers is pooled and
     re-split by :func:`stratified_split`, so the protocol is the same as for a local folder. The default,
     SetFit/bbc-news, is the same 2,225 BBC articles, but lower-cased with punctuation partly removed
@@ -165,7 +166,7 @@ def load_hub(name: str = HUB_DEFAULT, text_column: str = "text", label_column: s
 
         datasets.logging.set_verbosity_error()  # one error line from us, not retry chatter
         huggingface_hub.utils.logging.set_verbosity_error()
-        dd = datasets.load_dataset(name)
+        dd = datasets.load_dataset(name, config)
     except Exception as e:  # noqa: BLE001  (network / hub errors become one line)
         raise UserError(f"cannot load {name} from the hub ({type(e).__name__}); "
                         f"pass --data-dir with a folder per category or a CSV/JSONL file") from e

@@ -37,7 +37,6 @@ class AutoFreeze(DynamicLayerMethod):
     may_train_embeddings = True
     uses_grad_hook = True
     revision = 2  # 2026-11-24: the frozen prefix is cached (run in eval mode: no dropout there)
-    promises_frozen_prefix = True  # front to back, never unfrozen
     score_name = "gradient-norm change rate |G_t - G_t-1| / G_t-1 (accumulated gradients per interval)"
 
     def configure(self, cfg):
@@ -56,7 +55,7 @@ class AutoFreeze(DynamicLayerMethod):
             self.budget_numel = self.budget * self.denominator
         return model
 
-    def frozen_for_good(self):
+    def frozen_for_good(self):  # front to back, never unfrozen
         if self.emb_active or not self.active:
             return None
         return min(self.active)  # the active set is always the top layers from here up

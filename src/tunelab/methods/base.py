@@ -45,13 +45,16 @@ class Method:
         own options in ``cfg`` (recording ``cfg.sources``) and refuse contradicting ones with a
         UserError. Only the layer-selecting methods (config.LAYER_SELECTING) are given the option."""
 
-    promises_frozen_prefix = False  # frozen_for_good() may return a k (train/activation_cache.py follows it)
-
     def frozen_for_good(self) -> int | None:
         """k when the embeddings and layers 0..k-1 are frozen now and will not train again in this run
         (the activation cache then computes them once); None when no such promise holds now. Only
-        methods with ``promises_frozen_prefix`` are asked."""
+        methods that override it are asked (``promises_frozen_prefix``)."""
         return None
+
+    @property
+    def promises_frozen_prefix(self) -> bool:
+        """Does this method override ``frozen_for_good`` (train/activation_cache.py then follows it)?"""
+        return type(self).frozen_for_good is not Method.frozen_for_good
 
     def validate(self, cfg) -> None:
         """Cross-option checks (ranges and choices are declared on the options); called before any

@@ -10,7 +10,7 @@ train vectors: test macro-F1 (main), accuracy, 5-NN accuracy and KMeans NMI. Lab
 
 - Tasks: ``bbc-docrep`` (BBC News, ``DIR``, ``DIR/bbc`` or ``DIR/news/bbc``; without ``--data-dir`` a local
   ``shared/data/news/bbc``, else the hub's SetFit/bbc-news) and ``docrep`` (any ``DIR/<category>/*.txt``
-  folder, a folder with one CSV / JSONL file, or ``--hub-dataset``; ``--text-column/--label-column``).
+  folder, a folder with one CSV / JSONL file, or ``--dataset`` (a hub id); ``--text-column/--label-column``).
   Non-UTF-8 text: ``bbc-docrep`` decodes BBC's one Latin-1 file and records it (run.json ``data_notes``);
   ``docrep`` stops with one line naming any such file.
 - The split: stratified and seeded by ``--docrep-split-seed`` (not the run's ``--seed``: every method and
@@ -110,17 +110,17 @@ class DocrepTask(Task):
         if cfg.batch_size < 2:
             raise UserError(f"--batch-size {cfg.batch_size}: the contrastive objective needs >= 2 documents per "
                             "batch (the other documents are the negatives)")
-        if not self.bbc and cfg.data_dir is None and cfg.hub_dataset is None:
+        if not self.bbc and cfg.data_dir is None and cfg.dataset is None:
             raise UserError("--task docrep needs --data-dir DIR (DIR/<category>/*.txt, or a folder with one CSV / "
-                            "JSONL file) or --hub-dataset NAME")
-        if cfg.data_dir is not None and cfg.hub_dataset is not None:
-            raise UserError("--hub-dataset: give either it or --data-dir, not both")
+                            "JSONL file) or --dataset NAME (a hub dataset)")
+        if cfg.data_dir is not None and cfg.dataset is not None:
+            raise UserError("--dataset: give either it or --data-dir, not both")
 
     # ------------------------------------------------------------ data
     def _read(self, data_dir):
         from ..docrep.news import HUB_DEFAULT, is_folder_corpus, load_hub, read_bbc, read_corpus
 
-        text_col, label_col, hub = self._opt("text_column"), self._opt("label_column"), self._opt("hub_dataset")
+        text_col, label_col, hub = self._opt("text_column"), self._opt("label_column"), self._opt("dataset")
         if data_dir:
             path = data_dir
             if self.bbc:  # DIR, DIR/bbc or DIR/news/bbc (so --data-dir ../shared/data works too)
@@ -132,7 +132,8 @@ class DocrepTask(Task):
             if local:
                 return read_bbc(local)
         name = hub or HUB_DEFAULT
-        return load_hub(name, text_col or "text", label_col or ("label_text" if name == HUB_DEFAULT else "label"))
+        return load_hub(name, text_col or "text", label_col or ("label_text" if name == HUB_DEFAULT else "label"),
+                        self._opt("dataset_config"))
 
     def corpus(self, data_dir):
         """Read once, subset (``--docrep-max-docs``) and split (stratified, seeded); cached on the task."""
