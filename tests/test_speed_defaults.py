@@ -148,3 +148,16 @@ def test_full_fine_tuning_defaults_to_batch_16_under_the_family_and_the_user():
     assert _cfg("--task", "sst2", "--method", "full", "--batch-size", "32").batch_size == 32
     kp = build_config({"task": "inspec", "method": "full"})  # the keyphrase family's batch wins
     assert kp.sources["batch_size"] == "task"
+
+
+def test_alf_with_the_lora_adapter_defaults_to_loras_learning_rate():
+    """ALF trains weights at its own rate; with --adapter lora it trains LoRA matrices at LoRA's, unless
+    the user gives one (a YAML/preset value counts as given)."""
+    from tunelab.methods.lora import LoRA
+
+    plain, lora = _cfg("--task", "sst2", "--method", "alf"), _cfg("--task", "sst2", "--method", "lora")
+    adapted = _cfg("--task", "sst2", "--method", "alf", "--adapter", "lora")
+    assert adapted.lr == lora.lr == LoRA.default_lr and adapted.sources["lr"] == "method"
+    assert plain.lr != lora.lr and adapted.head_lr == adapted.lr
+    given = build_config({"task": "sst2", "method": "alf", "adapter": "lora", "lr": 5e-4})
+    assert (given.lr, given.sources["lr"]) == (5e-4, "given")

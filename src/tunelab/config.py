@@ -8,7 +8,8 @@ chosen method or task does not read is an error (``--lora-r 4 --method full``).
 Defaults are merged in one documented order (later wins):
 
 1. the field default below;
-2. the method's defaults (``Method.option_defaults()``: its learning rate; full FT: batch 16 too);
+2. the method's defaults (``Method.option_defaults(given)``: its learning rate; full FT: batch 16 too;
+   ALF with ``--adapter lora``: LoRA's learning rate);
 3. the task family's defaults (``Task.option_defaults(method)``: e.g. small batches and an lr
    anchor for causal-LM alignment);
 4. what the user gave: preset / study / YAML file, then command-line flags and ``key=value``.
@@ -361,7 +362,7 @@ def build_config(values: dict) -> RunConfig:
                             f"(read by {readers})")
     # explicit None for lr / head_lr means "the default"
     given = {k: v for k, v in values.items() if not (k in ("lr", "head_lr") and v is None)}
-    levels = [("method", method.option_defaults()), ("task", task.option_defaults(method)), ("given", given)]
+    levels = [("method", method.option_defaults(given)), ("task", task.option_defaults(method)), ("given", given)]
     merged, sources = {}, {}
     for level, d in levels:
         for k, v in d.items():

@@ -28,8 +28,9 @@ class Method:
     revision = 1
 
     @classmethod
-    def option_defaults(cls) -> dict:
-        """This method's option defaults (merged over the field defaults, under the task's)."""
+    def option_defaults(cls, given: dict | None = None) -> dict:
+        """This method's option defaults (merged over the field defaults, under the task's); ``given``:
+        the options the user gave, for defaults that depend on them (ALF with --adapter lora)."""
         return {"lr": cls.default_lr}
 
     @classmethod

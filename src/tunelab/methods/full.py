@@ -18,8 +18,8 @@ class FullFineTuning(Method):
     default_batch_size = 16
 
     @classmethod
-    def option_defaults(cls) -> dict:
-        return {**super().option_defaults(), "batch_size": cls.default_batch_size}
+    def option_defaults(cls, given=None) -> dict:
+        return {**super().option_defaults(given), "batch_size": cls.default_batch_size}
 
     def prepare(self, model, ctx):
         for p in model.parameters():

@@ -27,9 +27,9 @@ class PromptTuning(PeftMethod):
     describe_keys = ("num_virtual_tokens", "prompt_tuning_init", "prompt_tuning_init_text", "modules_to_save")
 
     @classmethod
-    def option_defaults(cls) -> dict:
+    def option_defaults(cls, given=None) -> dict:
         # vocab, not the field's (PEFT's) random: see the module docstring
-        return {**super().option_defaults(), "prompt_init": "vocab"}
+        return {**super().option_defaults(given), "prompt_init": "vocab"}
 
     def validate(self, cfg):
         if cfg.prompt_init == "text" and not (cfg.prompt_init_text or "").strip():
