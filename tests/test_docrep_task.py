@@ -278,6 +278,8 @@ def test_hub_dataset_is_read_through_dataset_option(monkeypatch, tmp_path):
     task.validate(cfg)
     train, test = task.load("train", None), task.load("test", None)
     assert calls == [("someone/news", "v2")]
-    assert len(train.examples) + len(test.examples) == len(rows) and len(test.examples) == 4
+    got = sorted((e.texts[0], e.label) for e in train.examples + test.examples)
+    assert got == sorted(rows)  # every split pooled, the named columns read
+    assert Counter(e.label for e in test.examples) == {"arts": 2, "sport": 2}  # re-split, stratified
     with pytest.raises(UserError, match="--dataset: give either it or --data-dir, not both"):
         task.validate(build_config({"task": "docrep", "dataset": "someone/news", "data_dir": str(tmp_path)}))

@@ -75,7 +75,7 @@ class Store:
                 self.db.executescript(SCHEMA)  # each CREATE ... IF NOT EXISTS its own transaction
                 return mode
             except sqlite3.OperationalError as e:
-                if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
+                if ("locked" not in str(e) and "busy" not in str(e)) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.02 + 0.08 * random.random())
 
