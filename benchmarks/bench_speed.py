@@ -8,7 +8,10 @@ Every configuration runs in its own process, one after the other:
 - HF Trainer: ``TrainingArguments`` defaults (batch 8, lr 5e-5, no warm-up, AdamW fused, no length
   grouping) on the same N examples (tunelab's seeded subset) and epochs; LoRA = PEFT ``LoraConfig``
   defaults for sequence classification; selective = the usual recipe (freeze everything but the
-  top 25 % of layers, the pooler and the classifier). Trainer has no ALF or AutoFreeze
+  top 25 % of layers, the pooler and the classifier). ``lora at tunelab's hyper-params``: Trainer + PEFT
+  with tunelab's LoRA settings (r 8, alpha 16, dropout 0.1, pooler + classifier trained; batch 32,
+  lr 2e-3, warm-up 6 %, weight decay 0.01) and Trainer's own unsorted batches: the accuracy of
+  LoRA's settings without tunelab's engine. Trainer has no ALF or AutoFreeze
   (``autofreeze`` = ``--layer-budget 0.25`` with and without the cache of its frozen prefix).
 
 Reported per configuration: training wall seconds (tunelab: ``time.train_seconds``, the cache
@@ -36,6 +39,7 @@ CONFIGS = [  # (engine, label, tunelab args)
     ("trainer", "full", None),
     ("tunelab", "lora", ["--method", "lora"]),
     ("trainer", "lora", None),
+    ("trainer", "lora at tunelab's hyper-params", None),
     ("tunelab", "selective top-25% + cache", ["--method", "selective", "--layers", "top:25%"]),
     ("tunelab", "selective top-25% no cache", ["--method", "selective", "--layers", "top:25%", "--no-activation-cache"]),
     ("trainer", "selective top-25%", None),
@@ -72,17 +76,25 @@ def trainer_worker(label: str, a) -> dict:
         return [{"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i],
                  "attention_mask": enc["attention_mask"][i], "labels": e.label} for i, e in enumerate(examples)]
 
+    hyper = {}
     if label == "lora":
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS"))
+    elif label.startswith("lora at"):  # tunelab's LoRA defaults (methods/lora.py, config.py) in Trainer + PEFT
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, lora_dropout=0.1,
+                                                 target_modules=["query", "value"],
+                                                 modules_to_save=["classifier", "pooler"]))
+        hyper = {"per_device_train_batch_size": 32, "learning_rate": 2e-3, "warmup_steps": 0.06, "weight_decay": 0.01}
     elif label.startswith("selective"):
         n = model.config.num_hidden_layers
         keep = [f"encoder.layer.{i}." for i in range(n - max(1, round(0.25 * n)), n)] + ["pooler.", "classifier."]
         for name, p in model.named_parameters():
             p.requires_grad_(any(k in name for k in keep))
     args = TrainingArguments(output_dir=tempfile.mkdtemp(), num_train_epochs=a.epochs, use_cpu=True, report_to=[],
-                             save_strategy="no", logging_strategy="no", disable_tqdm=True, seed=a.seed)
+                             save_strategy="no", logging_strategy="no", disable_tqdm=True, seed=a.seed, **hyper)
     trainer = Trainer(model=model, args=args, train_dataset=encode(train),
                       data_collator=DataCollatorWithPadding(tok))
     c0 = time.process_time()
@@ -139,16 +151,16 @@ def summary_table(rows: list) -> str:
                    f"{sum(r['train_seconds'] for r in rs) / len(rs):.1f} | {ratio} |")
     pairs = ["", "| method | seeds (paired) | dev acc tunelab − Trainer, points (mean ± std) | paired t-test p "
              "| CPU s tunelab / Trainer |", "|---|---|---|---|---|"]
-    for label in ("full", "lora"):
-        seeds = sorted(s for (e, lab, s) in by if (e, lab) == ("tunelab", label) and ("trainer", label, s) in by)
+    for label, rival in (("full", "full"), ("lora", "lora"), ("lora", "lora at tunelab's hyper-params")):
+        seeds = sorted(s for (e, lab, s) in by if (e, lab) == ("tunelab", label) and ("trainer", rival, s) in by)
         if not seeds:
             continue
         a = [by[("tunelab", label, s)] for s in seeds]
-        b = [by[("trainer", label, s)] for s in seeds]
+        b = [by[("trainer", rival, s)] for s in seeds]
         d = [100 * (x["accuracy"] - y["accuracy"]) for x, y in zip(a, b)]
         p = f"{ttest_rel([x['accuracy'] for x in a], [y['accuracy'] for y in b]).pvalue:.2f}" if len(seeds) > 2 else ""
         spread = f" ± {statistics.stdev(d):.2f}" if len(d) > 1 else ""
-        pairs.append(f"| {label} | {','.join(map(str, seeds))} | {statistics.mean(d):+.2f}{spread} | {p} | "
+        pairs.append(f"| {label if rival == label else f'{label} vs Trainer {rival}'} | {','.join(map(str, seeds))} | {statistics.mean(d):+.2f}{spread} | {p} | "
                      f"{sum(x['train_cpu_seconds'] for x in a) / sum(y['train_cpu_seconds'] for y in b):.2f} |")
     return "\n".join(out + (pairs if len(pairs) > 3 else []))
 
@@ -215,7 +227,8 @@ def main():
         full = done.get(("tunelab", "full", r["seed"]))
         ratio = f"{r['train_cpu_seconds'] / full['train_cpu_seconds']:.2f}" if full else ""
         notes = (f"cache {r['cache']}" + ("" if r["group_by_length"] else ", no length grouping")) if r["engine"] == "tunelab" \
-            else "TrainingArguments defaults" + (" + PEFT LoraConfig defaults" if r["label"] == "lora" else "")
+            else ("tunelab's LoRA settings, Trainer's batches" if r["label"].startswith("lora at")
+                  else "TrainingArguments defaults" + (" + PEFT LoraConfig defaults" if r["label"] == "lora" else ""))
         lines.append(f"| {r['engine']} | {r['label']} | {r['seed']} | {r['batch_size']} | {r['lr']:g} | "
                      f"{r['train_seconds']:.1f} | {r['train_cpu_seconds']:.1f} | {r['samples_per_second']:.1f} | "
                      f"{r['peak_rss_mb']:.0f} | {r['accuracy']:.4f} | {ratio} | {notes} |")
