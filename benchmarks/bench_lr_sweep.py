@@ -30,17 +30,23 @@ def cell_args(a, lr: str, seed: int) -> list:
             *shlex.split(a.extra), "--lr", lr]
 
 
+def read_json(path: str):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def run_cell(a, lr: str, seed: int) -> dict | None:
     out = os.path.join(a.out_dir, f"lr{lr}-s{seed}")
     args = cell_args(a, lr, seed)
     done = os.path.join(out, "bench-args.json")
-    if os.path.exists(done) and json.load(open(done)) == args and os.path.exists(os.path.join(out, "run.json")):
-        rec = json.load(open(os.path.join(out, "run.json")))
+    if os.path.exists(done) and read_json(done) == args and os.path.exists(os.path.join(out, "run.json")):
+        rec = read_json(os.path.join(out, "run.json"))
     else:
-        rec, _, err = run_tunelab(args, out, f"lr {lr} seed {seed}")
+        rec, _, _ = run_tunelab(args, out, f"lr {lr} seed {seed}")
         if rec is None:
             return None
-        json.dump(args, open(done, "w"))
+        with open(done, "w", encoding="utf-8") as f:
+            json.dump(args, f)
     row = {"lr": lr, "seed": seed, "accuracy": rec["metrics"]["accuracy"],
            "cpu": rec["cpu_time"]["train_cpu_seconds"], "trainable_pct": rec["params"]["trainable_pct"]}
     print(f"lr {lr:>6} seed {seed}: acc {row['accuracy']:.4f}  train CPU {row['cpu']:.1f} s", flush=True)

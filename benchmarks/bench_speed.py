@@ -81,13 +81,20 @@ def trainer_worker(label: str, a) -> dict:
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS"))
-    elif label.startswith("lora at"):  # tunelab's LoRA defaults (methods/lora.py, config.py) in Trainer + PEFT
+    elif label.startswith("lora at"):  # tunelab's resolved LoRA defaults, given to Trainer + PEFT
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, lora_dropout=0.1,
-                                                 target_modules=["query", "value"],
-                                                 modules_to_save=["classifier", "pooler"]))
-        hyper = {"per_device_train_batch_size": 32, "learning_rate": 2e-3, "warmup_steps": 0.06, "weight_decay": 0.01}
+        from tunelab.config import build_config
+        from tunelab.methods.peft_common import head_module_names
+        from tunelab.models.layout import find_layout
+
+        cfg = build_config({"task": "sst2", "method": "lora"})
+        assert not cfg.lora_targets  # PEFT's default targets (query, value), as in tunelab
+        model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                                                 lora_dropout=cfg.lora_dropout,
+                                                 modules_to_save=head_module_names(find_layout(model))))
+        hyper = {"per_device_train_batch_size": cfg.batch_size, "learning_rate": cfg.lr,
+                 "warmup_steps": cfg.warmup_ratio, "weight_decay": cfg.weight_decay}
     elif label.startswith("selective"):
         n = model.config.num_hidden_layers
         keep = [f"encoder.layer.{i}." for i in range(n - max(1, round(0.25 * n)), n)] + ["pooler.", "classifier."]
@@ -160,7 +167,8 @@ def summary_table(rows: list) -> str:
         d = [100 * (x["accuracy"] - y["accuracy"]) for x, y in zip(a, b)]
         p = f"{ttest_rel([x['accuracy'] for x in a], [y['accuracy'] for y in b]).pvalue:.2f}" if len(seeds) > 2 else ""
         spread = f" ± {statistics.stdev(d):.2f}" if len(d) > 1 else ""
-        pairs.append(f"| {label if rival == label else f'{label} vs Trainer {rival}'} | {','.join(map(str, seeds))} | {statistics.mean(d):+.2f}{spread} | {p} | "
+        name = label if rival == label else f"{label} vs Trainer {rival}"
+        pairs.append(f"| {name} | {','.join(map(str, seeds))} | {statistics.mean(d):+.2f}{spread} | {p} | "
                      f"{sum(x['train_cpu_seconds'] for x in a) / sum(y['train_cpu_seconds'] for y in b):.2f} |")
     return "\n".join(out + (pairs if len(pairs) > 3 else []))
 
