@@ -32,7 +32,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import append_section, command_line, machine_line  # noqa: E402
+from bench_common import append_section, command_line, machine_line, trainer_sst2  # noqa: E402
 
 CONFIGS = [  # (engine, label, tunelab args)
     ("tunelab", "full", ["--method", "full"]),
@@ -50,69 +50,8 @@ CONFIGS = [  # (engine, label, tunelab args)
 
 
 def trainer_worker(label: str, a) -> dict:
-    """HF Trainer at its defaults on tunelab's train subset; accuracy on the full dev set."""
-    import resource
-
-    import numpy as np
-    import torch
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainingArguments, set_seed)
-
-    from tunelab.models.aliases import resolve_model
-    from tunelab.runner import subsample
-    from tunelab.tasks import get_task
-
-    torch.set_num_threads(a.threads)
-    task = get_task("sst2")
-    train = subsample(task.load("train", a.data_dir).examples, a.samples, a.seed)
-    dev = task.load("validation", a.data_dir).examples
-    source = resolve_model("minilm")
-    tok = AutoTokenizer.from_pretrained(source)
-    set_seed(a.seed)  # as HF's run_glue.py: the new head's init is seeded too (Trainer seeds only after the model exists)
-    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=2)
-
-    def encode(examples):
-        enc = tok([e.texts[0] for e in examples], truncation=True)
-        return [{"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i],
-                 "attention_mask": enc["attention_mask"][i], "labels": e.label} for i, e in enumerate(examples)]
-
-    hyper = {}
-    if label == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS"))
-    elif label.startswith("lora at"):  # tunelab's resolved LoRA defaults, given to Trainer + PEFT
-        from peft import LoraConfig, get_peft_model
-
-        from tunelab.config import build_config
-        from tunelab.methods.peft_common import head_module_names
-        from tunelab.models.layout import find_layout
-
-        cfg = build_config({"task": "sst2", "method": "lora"})
-        assert not cfg.lora_targets  # PEFT's default targets (query, value), as in tunelab
-        model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                                                 lora_dropout=cfg.lora_dropout,
-                                                 modules_to_save=head_module_names(find_layout(model))))
-        hyper = {"per_device_train_batch_size": cfg.batch_size, "learning_rate": cfg.lr,
-                 "warmup_steps": cfg.warmup_ratio, "weight_decay": cfg.weight_decay}
-    elif label.startswith("selective"):
-        n = model.config.num_hidden_layers
-        keep = [f"encoder.layer.{i}." for i in range(n - max(1, round(0.25 * n)), n)] + ["pooler.", "classifier."]
-        for name, p in model.named_parameters():
-            p.requires_grad_(any(k in name for k in keep))
-    args = TrainingArguments(output_dir=tempfile.mkdtemp(), num_train_epochs=a.epochs, use_cpu=True, report_to=[],
-                             save_strategy="no", logging_strategy="no", disable_tqdm=True, seed=a.seed, **hyper)
-    trainer = Trainer(model=model, args=args, train_dataset=encode(train),
-                      data_collator=DataCollatorWithPadding(tok))
-    c0 = time.process_time()
-    out = trainer.train()
-    cpu = time.process_time() - c0
-    pred = trainer.predict(encode(dev))
-    acc = float((np.argmax(pred.predictions, -1) == pred.label_ids).mean())
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"train_seconds": out.metrics["train_runtime"], "train_cpu_seconds": cpu,
-            "samples_per_second": a.samples * a.epochs / out.metrics["train_runtime"], "peak_rss_mb": rss,
-            "accuracy": acc, "batch_size": args.per_device_train_batch_size, "lr": args.learning_rate}
+    """HF Trainer at its defaults on tunelab's train subset; accuracy on the full dev set (bench_common)."""
+    return trainer_sst2(label, data_dir=a.data_dir, samples=a.samples, epochs=a.epochs, seed=a.seed, threads=a.threads)
 
 
 def tunelab_run(label: str, extra: list, a) -> dict:
