@@ -34,7 +34,7 @@ def worker(engine: str, method: str, a) -> dict:
     from transformers import get_linear_schedule_with_warmup  # noqa: F401  (import cost outside the timing)
 
     torch.set_num_threads(a.threads)
-    from tunelab.config import build_config
+    from tunelab.resolve import build_config
     from tunelab.methods import get_method
     from tunelab.methods.base import PrepareContext
     from tunelab.models import load_backbone

@@ -84,7 +84,7 @@ def trainer_worker(label: str, a) -> dict:
     elif label.startswith("lora at"):  # tunelab's resolved LoRA defaults, given to Trainer + PEFT
         from peft import LoraConfig, get_peft_model
 
-        from tunelab.config import build_config
+        from tunelab.resolve import build_config
         from tunelab.methods.peft_common import head_module_names
         from tunelab.models.layout import find_layout
 

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from tunelab.config import build_config
+from tunelab.resolve import build_config
 from tunelab.methods import get_method
 from tunelab.methods.base import PrepareContext
 from tunelab.models import load_backbone

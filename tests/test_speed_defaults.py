@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tunelab.cli import build_parser, config_from_args
-from tunelab.config import build_config
+from tunelab.resolve import build_config
 from tunelab.tasks import get_task
 from tunelab.tasks.base import FitContext
 from tunelab.train.batching import LengthGroupedBatches

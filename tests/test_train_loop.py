@@ -80,7 +80,7 @@ def test_full_fine_tuning_equals_hf_trainer_on_identical_batches_without_dropout
 
     from transformers import Trainer, TrainingArguments
 
-    from tunelab.config import build_config
+    from tunelab.resolve import build_config
     from tunelab.runner import subsample
     from tunelab.tasks import get_task
 

@@ -59,7 +59,8 @@ def _extra_commands() -> list:
 
 
 def config_from_args(ns) -> "object":
-    from .config import FIELDS, _coerce, build_config, load_yaml, parse_overrides
+    from .config import FIELDS, _coerce, load_yaml, parse_overrides
+    from .resolve import build_config
 
     values = {}
     positional = list(ns.args)

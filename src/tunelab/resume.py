@@ -25,7 +25,7 @@ def _norm(v):
 
 def differing(given: dict, recorded: dict, out_dir: str) -> list:
     """The given options whose values differ from the recorded run's (as ``--flag value (recorded x)``)."""
-    from .runner import resolve_device
+    from .train.resources import resolve_device
 
     out = []
     for k, v in given.items():

@@ -14,14 +14,15 @@ import torch
 from .config import RunConfig
 from .errors import OutputError, RunFailed, UserError, output_error
 from .methods import get_method
-from .methods.base import PrepareContext, count_params
+from .methods.base import PrepareContext
+from .models.params import count_params
 from .models.heads import HEADS
-from .results.record import versions, write_json_atomic
+from .results.record import check_output_dir, versions, write_json_atomic
 from .tasks import get_task
 from .tasks.base import FitContext
 from .train import distributed
 from .train.loop import seed_everything
-from .train.resources import peak_cuda_mb, peak_rss_mb
+from .train.resources import peak_cuda_mb, peak_rss_mb, resolve_device
 
 
 def default_output_dir(cfg: RunConfig) -> str:
@@ -29,26 +30,11 @@ def default_output_dir(cfg: RunConfig) -> str:
     return os.path.join("runs", f"{cfg.task}-{cfg.method}-{model}-s{cfg.seed}")
 
 
-def check_output_dir(path: str, overwrite: bool) -> None:
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise UserError(f"--output-dir {path}: exists and is not a folder")
-    if os.path.isdir(path) and os.listdir(path) and not overwrite:
-        raise UserError(f"--output-dir {path}: exists and is not empty (pass --overwrite to replace it)")
-
-
 def subsample(examples: list, n: int | None, seed: int) -> list:
     if n is None or n >= len(examples):
         return examples
     idx = sorted(random.Random(seed).sample(range(len(examples)), n))
     return [examples[i] for i in idx]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device available")
-    return torch.device(name)
 
 
 def run(cfg: RunConfig) -> dict:
@@ -144,7 +130,7 @@ def run(cfg: RunConfig) -> dict:
             "weights": files + ["predictions.tsv"],
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         })
-        from .analysis.figures import plot_record
+        from .results.figures import plot_record
 
         record["figures"] = plot_record(record, out) if main else []
         record["status"] = "completed"

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from ..models.params import count_params  # noqa: F401  (methods count what they made trainable)
+
 
 @dataclass
 class PrepareContext:
@@ -42,7 +44,7 @@ class Method:
 
     @classmethod
     def apply_layer_budget(cls, cfg) -> None:
-        """``--layer-budget`` given (config.build_config, methods/budget.py): map it onto this method's
+        """``--layer-budget`` given (resolve.build_config, methods/budget.py): map it onto this method's
         own options in ``cfg`` (recording ``cfg.sources``) and refuse contradicting ones with a
         UserError. Only the layer-selecting methods (config.LAYER_SELECTING) are given the option."""
 
@@ -108,34 +110,6 @@ def set_head_trainable(model: nn.Module, layout) -> None:
     for n, p in model.named_parameters():
         if layout.classify(n) == "head":
             p.requires_grad_(True)
-
-
-def count_params(model: nn.Module, layout) -> dict:
-    """Exact counts over unique parameter tensors; trainable = requires_grad."""
-    seen = set()
-    total = trainable = head = 0
-    layers = set()
-    for n, p in model.named_parameters():
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        k = p.numel()
-        total += k
-        if p.requires_grad:
-            trainable += k
-            kind = layout.classify(n)
-            if kind == "head":
-                head += k
-            elif isinstance(kind, tuple):
-                layers.add(kind[1])
-    return {
-        "trainable": trainable,
-        "total": total,
-        "trainable_pct": round(100.0 * trainable / total, 4) if total else 0.0,
-        "trainable_without_head": trainable - head,
-        "head": head,
-        "trainable_layers": sorted(layers),
-    }
 
 
 @dataclass

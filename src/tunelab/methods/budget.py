@@ -28,7 +28,7 @@ What each method does with it (k = the most layers whose parameters fit in SHARE
 
 With a budget, ``--lisa-layers``, ``--badam-block-layers`` must stay at their defaults and
 ``--layers`` must not be given: the budget decides them. Each method does its part in its own
-``apply_layer_budget(cfg)`` (``Method`` hook, called from ``config.build_config``).
+``apply_layer_budget(cfg)`` (``Method`` hook, called from ``resolve.build_config``).
 """
 
 from ..errors import UserError
@@ -36,7 +36,7 @@ from .dynamic import max_layers_for_budget
 
 
 def resolve_layer_budget(cfg) -> None:
-    """Called by ``config.build_config`` when ``--layer-budget`` is set: the method maps it onto its
+    """Called by ``resolve.build_config`` when ``--layer-budget`` is set: the method maps it onto its
     own options and refuses options that would contradict it (``Method.apply_layer_budget``)."""
     from . import get_method
 

@@ -82,6 +82,10 @@ class Task(ABC):
     defaults: dict = {}  # the family's option defaults (see option_defaults)
     report_metrics: tuple = ()  # the report's metric columns; empty: every metric in run.json
     revision = 1  # raise when results change at unchanged options (compare re-runs its cached cells)
+    # what the runner and the option checks ask of a task (attributes, not lists of names elsewhere):
+    resumable = False  # trained by tunelab's loop, which checkpoints (--save-every) and resumes (--resume)
+    data_parallel = False  # runs under torchrun / accelerate launch (train/distributed.py)
+    data_parallel_why = "builds its own batches or training loop"  # said when it does not
 
     @property
     def main_metric(self) -> str:

@@ -40,6 +40,8 @@ class Prediction:
 
 class SupervisedTask(Task):
     caches_activations = False  # see the module docstring
+    resumable = True  # train.loop.train checkpoints and resumes
+    data_parallel = True  # build_data shards batches and evaluation; a family with its own batching says False
 
     def validate(self, cfg) -> None:
         """``--precision`` against ``--device`` (fp16 needs CUDA, bf16 a device that has it)."""
