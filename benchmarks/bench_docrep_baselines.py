@@ -50,8 +50,8 @@ def contrastive_finetune(model, tok, texts, args, log):
     """Plain AdamW loop over pair batches (what tunelab's loop will do for the docrep task)."""
     import torch
 
-    from tunelab.tasks.docrep.task.chunks import chunk_documents, model_length
-    from tunelab.tasks.docrep.task.objective import batches_per_epoch, contrastive_loss, pair_batches, pairing_stats
+    from tunelab.tasks.docrep.chunks import chunk_documents, model_length
+    from tunelab.tasks.docrep.objective import batches_per_epoch, contrastive_loss, pair_batches, pairing_stats
 
     length = args.train_length or model_length(tok, model.config)
     docs_chunks = chunk_documents(tok, texts, length)
@@ -81,10 +81,10 @@ def main(argv=None):
     import numpy as np
     import torch
 
-    from tunelab.tasks.docrep.task.baselines import baseline_vectors, load_encoder
-    from tunelab.tasks.docrep.task.chunks import length_report, special_tokens, tokenize_documents
-    from tunelab.tasks.docrep.task.evaluate import evaluate_vectors
-    from tunelab.tasks.docrep.task.news import read_bbc, stratified_split
+    from tunelab.tasks.docrep.baselines import baseline_vectors, load_encoder
+    from tunelab.tasks.docrep.chunks import length_report, special_tokens, tokenize_documents
+    from tunelab.tasks.docrep.evaluate import evaluate_vectors
+    from tunelab.tasks.docrep.news import read_bbc, stratified_split
 
     torch.set_num_threads(args.threads)
 

@@ -84,7 +84,7 @@ def smollm2_tokenizer(alignment_cache):
 
     from transformers import AutoTokenizer
 
-    from tunelab.tasks.alignment.task.smollm2 import gguf_file
+    from tunelab.tasks.alignment.smollm2 import gguf_file
 
     done = glob.glob(os.path.join(alignment_cache["user_cache"], "smollm2", "*", "tokenizer.json"))
     if done:

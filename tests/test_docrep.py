@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from tunelab.tasks.docrep.task.task import baselines, chunks, embed, evaluate, news, objective
+from tunelab.tasks.docrep import baselines, chunks, embed, evaluate, news, objective
 from tunelab.errors import UserError
 
 torch.set_num_threads(1)

@@ -81,7 +81,7 @@ def test_labels_never_reach_training(tmp_path, capsys, bbc_dir, monkeypatch):
     while the label-using evaluation changes."""
     from safetensors.torch import load_file
 
-    from tunelab.tasks.docrep.task.task import DocrepTask
+    from tunelab.tasks.docrep.task import DocrepTask
 
     outs = {}
     for shuffle in (False, True):
