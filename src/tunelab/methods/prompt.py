@@ -8,7 +8,7 @@ virtual tokens; PEFT's TEXT). On a BERT-style classifier the pooler reads positi
 the first virtual token, so the initialisation decides what the head sees at the start. PEFT's
 random rows are N(0, 1), ~18x the norm of a real token embedding of all-MiniLM-L6-v2: from there
 prompt tuning stayed at the majority class on SST-2 at the quick budget; from sampled vocabulary
-rows it beats a head-only control (BENCHMARKS.md, "Prompt tuning sweep").
+rows it beats a head-only control (BENCHMARKS.md, "Prompt tuning").
 """
 
 from peft import PromptTuningConfig
