@@ -5,6 +5,9 @@ from pathlib import Path
 
 import pytest
 
+import tunelab.tasks  # noqa: F401  registers the loader of every method's and family's options, so that
+#                       RunConfig(...) / config.FIELDS in a test hold them all (config.load_options)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("TUNELAB_SHARED_DATA", REPO.parent / "shared" / "data"))
 

@@ -11,6 +11,7 @@ A completed run, or one without a checkpoint, is refused too. The loop's side of
 import os
 import time
 
+from . import tasks  # noqa: F401  (registers the loader of every declared option: FIELDS is complete)
 from .config import FIELDS, RunConfig, flag, validate
 from .errors import UserError
 from .results.record import read_record

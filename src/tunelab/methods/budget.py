@@ -31,8 +31,19 @@ With a budget, ``--lisa-layers``, ``--badam-block-layers`` must stay at their de
 ``apply_layer_budget(cfg)`` (``Method`` hook, called from ``resolve.build_config``).
 """
 
+from ..config import declare, methods_with, opt
 from ..errors import UserError
 from .dynamic import max_layers_for_budget
+
+
+
+@declare("layer budget", reads=methods_with("selects_layers"),
+         title="layer-selecting methods (trait selects_layers)")
+class LayerBudgetOptions:
+    layer_budget: float = opt(None, "share of the backbone's non-head params (embeddings + layers) trainable, "
+                                    "time-averaged, for every layer-selecting method (selective top layers, alf "
+                                    "budget, lisa layers with frozen embeddings, autofreeze cap, badam block size; "
+                                    "methods/budget.py)", above=0, max=1)
 
 
 def resolve_layer_budget(cfg) -> None:

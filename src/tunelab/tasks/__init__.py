@@ -9,6 +9,7 @@ package names) lets a test or a plugin add a family that lives outside this pack
 import importlib
 import pkgutil
 
+from .. import config
 from ..registry import Registry
 
 TASKS = Registry("task")
@@ -43,3 +44,14 @@ def load_families() -> None:
 
 
 _load_families = load_families  # the name older callers use
+
+
+def load_all() -> None:
+    """Import every method and task family: the modules that declare options (``config.FIELDS``)."""
+    from .. import methods
+
+    methods.method_names()
+    load_families()
+
+
+config.add_loader(load_all)

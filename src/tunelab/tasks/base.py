@@ -74,7 +74,7 @@ class Task(ABC):
     ``write_predictions`` (``SupervisedTask`` implements the last two for loop-trained families)."""
 
     name = ""
-    family = ""  # e.g. "glue", "alignment": options can be scoped to a family (config.py ``reads``)
+    family = ""  # e.g. "glue", "alignment": options can be scoped to a family (``reads`` of a declared option)
     head = "classification"  # a registered models.heads.Head
     num_labels = 2
     metric_names: tuple = ("accuracy",)
@@ -83,6 +83,9 @@ class Task(ABC):
     report_metrics: tuple = ()  # the report's metric columns; empty: every metric in run.json
     revision = 1  # raise when results change at unchanged options (compare re-runs its cached cells)
     # what the runner and the option checks ask of a task (attributes, not lists of names elsewhere):
+    # common options (config.py) that only the tasks listing them here read (config.tasks_reading):
+    # max_seq_length, eval_fraction, dataset, dataset_config, text_column
+    shared_options: tuple = ()
     resumable = False  # trained by tunelab's loop, which checkpoints (--save-every) and resumes (--resume)
     data_parallel = False  # runs under torchrun / accelerate launch (train/distributed.py)
     data_parallel_why = "builds its own batches or training loop"  # said when it does not

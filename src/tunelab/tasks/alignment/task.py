@@ -16,6 +16,7 @@ import os
 from ...errors import UserError
 from ...metrics import Metric, register
 from .. import TASKS
+from . import options  # noqa: F401  (declares the family's options)
 from ..base import Split, Task
 from .instruction import load_instructions
 from .preference import load_pairs
@@ -29,6 +30,7 @@ BETA = {"dpo": 0.1, "rlhf": 0.05}  # KL strength to the reference (TRL's DPO def
 class AlignmentTask(Task):
     data_parallel_why = "trains through TRL / the HF Trainer (tasks/alignment/bridge.py)"
     family = "alignment"
+    shared_options = ("eval_fraction",)  # common options it reads
     head = "causal-lm"
     num_labels = 1
     eval_splits = ("validation",)
@@ -72,9 +74,9 @@ class AlignmentTask(Task):
     def default_lr(self, method) -> float:
         """Anchors of our own (not the methods' classifier-tuned defaults): 1e-3 for LoRA, 5e-5 for
         methods that update weights, the method's default for prompt / prefix tuning; x lr_factor."""
-        if method.name == "lora":  # method: the Method class
+        if method.trains == "adapters":  # method: the Method class; its traits decide
             anchor = 1e-3
-        elif method.uses_peft:
+        elif method.trains == "virtual_tokens":
             anchor = method.default_lr
         else:
             anchor = 5e-5

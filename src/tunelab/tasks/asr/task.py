@@ -49,9 +49,11 @@ import torch
 
 from ...cache import model_fingerprint
 from ...errors import UserError
+from ...methods import get_method, methods_training
 from ...metrics import Metric, register
 from ...models.heads import Head, register_head
 from .. import TASKS
+from . import options  # noqa: F401  (declares the family's options)
 from .text import cer, wer
 from .audiofolder import SAMPLING_RATE, load_audio, read_audiofolder
 from ..base import Split, sha256_file
@@ -79,12 +81,22 @@ register_head(Head("speech-seq2seq", "AutoModelForSpeechSeq2Seq", "SEQ_2_SEQ_LM"
                    load_processor=load_speech_processor,
                    description="the pretrained Whisper decoder and its LM head (tied to the token embeddings)"))
 
-# Learning rates per method. Full fine-tuning: the HF Whisper recipe's 1e-5; LoRA on q/v: ~1e-3
-# (REFERENCE.md "Whisper fine-tuning"). Layer subsets move fewer weights and need more per weight:
-# measured on whisper-tiny, 48 accents utterances x 2 epochs (BENCHMARKS.md "Whisper on accents"):
-# selective decoder:top:2 at 5e-5 -> val CER 0.328, at 2e-4 -> 0.279; ALF at 5e-5 -> 0.122 (full 1e-5: 0.188).
-LEARNING_RATES = {"full": 1e-5, "lora": 1e-3, "selective": 2e-4, "alf": 5e-5, "lisa": 5e-5, "autofreeze": 5e-5,
-                  "badam": 5e-5}
+
+
+def family_lr(method) -> float | None:
+    """The learning rate by what the method trains (its traits; None: the method's own). All weights
+    (full FT): the HF Whisper recipe's 1e-5; adapters (LoRA on q/v): ~1e-3 (REFERENCE.md "Whisper
+    fine-tuning"). Layer subsets move fewer weights and need more per weight: measured on whisper-tiny,
+    48 accents utterances x 2 epochs (BENCHMARKS.md "Whisper on accents"): selective decoder:top:2 at
+    5e-5 -> val CER 0.328, at 2e-4 -> 0.279 (a fixed subset: 2e-4); ALF at 5e-5 -> 0.122 (full 1e-5:
+    0.188; dynamic layer methods: 5e-5). Virtual tokens: refused (``validate``)."""
+    if method.trains == "adapters":
+        return 1e-3
+    if method.trains != "weights":
+        return None
+    if method.changes_trainable_set:
+        return 5e-5
+    return 2e-4 if method.selects_layers else 1e-5
 
 
 @dataclass
@@ -153,8 +165,9 @@ class SpeechRecognitionTask(SupervisedTask):
         d = super().option_defaults(method)  # the family's defaults + length-grouped batches
         if self.name == "asr":
             d["text_column"] = "transcription"  # the audiofolder convention (docrep's default differs)
-        if method.name in LEARNING_RATES:
-            d["lr"] = LEARNING_RATES[method.name]
+        lr = family_lr(method)
+        if lr is not None:
+            d["lr"] = lr
         return d
 
     def configure(self, cfg):
@@ -166,10 +179,11 @@ class SpeechRecognitionTask(SupervisedTask):
         return task
 
     def validate(self, cfg) -> None:
-        if cfg.method in ("prompt", "prefix"):
+        if get_method(cfg.method).trains == "virtual_tokens":
             raise UserError(f"--method {cfg.method}: not applicable to speech recognition (PEFT's prompt learning "
                             f"prepends virtual tokens to input_ids / inputs_embeds; Whisper's encoder reads "
-                            f"input_features); use lora, full, selective or a dynamic layer method")
+                            f"input_features); use a method that trains weights or adapters "
+                            f"({methods_training('weights', 'adapters')})")
 
     # ------------------------------------------------------------ model
     def load_model(self, name: str, allow_pickle: bool = False):
@@ -376,6 +390,7 @@ class GenericASR(SpeechRecognitionTask):
 
     name = "asr"
     eval_splits = ("validation",)
+    shared_options = ("eval_fraction", "dataset", "dataset_config", "text_column")  # common options it reads
 
     def configure(self, cfg):
         task = super().configure(cfg)

@@ -38,6 +38,7 @@ from ...errors import UserError
 from ...metrics import Metric, register
 from ...models.heads import Head, register_head
 from .. import TASKS
+from . import options  # noqa: F401  (declares the family's options)
 from ..base import Example, Split, Task
 
 # CPU-friendly family defaults (a given option wins): one epoch, 16 documents (32 chunks) per batch.
@@ -48,10 +49,11 @@ LOCAL_BBC = ("data/news/bbc", "../shared/data/news/bbc")  # checked when bbc-doc
 def default_lr(method) -> float:
     """Contrastive fine-tuning wants smaller steps than a new classifier head: 5e-5 for methods that update
     weights (SimCSE / DeCLUTR use 3e-5 / 5e-5 on BERT-base), 5e-4 for LoRA, the method's own default for
-    prompt / prefix tuning. (ALF with ``--adapter lora`` gets 5e-5 too: pass ``--lr``.)"""
-    if method.name == "lora":
+    prompt / prefix tuning, by what the method trains (its ``trains`` trait: weights / adapters /
+    virtual tokens). (ALF with ``--adapter lora`` gets 5e-5 too: pass ``--lr``.)"""
+    if method.trains == "adapters":
         return 5e-4
-    if method.uses_peft:
+    if method.trains == "virtual_tokens":
         return method.default_lr
     return 5e-5
 
@@ -78,6 +80,7 @@ class DocPredictions:
 class DocrepTask(Task):
     data_parallel = False  # builds its own batches or training loop (train/distributed.py refuses it)
     resumable = True  # trained by train.loop.train, which checkpoints
+    shared_options = ("dataset", "dataset_config", "text_column")  # common options it reads
     family = "docrep"
     head = "feature-extraction"
     num_labels = 0
@@ -106,9 +109,10 @@ class DocrepTask(Task):
         if cfg.group_by_length:
             raise UserError(f"--group-by-length: task {self.name} batches one chunk pair per document (chunks "
                             "have near-equal lengths already); drop the option")
-        if cfg.docrep_baseline and cfg.method != "full":
-            raise UserError(f"--docrep-baseline {cfg.docrep_baseline} trains nothing: run it with --method full "
-                            f"(the default), which leaves the encoder untouched, not --method {cfg.method}")
+        default_method = FIELDS["method"].default  # one cell per baseline: the default method's
+        if cfg.docrep_baseline and cfg.method != default_method:
+            raise UserError(f"--docrep-baseline {cfg.docrep_baseline} trains nothing: run it with --method "
+                            f"{default_method} (the default), which leaves the encoder untouched, not --method {cfg.method}")
         if cfg.batch_size < 2:
             raise UserError(f"--batch-size {cfg.batch_size}: the contrastive objective needs >= 2 documents per "
                             "batch (the other documents are the negatives)")

@@ -104,6 +104,7 @@ def local_glue_dir(folder: str) -> str | None:
 
 class GlueTask(TextClassificationTask):
     family = "glue"
+    shared_options = ("max_seq_length",)  # common options it reads
 
     def __init__(self, spec: GlueSpec):
         self.spec = spec

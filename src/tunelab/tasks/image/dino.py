@@ -336,15 +336,17 @@ def cached_dino_path(log=None) -> str:
 # ------------------------------------------------------------------ command line
 
 def add_arguments(p) -> None:
-    p.add_argument("--model", default="vit-tiny", help="ViT to pretrain: alias or folder (default vit-tiny)")
-    p.add_argument("--task", default=None, help="image task whose train images to use (default: fashion-mnist if "
-                                                "--data-dir holds IDX files, else image-folder)")
-    p.add_argument("--data-dir", default=None, help="image data folder (IDX files or ImageFolder)")
-    p.add_argument("--output-dir", required=True, help="where the pretrained model folder goes")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    from ...config import add_option  # tunelab run's options: same flags, types and range checks
+
+    add_option(p, "model", default="vit-tiny", help="ViT to pretrain: alias or folder (default vit-tiny)")
+    add_option(p, "task", default=None, help="image task whose train images to use (default: fashion-mnist if "
+                                             "--data-dir holds IDX files, else image-folder)")
+    add_option(p, "data_dir", default=None, help="image data folder (IDX files or ImageFolder)")
+    add_option(p, "output_dir", required=True, help="where the pretrained model folder goes")
+    add_option(p, "overwrite", help="replace a non-empty output folder")
     p.add_argument("--steps", type=int, default=1200, help="optimizer steps (default 1200: ~5-10 min on a free CPU core)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-4, help="peak learning rate (default 2e-4; DINO: 5e-4 x batch/256)")
+    add_option(p, "batch_size", default=64, help="images per step (default 64)")
+    add_option(p, "lr", default=2e-4, help="peak learning rate (default 2e-4; DINO: 5e-4 x batch/256)")
     p.add_argument("--local-crops", type=int, default=4, help="local crops per image (default 4)")
     p.add_argument("--out-dim", type=int, default=256, help="prototypes of the projection head (default 256)")
     p.add_argument("--momentum", type=float, default=0.99, help="initial teacher EMA momentum (cosine to 1)")
@@ -355,9 +357,9 @@ def add_arguments(p) -> None:
     p.add_argument("--knn-bank", type=int, default=5000, help="labelled train images in the k-NN memory bank")
     p.add_argument("--knn-queries", type=int, default=2000, help="test images scored by k-NN")
     p.add_argument("--max-images", type=int, default=None, help="seeded subset of the unlabelled images")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_option(p, "seed")
+    add_option(p, "threads")
+    add_option(p, "device")
 
 
 def main(ns) -> int:
@@ -368,7 +370,7 @@ def main(ns) -> int:
     from .. import get_task
     from .task import IDX_VALIDATION_FRACTION, ImageTask
 
-    for name in ("steps", "batch_size", "knn_bank", "knn_queries", "knn_points"):
+    for name in ("steps", "knn_bank", "knn_queries", "knn_points"):  # the shared options are checked by argparse
         if getattr(ns, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} {getattr(ns, name)}: must be >= 1")
     if not 0 <= ns.momentum < 1:

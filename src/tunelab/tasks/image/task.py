@@ -35,9 +35,11 @@ from dataclasses import replace
 import torch
 
 from ...errors import UserError
+from ...methods import get_method, methods_training
 from ...metrics import Metric, register
 from ...models.heads import Head, register_head
 from .. import TASKS
+from . import options  # noqa: F401  (declares the family's options)
 from ..base import Split, sha256_file
 from .data import (load_hub_images, per_class_subset, read_idx_pair, read_image_folder,
                          stratified_split)
@@ -50,7 +52,6 @@ SEMI_OPTIONS = ("self_train_rounds", "self_train_epochs", "unlabelled_per_round"
 # LoRA on the attention's query and value projections (PEFT's ViT guide), named ``query`` / ``value``
 # in transformers 4 and ``q_proj`` / ``v_proj`` in transformers 5: PEFT adapts whichever exist.
 VIT_LORA_TARGETS = "query,value,q_proj,v_proj"
-TOKEN_METHODS = ("prompt", "prefix")  # virtual tokens: need a token-embedding model
 
 
 # ------------------------------------------------------------------ head and metrics
@@ -117,6 +118,7 @@ def confusion(predictions, references, classes) -> dict:
 class ImageTask(SupervisedTask):
     data_parallel = False  # builds its own batches or training loop (train/distributed.py refuses it)
     family = "image"
+    shared_options = ("eval_fraction",)  # common options it reads
     head = "image-classification"
     metric_names = ("accuracy", "macro_f1")
     eval_splits = ("validation", "test")
@@ -143,9 +145,9 @@ class ImageTask(SupervisedTask):
         return t
 
     def validate(self, cfg) -> None:
-        if cfg.method in TOKEN_METHODS:
+        if get_method(cfg.method).trains == "virtual_tokens":  # need a token-embedding model
             raise UserError(f"--method {cfg.method}: virtual tokens need a token-embedding model; task {self.name} "
-                            "feeds pixels to a ViT (use full, lora, selective, alf, lisa, autofreeze or badam)")
+                            f"feeds pixels to a ViT (use {methods_training('weights', 'adapters')})")
         if cfg.group_by_length:
             raise UserError(f"--group-by-length: images have no length (task {self.name}); drop the option")
         if cfg.labelled_per_class and cfg.max_train_samples:

@@ -287,24 +287,26 @@ HELP = "continued masked-LM pretraining (whole-word masking) on in-domain text: 
 
 
 def add_arguments(m) -> None:
-    m.add_argument("--model", default="minilm", help="model alias or folder (default: minilm)")
+    from ...config import add_option  # tunelab run's options: same flags, types and range checks
+
+    add_option(m, "model", help="model alias or folder (default: minilm)")
     src = m.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data-dir", help="keyphrase data (docsutf8/ + keys/ folders, e.g. ../shared/data/keyphrase): "
-                                        "the train-split abstracts of every dataset in it, never validation/test")
+    add_option(src, "data_dir", help="keyphrase data (docsutf8/ + keys/ folders, e.g. ../shared/data/keyphrase): "
+                                     "the train-split abstracts of every dataset in it, never validation/test")
     src.add_argument("--corpus", nargs="+", metavar="PATH", help="plain-text files or folders of *.txt (a file = a document)")
-    m.add_argument("--output-dir", required=True, help="the new model folder")
+    add_option(m, "output_dir", required=True, help="the new model folder")
     m.add_argument("--max-steps", type=int, default=300, help="optimizer steps of MLM training (default 300)")
     m.add_argument("--max-minutes", type=float, default=8.0, help="wall-clock budget; stops early when reached (default 8)")
     m.add_argument("--head-warmup-steps", type=int, default=60,
                    help="steps training the fresh MLM head alone before the 'before' loss (default 60)")
     m.add_argument("--seq-length", type=int, default=256, help="tokens per window (default 256)")
-    m.add_argument("--batch-size", type=int, default=16, help="windows per step (default 16)")
-    m.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
+    add_option(m, "batch_size", default=16, help="windows per step (default 16)")
+    add_option(m, "lr", default=1e-4, help="peak learning rate (default 1e-4)")
     m.add_argument("--mlm-probability", type=float, default=0.15, help="share of words masked (default 0.15)")
     m.add_argument("--heldout-share", type=float, default=0.1, help="documents held out for the loss (default 0.1)")
-    m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    m.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    add_option(m, "seed")
+    add_option(m, "threads")
+    add_option(m, "overwrite", help="replace a non-empty output folder")
 
 
 def main(ns) -> int:

@@ -35,15 +35,25 @@ import torch
 from ...errors import UserError
 from ...metrics import Metric, register
 from .. import TASKS
+from . import options  # noqa: F401  (declares the family's options)
 from .data import (LABEL2ID, LABELS, decode_spans, encode_windows, find_dataset, load_hub,
                              merge_word_probs, presence_counts, read_keyphrase_dir, split_docs)
 from .metrics import keyphrase_scores
 from ..supervised import Prediction, SupervisedTask
 
-# Learning rates where the method's own default does not learn this task at small budgets (Inspec,
-# 300 abstracts x 2 epochs, validation F1@10; BENCHMARKS.md "Keyphrase extraction"): LoRA 2e-3 0.000,
-# 5e-3 0.024, 1e-2 0.246; selective top:2 2e-4 0.091, 1e-3 0.149 (full FT: 3e-4 0.279, 1e-4 0.126).
-LR = {"full": 3e-4, "lora": 1e-2, "selective": 1e-3}
+
+
+def family_lr(method) -> float | None:
+    """Learning rates, by the method's traits, where its own default does not learn this task at small
+    budgets (Inspec, 300 abstracts x 2 epochs, validation F1@10; BENCHMARKS.md "Keyphrase extraction"):
+    adapters (LoRA) 2e-3 0.000, 5e-3 0.024, 1e-2 0.246; a fixed layer subset (selective top:2) 2e-4
+    0.091, 1e-3 0.149; all weights (full FT) 3e-4 0.279, 1e-4 0.126. Others (dynamic layer methods,
+    virtual tokens): None, the method's own."""
+    if method.trains == "adapters":
+        return 1e-2
+    if method.trains == "weights" and not method.changes_trainable_set:
+        return 1e-3 if method.selects_layers else 3e-4
+    return None
 SPLIT_SEED = 0  # document-level split of kdd / www / user folders: fixed, so that runs are comparable
 METRIC_ORDER = ("f1@10", "f1@5", "f1@M", "p@5", "r@5", "p@10", "r@10", "p@M", "r@M")  # main metric first
 
@@ -86,6 +96,7 @@ def token_logits(model, batch):
 class KeyphraseTask(SupervisedTask):
     data_parallel = False  # builds its own batches or training loop (train/distributed.py refuses it)
     family = "keyphrase"
+    shared_options = ("max_seq_length",)  # common options it reads (the sliding window's size)
     head = "token-classification"
     num_labels = len(LABELS)
     metric_names = METRIC_ORDER
@@ -95,8 +106,9 @@ class KeyphraseTask(SupervisedTask):
 
     def option_defaults(self, method) -> dict:
         out = super().option_defaults(method)  # the family's defaults + length-grouped batches
-        if method.name in LR:
-            out["lr"] = LR[method.name]
+        lr = family_lr(method)
+        if lr is not None:
+            out["lr"] = lr
         return out
 
     def __init__(self, name: str, dataset: str | None, description: str):
