@@ -179,9 +179,13 @@ def load_options() -> None:
     if not _LOADERS:
         raise RuntimeError("the options of methods and task families are declared in their modules: import "
                            "tunelab.tasks (or tunelab.resolve) before using the complete option set")
-    _loaded = True
-    for fn in _LOADERS:
-        fn()
+    _loaded = True  # before the loaders: a module reading FIELDS while it is imported sees what is declared so far
+    try:
+        for fn in _LOADERS:
+            fn()
+    except BaseException:
+        _loaded = False
+        raise
 
 
 class _Fields(Mapping):
