@@ -259,25 +259,23 @@ class SpeechRecognitionTask(SupervisedTask):
         return hyps, [r["text"] for r in loader.dataset]
 
     # ------------------------------------------------------------ training + the base model
-    def fit(self, ctx) -> dict:
-        from ...train.loop import train
+    def before_fit(self, ctx, evaluate) -> dict:
+        """The base model's metrics and transcripts on the same eval splits, before any step."""
+        return self.base_evaluation(ctx, evaluate)
 
+    def after_fit(self, ctx, summary, base) -> dict:
+        """``base_*`` metrics beside the fine-tuned ones; run.json ``asr`` (delta, samples ...)."""
         cfg = ctx.cfg
-        train_loader, evaluate = self.build_data(ctx)
-        base = self.base_evaluation(ctx, evaluate)
-        summary = train(ctx.model, ctx.method, train_loader, evaluate, cfg, cfg.lr, ctx.device, on_epoch=ctx.on_epoch,
-                        head_lr=cfg.head_lr, head_names=ctx.head_names, main_metric=self.main_metric,
-                        loss_fn=self.loss)
-        after = summary["final_metrics"]
-        summary["final_metrics"] = {**after, **{"base_" + k: v for k, v in base["metrics"].items()}}
+        after = summary.final_metrics
+        summary.final_metrics = {**after, **{"base_" + k: v for k, v in base["metrics"].items()}}
         self.base_predictions = base["hypotheses"]
         tok = ctx.tokenizer
         samples = {}
-        for name, pr in summary["final_predictions"].items():
+        for name, pr in summary.final_predictions.items():
             samples[name] = [{"file": os.path.basename(ex.file), "reference": ref, "base": b, "fine_tuned": hyp}
                              for ex, ref, b, hyp in zip(pr.examples, pr.references, base["hypotheses"][name],
                                                         pr.predictions)][:N_SAMPLES]
-        summary["record"] = {"asr": {
+        return {"asr": {
             "normaliser": NORMALISER,
             "decoding": f"greedy, at most {cfg.max_new_tokens} new tokens, no timestamps"
                         + (f", language {self.generate_kwargs['language']}" if self.generate_kwargs else ""),
@@ -290,7 +288,6 @@ class SpeechRecognitionTask(SupervisedTask):
             "delta": {k: round(after[k] - base["metrics"][k], 6) for k in after if k in base["metrics"]},
             "samples": samples,
         }}
-        return summary
 
     def base_evaluation(self, ctx, evaluate) -> dict:
         """The base model's metrics and hypotheses on the run's eval splits (before any training step),
