@@ -41,7 +41,6 @@ import hashlib
 import io
 import json
 import os
-import random
 import time
 from dataclasses import dataclass
 
@@ -55,6 +54,7 @@ from .. import TASKS
 from .text import cer, wer
 from .audiofolder import SAMPLING_RATE, load_audio, read_audiofolder
 from ..base import Split, sha256_file
+from ..splits import seeded_split, take
 from ..supervised import SupervisedTask
 
 MAX_SECONDS = 30  # Whisper reads one 30-s window; longer audio would be cut off by the feature extractor
@@ -400,15 +400,13 @@ class GenericASR(SpeechRecognitionTask):
             return audiofolder_split(self.folders[split], split, cfg.text_column)
         # one folder, no splits: a seeded held-out share becomes "validation" (the same for every seed)
         whole = audiofolder_split(self.folders["train"], "train", cfg.text_column)
-        idx = list(range(len(whole.examples)))
-        random.Random(0).shuffle(idx)
-        n_eval = max(1, round(cfg.eval_fraction * len(idx)))
-        if len(idx) - n_eval < 1:
-            raise UserError(f"{self.folders['train']}: {len(idx)} utterance(s); too few to hold out a validation split")
-        held = set(idx[:n_eval])
-        chosen = [u for i, u in enumerate(whole.examples) if (i in held) == (split == "validation")]
-        info = {**whole.info, "held_out": f"seeded (0) {cfg.eval_fraction:g} of {len(idx)} utterances -> validation"}
-        return Split(split, chosen, whole.files, info)
+        parts, record = seeded_split(whole.examples, {"validation": float(cfg.eval_fraction)}, 0)
+        if not parts["train"]:
+            raise UserError(f"{self.folders['train']}: {len(whole.examples)} utterance(s); too few to hold out a "
+                            "validation split")
+        info = {**whole.info, "held_out": f"seeded (0) {cfg.eval_fraction:g} of {len(whole.examples)} utterances -> "
+                                          "validation", "split": record}
+        return Split(split, take(whole.examples, parts[split if split == "validation" else "train"]), whole.files, info)
 
 
 def _audiofolder_splits(data_dir: str) -> dict:

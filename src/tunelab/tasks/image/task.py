@@ -189,9 +189,9 @@ class ImageTask(SupervisedTask):
         self.unlabelled = rest if cfg.semi_supervised else []
 
     def carve_validation(self, examples: list, fraction: float, where: str) -> tuple:
-        train, val = stratified_split(examples, fraction, SPLIT_SEED, where)
+        train, val, record = stratified_split(examples, fraction, SPLIT_SEED, where)
         info = {"carved_from": "train", "fraction": round(fraction, 6), "seed": SPLIT_SEED, "stratified": True,
-                "size": len(val)}
+                "size": len(val), "procedure": record["procedure"]}
         return train, val, info
 
     # ---------------------------------------------------------------- model
