@@ -66,7 +66,7 @@ def worker(engine: str, method: str, a) -> dict:
         from tunelab.train.loop import train
 
         loader = torch.utils.data.DataLoader(rows, batch_size=cfg.batch_size, shuffle=False, collate_fn=collate)
-        s = train(model, m, loader, lambda _m: ({"none": 0.0}, {}), cfg, lr, torch.device("cpu"))["state"]
+        s = train(model, m, loader, lambda _m: ({"none": 0.0}, {}), cfg, lr, torch.device("cpu")).state
         samples = s.samples_seen
     else:
         from transformers import Trainer, TrainingArguments

@@ -107,7 +107,7 @@ def run(cfg: RunConfig) -> dict:
                                       train_examples=train_examples, eval_splits=eval_splits, model_source=source,
                                       out_dir=out, layout=layout, head_names=head_names, on_epoch=on_epoch,
                                       train_all=train_split.examples))
-        state = summary["state"]
+        state = summary.state
         record.update(distributed.describe(cfg, state, method, len(train_examples)))  # world size, per-rank time/memory
         record["method_details"] = method.describe()
         record.update(method.record_extras())
@@ -116,13 +116,13 @@ def run(cfg: RunConfig) -> dict:
             files = method.save(model, out) if main else []
             if main:
                 processor.save_pretrained(out)
-                task.write_predictions(os.path.join(out, "predictions.tsv"), summary["final_predictions"])
+                task.write_predictions(os.path.join(out, "predictions.tsv"), summary.final_predictions)
         except OSError as e:
             raise output_error(e.filename or out, e) from e
-        record.update(summary.get("record", {}))
+        record.update(summary.record)
         record.update({
-            "metrics": summary["final_metrics"], "main_metric": summary["main_metric"],
-            "best_epoch": summary["best_epoch"], "stopped_early": summary["stopped_early"],
+            "metrics": summary.final_metrics, "main_metric": summary.main_metric,
+            "best_epoch": summary.best_epoch, "stopped_early": summary.stopped_early,
             "time": {"train_seconds": round(state.train_seconds, 3),
                      "train_samples_per_second": round(state.samples_seen / state.train_seconds, 3) if state.train_seconds else None,
                      "steps": state.step, "samples_seen": state.samples_seen},

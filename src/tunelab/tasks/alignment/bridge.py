@@ -142,5 +142,5 @@ def run_trainer(trainer, bridge) -> dict:
     workdir = trainer.args.output_dir
     if os.path.isdir(workdir) and not os.listdir(workdir):
         os.rmdir(workdir)
-    return {**bridge.tracker.summary(), "state": bridge.state, "curve": bridge.curve,
+    return {**vars(bridge.tracker.summary(bridge.state)), "curve": bridge.curve,
             "training_health": bridge.watch.summary()}

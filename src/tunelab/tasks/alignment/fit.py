@@ -13,6 +13,7 @@ import random
 import warnings
 
 from ...errors import UserError
+from ..base import FitSummary
 from .bridge import MethodBridge
 from .collate import COH_TEMPLATES, CoHCollator, SFTCollator, coh_inference_ids
 from .data import tokenize_pairs
@@ -59,7 +60,7 @@ def reward_fn_from(judge):
     return reward_model
 
 
-def fit_alignment(task, ctx) -> dict:
+def fit_alignment(task, ctx) -> FitSummary:
     cfg, tok, device, model = ctx.cfg, ctx.tokenizer, ctx.device, ctx.model
     obj = task.objective
     # transformers' own deprecation chatter from inside Trainer / TRL (not actionable for a user)
@@ -152,8 +153,8 @@ def fit_alignment(task, ctx) -> dict:
     if win_details:
         details["win_rate"] = {**win_details, "judge_is_rl_reward": rl_reward is judge and judge is not None,
                                "decoding": f"greedy, {cfg.max_response_length} new tokens, cut at the next dialogue turn"}
-    return {"history": summary["history"], "state": summary["state"], "best_epoch": summary["best_epoch"],
-            "best": summary["best"], "main_metric": task.main_metric, "stopped_early": summary["stopped_early"],
-            "final_metrics": metrics, "final_predictions": bridge.last_predictions,
-            "record": {"alignment": details, "train_curve": summary["curve"], "samples": samples,
-                       "training_health": summary["training_health"]}}
+    return FitSummary(history=summary["history"], state=summary["state"], best_epoch=summary["best_epoch"],
+                      best=summary["best"], main_metric=task.main_metric, stopped_early=summary["stopped_early"],
+                      final_metrics=metrics, final_predictions=bridge.last_predictions,
+                      record={"alignment": details, "train_curve": summary["curve"], "samples": samples,
+                              "training_health": summary["training_health"]})

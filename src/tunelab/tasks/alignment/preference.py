@@ -15,12 +15,12 @@ run seed so that all runs are evaluated on the same pairs.
 """
 
 import os
-import random
 from dataclasses import dataclass
 
 from ...errors import UserError
 from ...textio import read_jsonl
 from ..base import sha256_file
+from ..splits import seeded_split as seeded_split_of
 
 ASSISTANT = "\n\nAssistant:"
 HUMAN = "\n\nHuman:"
@@ -105,11 +105,12 @@ def find_folder(data_dir: str, subset: str | None) -> str:
 
 
 def seeded_split(n: int, eval_fraction: float):
-    """(train_indices, eval_indices), sorted, from a fixed-seed shuffle."""
-    idx = list(range(n))
-    random.Random(SPLIT_SEED).shuffle(idx)
-    k = max(1, round(eval_fraction * n)) if n > 1 else 0
-    return sorted(idx[k:]), sorted(idx[:k])
+    """(train_indices, eval_indices), sorted, from a fixed-seed shuffle (tasks/splits.py; at least one
+    eval item, none of a single item)."""
+    if n <= 1:
+        return list(range(n)), []
+    parts, _ = seeded_split_of(range(n), {"validation": float(eval_fraction)}, SPLIT_SEED)
+    return parts["train"], parts["validation"]
 
 
 def load_pairs(split: str, data_dir: str | None, subset: str | None, eval_fraction: float):

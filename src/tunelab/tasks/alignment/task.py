@@ -89,7 +89,7 @@ class AlignmentTask(Task):
             examples, files, info = load_pairs(split, data_dir, self.subset, self.eval_fraction)
         return Split(split, examples, files, info)
 
-    def fit(self, ctx) -> dict:
+    def fit(self, ctx):
         from .fit import fit_alignment
 
         return fit_alignment(self, ctx)

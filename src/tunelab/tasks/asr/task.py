@@ -41,7 +41,6 @@ import hashlib
 import io
 import json
 import os
-import random
 import time
 from dataclasses import dataclass
 
@@ -57,6 +56,7 @@ from . import options  # noqa: F401  (declares the family's options)
 from .text import cer, wer
 from .audiofolder import SAMPLING_RATE, load_audio, read_audiofolder
 from ..base import Split, sha256_file
+from ..splits import seeded_split, take
 from ..supervised import SupervisedTask
 
 MAX_SECONDS = 30  # Whisper reads one 30-s window; longer audio would be cut off by the feature extractor
@@ -273,25 +273,23 @@ class SpeechRecognitionTask(SupervisedTask):
         return hyps, [r["text"] for r in loader.dataset]
 
     # ------------------------------------------------------------ training + the base model
-    def fit(self, ctx) -> dict:
-        from ...train.loop import train
+    def before_fit(self, ctx, evaluate) -> dict:
+        """The base model's metrics and transcripts on the same eval splits, before any step."""
+        return self.base_evaluation(ctx, evaluate)
 
+    def after_fit(self, ctx, summary, base) -> dict:
+        """``base_*`` metrics beside the fine-tuned ones; run.json ``asr`` (delta, samples ...)."""
         cfg = ctx.cfg
-        train_loader, evaluate = self.build_data(ctx)
-        base = self.base_evaluation(ctx, evaluate)
-        summary = train(ctx.model, ctx.method, train_loader, evaluate, cfg, cfg.lr, ctx.device, on_epoch=ctx.on_epoch,
-                        head_lr=cfg.head_lr, head_names=ctx.head_names, main_metric=self.main_metric,
-                        loss_fn=self.loss)
-        after = summary["final_metrics"]
-        summary["final_metrics"] = {**after, **{"base_" + k: v for k, v in base["metrics"].items()}}
+        after = summary.final_metrics
+        summary.final_metrics = {**after, **{"base_" + k: v for k, v in base["metrics"].items()}}
         self.base_predictions = base["hypotheses"]
         tok = ctx.tokenizer
         samples = {}
-        for name, pr in summary["final_predictions"].items():
+        for name, pr in summary.final_predictions.items():
             samples[name] = [{"file": os.path.basename(ex.file), "reference": ref, "base": b, "fine_tuned": hyp}
                              for ex, ref, b, hyp in zip(pr.examples, pr.references, base["hypotheses"][name],
                                                         pr.predictions)][:N_SAMPLES]
-        summary["record"] = {"asr": {
+        return {"asr": {
             "normaliser": NORMALISER,
             "decoding": f"greedy, at most {cfg.max_new_tokens} new tokens, no timestamps"
                         + (f", language {self.generate_kwargs['language']}" if self.generate_kwargs else ""),
@@ -304,7 +302,6 @@ class SpeechRecognitionTask(SupervisedTask):
             "delta": {k: round(after[k] - base["metrics"][k], 6) for k in after if k in base["metrics"]},
             "samples": samples,
         }}
-        return summary
 
     def base_evaluation(self, ctx, evaluate) -> dict:
         """The base model's metrics and hypotheses on the run's eval splits (before any training step),
@@ -418,15 +415,13 @@ class GenericASR(SpeechRecognitionTask):
             return audiofolder_split(self.folders[split], split, cfg.text_column)
         # one folder, no splits: a seeded held-out share becomes "validation" (the same for every seed)
         whole = audiofolder_split(self.folders["train"], "train", cfg.text_column)
-        idx = list(range(len(whole.examples)))
-        random.Random(0).shuffle(idx)
-        n_eval = max(1, round(cfg.eval_fraction * len(idx)))
-        if len(idx) - n_eval < 1:
-            raise UserError(f"{self.folders['train']}: {len(idx)} utterance(s); too few to hold out a validation split")
-        held = set(idx[:n_eval])
-        chosen = [u for i, u in enumerate(whole.examples) if (i in held) == (split == "validation")]
-        info = {**whole.info, "held_out": f"seeded (0) {cfg.eval_fraction:g} of {len(idx)} utterances -> validation"}
-        return Split(split, chosen, whole.files, info)
+        parts, record = seeded_split(whole.examples, {"validation": float(cfg.eval_fraction)}, 0)
+        if not parts["train"]:
+            raise UserError(f"{self.folders['train']}: {len(whole.examples)} utterance(s); too few to hold out a "
+                            "validation split")
+        info = {**whole.info, "held_out": f"seeded (0) {cfg.eval_fraction:g} of {len(whole.examples)} utterances -> "
+                                          "validation", "split": record}
+        return Split(split, take(whole.examples, parts[split if split == "validation" else "train"]), whole.files, info)
 
 
 def _audiofolder_splits(data_dir: str) -> dict:

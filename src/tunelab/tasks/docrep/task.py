@@ -177,7 +177,7 @@ class DocrepTask(Task):
         return model, processor, layout, source
 
     # ------------------------------------------------------------ training and evaluation
-    def fit(self, ctx) -> dict:
+    def fit(self, ctx):
         from .chunks import chunk_documents, model_length, special_tokens
         from .embed import document_vectors
 
@@ -194,7 +194,6 @@ class DocrepTask(Task):
         record["docrep"].update(chunked)
 
         from .objective import PairLoader, contrastive_loss, pairing_stats
-        from ...train.loop import train
 
         if len(ctx.train_examples) < 2:
             raise UserError(f"task {self.name}: contrastive training needs >= 2 train documents, got "
@@ -220,10 +219,8 @@ class DocrepTask(Task):
         def loss_fn(model, batch):
             return contrastive_loss(model, batch, cfg.docrep_temperature, cfg.docrep_pooling)
 
-        summary = train(ctx.model, ctx.method, loader, self.evaluator(ctx, vectors), cfg, cfg.lr, ctx.device,
-                        on_epoch=ctx.on_epoch, head_lr=cfg.head_lr, head_names=ctx.head_names,
-                        main_metric=self.main_metric, loss_fn=loss_fn)
-        summary["record"] = {**summary.get("record", {}), **record}
+        summary = self.train_loop(ctx, loader, self.evaluator(ctx, vectors), loss_fn=loss_fn)
+        summary.record.update(record)
         return summary
 
     def evaluator(self, ctx, vectors):
@@ -289,7 +286,7 @@ class DocrepTask(Task):
                             + ("" if encoder else f" ({name} is fitted without gradients; total = 0: no encoder)")}
         state = TrainState(model=ctx.model, optimizer=None, train_seconds=fitted,
                            samples_seen=0 if encoder else len(clf_train))
-        return {**tracker.summary(), "state": state, "record": record}
+        return tracker.summary(state, record)
 
     def write_predictions(self, path: str, predictions: dict) -> None:
         """One row per test document: class ids (``label``, ``prediction`` = logistic regression, as the

@@ -8,7 +8,8 @@ ImageFolder layouts and Hugging Face hub image datasets, all turned into ``Image
 - ``read_image_folder(folder)``: ``FOLDER/<class>/*.{png,jpg,jpeg}`` (any case), classes sorted by
   name. Every image is opened and fully decoded once here, so a corrupt file, an empty class folder
   or a one-class folder fails before any model is loaded, with one line naming it.
-- ``stratified_split`` / ``per_class_subset``: the seeded, per-class splits the tasks record.
+- ``stratified_split`` / ``per_class_subset``: the seeded, per-class splits the tasks record
+  (``tasks/splits.py``).
 - ``load_hub_images(repo, split)``: ``datasets.load_dataset``; offline it is one UserError line.
 
 An ``ImageExample`` keeps either the pixels (IDX, hub: a small uint8 array) or the file path
@@ -18,12 +19,12 @@ An ``ImageExample`` keeps either the pixels (IDX, hub: a small uint8 array) or t
 import gzip
 import hashlib
 import os
-import random
 from dataclasses import dataclass
 
 import numpy as np
 
 from ...errors import UserError
+from ..splits import seeded_split, take
 from ..base import sha256_file
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -161,38 +162,20 @@ def read_image_folder(folder: str, classes: list | None = None) -> tuple:
 # ------------------------------------------------------------------ splits
 
 def stratified_split(examples: list, fraction: float, seed: int, where: str) -> tuple:
-    """(kept, held_out): ``round(fraction * n_c)`` (at least 1) examples of every class c held out,
-    chosen with ``random.Random(seed)``; both keep the original order."""
-    by_class = {}
-    for i, e in enumerate(examples):
-        by_class.setdefault(e.label, []).append(i)
-    rng = random.Random(seed)
-    held = set()
-    for label in sorted(by_class):
-        idx = by_class[label]
-        if len(idx) < 2:
-            raise UserError(f"{where}: class {label} has {len(idx)} image(s); a validation split needs at least 2 "
-                            "per class (or give train/ and val/ folders)")
-        k = min(len(idx) - 1, max(1, round(fraction * len(idx))))
-        held.update(rng.sample(idx, k))
-    kept = [e for i, e in enumerate(examples) if i not in held]
-    return kept, [e for i, e in enumerate(examples) if i in held]
+    """(kept, held_out, record): ``round(fraction * n_c)`` (at least 1, at most n_c - 1) examples of
+    every class c held out (tasks/splits.py, stratified by label); both keep the original order."""
+    parts, record = seeded_split(examples, {"validation": float(fraction)}, seed, label=lambda e: e.label,
+                                 too_small=lambda c, n: f"{where}: class {c} has {n} image(s); a validation split "
+                                                        "needs at least 2 per class (or give train/ and val/ folders)")
+    return take(examples, parts["train"]), take(examples, parts["validation"]), record
 
 
 def per_class_subset(examples: list, n: int, seed: int, where: str) -> tuple:
-    """(chosen, rest): exactly ``n`` examples of every class (seeded), the rest in original order."""
-    by_class = {}
-    for i, e in enumerate(examples):
-        by_class.setdefault(e.label, []).append(i)
-    rng = random.Random(seed)
-    chosen = set()
-    for label in sorted(by_class):
-        idx = by_class[label]
-        if len(idx) < n:
-            raise UserError(f"--labelled-per-class {n}: class {label} of {where} has only {len(idx)} training images")
-        chosen.update(rng.sample(idx, n))
-    return ([e for i, e in enumerate(examples) if i in chosen],
-            [e for i, e in enumerate(examples) if i not in chosen])
+    """(chosen, rest): exactly ``n`` examples of every class (seeded, tasks/splits.py), both in original order."""
+    parts, _ = seeded_split(examples, {"labelled": int(n)}, seed, label=lambda e: e.label, rest="unlabelled",
+                            too_small=lambda c, k: f"--labelled-per-class {n}: class {c} of {where} has only {k} "
+                                                   "training images")
+    return take(examples, parts["labelled"]), take(examples, parts["unlabelled"])
 
 
 # ------------------------------------------------------------------ hub

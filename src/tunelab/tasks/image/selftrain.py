@@ -29,10 +29,15 @@ vision transformer for chest X-ray diagnosis through knowledge distillation").
 After each round the student (the model that is saved) is evaluated on the validation and the test
 split, the teacher on the validation split (and on test after the last round): run.json
 ``semi_supervised.rounds``.
-Optimizer: the shared AdamW builder (``train.loop.build_optimizer``) at ``--self-train-lr``
-(default ``--lr``; the head's lr scaled alike), a linear warm-up / decay over all rounds' steps;
-the method's hooks (``on_step``...) run as in the supervised loop, so every method (full, lora,
-selective, alf...) self-trains the same parameters it fine-tunes.
+Training: both phases run in tunelab's one loop (``train.loop.train`` through ``Task.train_loop``),
+so the rounds get ``--precision``, ``--grad-accum``, the health checks and the epoch tracker (the
+best epoch over both phases). The rounds are one loop epoch each (``RoundBatches``), the combined
+loss above is the loop's ``loss_fn``, the EMA teacher update its per-step ``on_step`` callback.
+Optimizer: the shared AdamW builder at ``--self-train-lr`` (default ``--lr``; the head's lr scaled
+alike) over the method's parameters and the projection head, a linear warm-up / decay over all
+rounds' steps; the method's hooks (``on_step``...) run as in the supervised loop, so every method
+(full, lora, selective, alf...) self-trains the same parameters it fine-tunes. The round's steps
+count from 0 for the method's hooks (a new loop run); run.json ``time`` adds both phases.
 """
 
 import copy
@@ -44,6 +49,8 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ..base import FitSummary
 
 # Rounds at the supervised lr by default. vit-tiny, 100 labels / class, lr 1e-3, 2 rounds x 2,000
 # (seed 0, test accuracy after round 2; round 0: 0.7234): rounds at 1e-3 0.7314, 3e-4 0.7173,
@@ -98,29 +105,65 @@ def _cycle(loader):
         yield from loader
 
 
-def fit_self_training(task, ctx, aug) -> dict:
-    from transformers import get_linear_schedule_with_warmup
+class RoundBatches:
+    """The rounds' training data for ``train.loop.train``: one loop epoch per round (``epoch_lengths``:
+    the rounds' steps). Each step's batch is an unlabelled batch (``unlabelled_pixel_values``; its
+    labels never reach training) beside a labelled one (``pixel_values``, ``labels``). Iterating a
+    round first scores the teacher's pseudo-labels on the round's unlabelled images (``pseudo``).
+    The batch orders come from their own seeded generators (labelled: ``seed + 1``, continuing over
+    the rounds; unlabelled: ``seed + 100 + r``), not from the loop's per-epoch reseeding (no
+    ``generator`` attribute here)."""
 
-    from ...metrics import lookup
+    def __init__(self, task, ctx, pool, sizes, steps, teacher):
+        self.task, self.ctx, self.pool, self.sizes, self.teacher = task, ctx, pool, sizes, teacher
+        self.epoch_lengths = list(steps)
+        cfg = ctx.cfg
+        self.labelled = _cycle(task.loader(ctx.train_examples, ctx.processor, cfg.batch_size, True, cfg.seed + 1))
+        self.round = 0  # the round being (or last) trained, 1-based
+        self.started = 0.0  # perf_counter at the round's start
+        self.pseudo = {}
+        self.examples = 0  # unlabelled + labelled images trained on (the loop counts the first tensor's rows)
+
+    def __len__(self):
+        return self.epoch_lengths[min(self.round, len(self.epoch_lengths) - 1)]
+
+    def __iter__(self):
+        ctx, cfg = self.ctx, self.ctx.cfg
+        self.round += 1
+        r = self.round
+        subset = self.pool[:self.sizes[r - 1]]
+        self.started = time.perf_counter()
+        pred, conf, true = _teacher_predictions(
+            self.teacher, self.task.loader(subset, ctx.processor, cfg.eval_batch_size), ctx.device)
+        self.pseudo = {"pseudo_label_accuracy": float((pred == true).mean()),
+                       "pseudo_label_confidence": float(conf.mean())}
+        unlabelled = _cycle(self.task.loader(subset, ctx.processor, cfg.batch_size, True, cfg.seed + 100 + r))
+        for _ in range(self.epoch_lengths[r - 1]):
+            ub, lb = next(unlabelled), next(self.labelled)
+            self.examples += ub["pixel_values"].shape[0] + lb["labels"].shape[0]
+            yield {"unlabelled_pixel_values": ub["pixel_values"], "pixel_values": lb["pixel_values"],
+                   "labels": lb["labels"]}
+
+
+def fit_self_training(task, ctx, train_loader, evaluate, aug):
+    """The supervised phase, then the rounds: both through ``task.train_loop`` (train.loop.train:
+    precision, gradient accumulation, the epoch tracker, the health checks), the rounds with the
+    self-training loss, the EMA teacher updated after every optimizer step (``on_step``) and one loop
+    epoch per round. Returns the FitSummary of both phases (best epoch over both)."""
     from .dino import DINOLoss, ema_update
     from .dino import local_crop_size
-    from ...train.health import LossWatch
-    from ...train.loop import build_optimizer, train
     from ...train.tracker import EpochTracker
 
     cfg, model, dev = ctx.cfg, ctx.model, ctx.device
-    val_eval = task.evaluator(ctx, ctx.eval_splits[:1])
+    val_eval = evaluate
     test_eval = task.evaluator(ctx, ctx.eval_splits[1:], first_index=1)
     labelled = ctx.train_examples
 
     # ---- 1. the supervised phase (identical to a run without --semi-supervised)
-    sup = train(model, ctx.method, task.loader(labelled, ctx.processor, cfg.batch_size, True, cfg.seed), val_eval, cfg,
-                cfg.lr, dev, on_epoch=ctx.on_epoch, head_lr=cfg.head_lr, head_names=ctx.head_names,
-                main_metric=task.main_metric, loss_fn=task.loss)
-    state = sup["state"]
+    sup = task.train_loop(ctx, train_loader, val_eval, loss_fn=task.loss)
     test0, _ = test_eval(model)
     rounds = [{"round": 0, "phase": "supervised", "labelled": len(labelled), "unlabelled": 0,
-               "validation": sup["final_metrics"], "test": test0, "steps": state.step}]
+               "validation": sup.final_metrics, "test": test0, "steps": sup.state.step}]
 
     # ---- 2. self-training rounds
     pool = list(task.unlabelled)
@@ -140,105 +183,84 @@ def fit_self_training(task, ctx, aug) -> dict:
     dino = DINOLoss(proj.last.shape[0]).to(dev)
     size = aug.size
     lsize = local_crop_size(size, getattr(model.config, "patch_size", max(1, size // 4)))
-
-    named = ctx.method.optimizer_params(model) + [("selftrain_projection." + n, p) for n, p in proj.named_parameters()]
     lr = cfg.self_train_lr or SELF_TRAIN_LR_FACTOR * cfg.lr
     head_lr = None if cfg.head_lr is None else cfg.head_lr * lr / cfg.lr
-    optimizer = build_optimizer(named, lr, cfg.weight_decay, head_lr, set(ctx.head_names), fused=cfg.fused_adamw)
-    total = sum(steps_per_round)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
-    state.optimizer, state.total_steps = optimizer, state.step + total
-    ctx.method.on_train_start(state)
-    tracker = EpochTracker(task.main_metric, None, ctx.on_epoch)
-    watch = LossWatch(cfg.divergence_factor)
-    labelled_batches = _cycle(task.loader(labelled, ctx.processor, cfg.batch_size, True, cfg.seed + 1))
-    trainable = [p for _, p in named]
-    first_epoch = len(sup["history"])
+    batches = RoundBatches(task, ctx, pool, sizes, steps_per_round, teacher)
+    parts = {"supervised": [], "distill": [], "agreement": [], "total": [], "distilled_share": []}
 
-    for r, (n_unl, n_steps) in enumerate(zip(sizes, steps_per_round), start=1):
-        subset = pool[:n_unl]
-        t0 = time.perf_counter()
-        pred, conf, true = _teacher_predictions(teacher, task.loader(subset, ctx.processor, cfg.eval_batch_size), dev)
-        pseudo = {"pseudo_label_accuracy": float((pred == true).mean()), "pseudo_label_confidence": float(conf.mean())}
-        unl_batches = _cycle(task.loader(subset, ctx.processor, cfg.batch_size, True, cfg.seed + 100 + r))
-        parts = {"supervised": [], "distill": [], "agreement": [], "total": [], "distilled_share": []}
-        for _ in range(n_steps):
-            model.train()
-            ub, lb = next(unl_batches), next(labelled_batches)
-            x = ub["pixel_values"].to(dev)  # ub["labels"] is never used for training
-            b = x.shape[0]
-            with torch.no_grad():
-                t_logits = teacher(pixel_values=torch.cat([aug.weak(x), aug.weak(x)])).logits.float()
-                target = F.softmax(t_logits / PSEUDO_TEMPERATURE, -1).view(2, b, -1).mean(0)
-                t_out = list(t_proj(t_feat["x"]).chunk(2))
-            s_logits = model(pixel_values=torch.cat([aug.strong(x), aug.strong(x)])).logits.float()
-            s_global = proj(s_feat["x"])
-            keep = (target.max(-1).values >= cfg.pseudo_threshold).float().repeat(2)  # all when threshold 0
-            ce = -(target.repeat(2, 1) * F.log_softmax(s_logits, -1)).sum(-1)
-            distill = (ce * keep).sum() / keep.sum().clamp(min=1)
-            model(pixel_values=torch.cat([aug.local(x, lsize) for _ in range(LOCAL_CROPS)]), interpolate_pos_encoding=True)
-            s_out = list(s_global.chunk(2)) + list(proj(s_feat["x"]).chunk(LOCAL_CROPS))
-            agreement = dino(s_out, t_out, SSL_TEACHER_TEMP)
-            supervised = task.loss(model, {k: v.to(dev) for k, v in lb.items()})
-            loss = supervised + cfg.distill_weight * distill + cfg.ssl_weight * agreement
-            loss.backward()
-            if cfg.max_grad_norm:
-                norm = torch.nn.utils.clip_grad_norm_([p for p in trainable if p.grad is not None], cfg.max_grad_norm)
-                watch.check_finite(float(norm), "gradient norm", state.step + 1)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            ema_update(teacher, model, cfg.ema_momentum)
-            ema_update(t_proj, proj, cfg.ema_momentum)
-            state.step += 1
-            state.samples_seen += b + lb["labels"].shape[0]
-            state.loss = loss.item()
-            watch.step(state.loss, state.step)
-            ctx.method.on_step(state)
-            for k, v in (("supervised", supervised), ("distill", distill), ("agreement", agreement), ("total", loss),
-                         ("distilled_share", keep.mean())):
-                parts[k].append(v.item())
-        state.train_seconds += time.perf_counter() - t0
-        t1 = time.perf_counter()
+    def loss_fn(model, batch):
+        """Supervised + distillation towards the teacher's soft pseudo-labels + DINO agreement."""
+        x = batch["unlabelled_pixel_values"]
+        b = x.shape[0]
+        with torch.no_grad():
+            t_logits = teacher(pixel_values=torch.cat([aug.weak(x), aug.weak(x)])).logits.float()
+            target = F.softmax(t_logits / PSEUDO_TEMPERATURE, -1).view(2, b, -1).mean(0)
+            t_out = list(t_proj(t_feat["x"]).chunk(2))
+        s_logits = model(pixel_values=torch.cat([aug.strong(x), aug.strong(x)])).logits.float()
+        s_global = proj(s_feat["x"])
+        keep = (target.max(-1).values >= cfg.pseudo_threshold).float().repeat(2)  # all when threshold 0
+        ce = -(target.repeat(2, 1) * F.log_softmax(s_logits, -1)).sum(-1)
+        distill = (ce * keep).sum() / keep.sum().clamp(min=1)
+        model(pixel_values=torch.cat([aug.local(x, lsize) for _ in range(LOCAL_CROPS)]), interpolate_pos_encoding=True)
+        s_out = list(s_global.chunk(2)) + list(proj(s_feat["x"]).chunk(LOCAL_CROPS))
+        agreement = dino(s_out, t_out, SSL_TEACHER_TEMP)
+        supervised = task.loss(model, {"pixel_values": batch["pixel_values"], "labels": batch["labels"]})
+        loss = supervised + cfg.distill_weight * distill + cfg.ssl_weight * agreement
+        for k, v in (("supervised", supervised), ("distill", distill), ("agreement", agreement), ("total", loss),
+                     ("distilled_share", keep.mean())):
+            parts[k].append(v.detach())
+        return loss
+
+    def follow(_state):  # the teacher follows the student after every optimizer step
+        ema_update(teacher, model, cfg.ema_momentum)
+        ema_update(t_proj, proj, cfg.ema_momentum)
+
+    def evaluate_round(model):
+        r = batches.round
         val, preds = val_eval(model)
         t_val, _ = val_eval(teacher)
         test, _ = test_eval(model)
         last = r == len(sizes)
         t_test = test_eval(teacher)[0] if last else None  # the teacher's test score: last round only (time)
-        rec = {"epoch": first_epoch + r, "step": state.step, "train_loss": float(np.mean(parts["total"])),
-               "metrics": val, "eval_seconds": round(time.perf_counter() - t1, 3), "phase": f"self-training round {r}"}
-        tracker.end_epoch(rec, preds)
-        rounds.append({"round": r, "phase": "self-training", "labelled": len(labelled), "unlabelled": n_unl,
-                       **{k: round(v, 4) for k, v in pseudo.items()}, "steps": n_steps,
-                       "losses": {k: round(float(np.mean(v)), 4) for k, v in parts.items()},
+        rounds.append({"round": r, "phase": "self-training", "labelled": len(labelled), "unlabelled": sizes[r - 1],
+                       **{k: round(v, 4) for k, v in batches.pseudo.items()}, "steps": steps_per_round[r - 1],
+                       "losses": {k: round(float(np.mean([t.item() for t in v])), 4) for k, v in parts.items()},
                        "validation": val, "test": test, "teacher_validation": t_val,
                        **({"teacher_test": t_test} if last else {}),
-                       "seconds": round(time.perf_counter() - t0, 1)})
-    ctx.method.on_train_end(state)
+                       "seconds": round(time.perf_counter() - batches.started, 1)})
+        for v in parts.values():
+            v.clear()
+        return val, preds
+
+    first_epoch, sup_steps = len(sup.history), sup.state.step
+    st = task.train_loop(
+        ctx, batches, evaluate_round, loss_fn=loss_fn, lr=lr, head_lr=head_lr, early_stopping=False,
+        extra_params=[("selftrain_projection." + n, p) for n, p in proj.named_parameters()], on_step=follow,
+        epoch_fields=lambda e, rec: {"epoch": first_epoch + e + 1, "step": sup_steps + rec["step"],
+                                     "phase": f"self-training round {e + 1}"})
     s_feat["hook"].remove()
 
-    history = sup["history"] + tracker.history
-    metric = lookup(task.main_metric)
-    best, best_epoch = None, None
-    for h in history:
-        v = h["metrics"].get(task.main_metric)
-        if v is not None and (metric is None or metric.better(v, best)):
-            best, best_epoch = v, h["epoch"]
-    summary = {"history": history, "best_epoch": best_epoch, "best": best, "main_metric": task.main_metric,
-               "stopped_early": sup["stopped_early"], "final_metrics": tracker.last_metrics,
-               "final_predictions": tracker.last_predictions, "state": state,
-               "record": {"training_health": sup["record"]["training_health"],
-                          "self_training_health": watch.summary(),
-                          "semi_supervised": {
-                              "labelled_per_class": cfg.labelled_per_class, "labelled": len(labelled),
-                              "unlabelled_pool": len(pool), "unlabelled_per_round": per_round,
-                              "rounds_requested": cfg.self_train_rounds, "epochs_per_round": cfg.self_train_epochs,
-                              "lr": lr,
-                              "pseudo_temperature": PSEUDO_TEMPERATURE, "pseudo_threshold": cfg.pseudo_threshold,
-                              "ema_momentum": cfg.ema_momentum,
-                              "distill_weight": cfg.distill_weight, "ssl_weight": cfg.ssl_weight,
-                              "local_crops": [LOCAL_CROPS, lsize], "projection_head_init": proj_init,
-                              "projection_head_params": sum(p.numel() for p in proj.parameters()),
-                              "reported_model": "the student (saved); the teacher's metrics are in each round",
-                              "rounds": rounds}}}
-    return task.finish(ctx, summary)
+    state = st.state  # both phases' steps, examples and seconds
+    state.samples_seen = batches.examples
+    for k in ("step", "samples_seen", "train_seconds", "train_cpu_seconds"):
+        setattr(state, k, getattr(sup.state, k) + getattr(state, k))
+    history = sup.history + st.history
+    best = EpochTracker.best_of(task.main_metric, history)
+    record = {**sup.record, "self_training_health": st.record["training_health"],
+              "self_training_precision": st.record["precision"],
+              "semi_supervised": {
+                  "labelled_per_class": cfg.labelled_per_class, "labelled": len(labelled),
+                  "unlabelled_pool": len(pool), "unlabelled_per_round": per_round,
+                  "rounds_requested": cfg.self_train_rounds, "epochs_per_round": cfg.self_train_epochs,
+                  "lr": lr,
+                  "pseudo_temperature": PSEUDO_TEMPERATURE, "pseudo_threshold": cfg.pseudo_threshold,
+                  "ema_momentum": cfg.ema_momentum,
+                  "distill_weight": cfg.distill_weight, "ssl_weight": cfg.ssl_weight,
+                  "local_crops": [LOCAL_CROPS, lsize], "projection_head_init": proj_init,
+                  "projection_head_params": sum(p.numel() for p in proj.parameters()),
+                  "reported_model": "the student (saved); the teacher's metrics are in each round",
+                  "rounds": rounds}}
+    record["cpu_time"] = {**record["cpu_time"], "train_cpu_seconds": round(state.train_cpu_seconds, 3)}
+    return FitSummary(history=history, state=state, best_epoch=best.best_epoch, best=best.best,
+                      main_metric=task.main_metric, stopped_early=sup.stopped_early,
+                      final_metrics=st.final_metrics, final_predictions=st.final_predictions, record=record)

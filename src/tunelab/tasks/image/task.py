@@ -191,9 +191,9 @@ class ImageTask(SupervisedTask):
         self.unlabelled = rest if cfg.semi_supervised else []
 
     def carve_validation(self, examples: list, fraction: float, where: str) -> tuple:
-        train, val = stratified_split(examples, fraction, SPLIT_SEED, where)
+        train, val, record = stratified_split(examples, fraction, SPLIT_SEED, where)
         info = {"carved_from": "train", "fraction": round(fraction, 6), "seed": SPLIT_SEED, "stratified": True,
-                "size": len(val)}
+                "size": len(val), "procedure": record["procedure"]}
         return train, val, info
 
     # ---------------------------------------------------------------- model
@@ -251,35 +251,37 @@ class ImageTask(SupervisedTask):
 
         return evaluate
 
-    def fit(self, ctx) -> dict:
+    def build_data(self, ctx):
+        """Plain seeded batches of the (labelled) train images; every epoch evaluates the first eval
+        split (validation), ``after_fit`` the rest (test) once."""
+        cfg = ctx.cfg
+        return (self.loader(ctx.train_examples, ctx.processor, cfg.batch_size, True, cfg.seed),
+                self.evaluator(ctx, ctx.eval_splits[:1]))
+
+    def before_fit(self, ctx, evaluate):
         cfg = ctx.cfg
         aug = self.augmenter(ctx.processor)
         self._augment = None if cfg.augment == "none" else (lambda x: aug.apply(cfg.augment, x))
-        if cfg.semi_supervised:
-            from .selftrain import fit_self_training
+        self._augmenter = aug  # the self-training rounds' weak / strong / local views
 
-            return fit_self_training(self, ctx, aug)
-        from ...train.loop import train
+    def train_model(self, ctx, train_loader, evaluate):
+        if not ctx.cfg.semi_supervised:
+            return super().train_model(ctx, train_loader, evaluate)
+        from .selftrain import fit_self_training
 
-        summary = train(ctx.model, ctx.method, self.loader(ctx.train_examples, ctx.processor, cfg.batch_size, True, cfg.seed),
-                        self.evaluator(ctx, ctx.eval_splits[:1]), cfg, cfg.lr, ctx.device, on_epoch=ctx.on_epoch,
-                        head_lr=cfg.head_lr, head_names=ctx.head_names, main_metric=self.main_metric,
-                        loss_fn=self.loss)
-        return self.finish(ctx, summary)
+        return fit_self_training(self, ctx, train_loader, evaluate, self._augmenter)
 
-    def finish(self, ctx, summary: dict) -> dict:
+    def after_fit(self, ctx, summary, before) -> dict:
         """Evaluate the final model once on the held-out split(s) after the first (``test``); add
         their metrics, predictions and the confusion matrix of the last split."""
         final = self.evaluator(ctx, ctx.eval_splits[1:], first_index=1)
         metrics, preds = final(ctx.model)
-        summary["final_metrics"] = {**summary["final_metrics"], **metrics}
-        summary["final_predictions"] = {**summary["final_predictions"], **preds}
+        summary.final_metrics = {**summary.final_metrics, **metrics}
+        summary.final_predictions = {**summary.final_predictions, **preds}
         last = ctx.eval_splits[-1].name
-        pr = summary["final_predictions"][last]
-        record = summary.setdefault("record", {})
-        record["confusion_matrix"] = {"split": last, **confusion(pr.predictions, pr.references, self.classes)}
-        record["test_evaluated"] = "once, on the final model" if len(ctx.eval_splits) > 1 else "no test split"
-        return summary
+        pr = summary.final_predictions[last]
+        return {"confusion_matrix": {"split": last, **confusion(pr.predictions, pr.references, self.classes)},
+                "test_evaluated": "once, on the final model" if len(ctx.eval_splits) > 1 else "no test split"}
 
     def write_predictions(self, path: str, predictions: dict) -> None:
         names = list(self.classes)

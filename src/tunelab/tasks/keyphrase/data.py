@@ -18,7 +18,6 @@ match of the whole word sequence. So "networks" in the text matches the key "net
 """
 
 import hashlib
-import random
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -28,6 +27,7 @@ import numpy as np
 
 from ...errors import UserError
 from ..base import sha256_file
+from ..splits import seeded_split, take
 
 LABELS = ("O", "B", "I")
 LABEL2ID = {name: i for i, name in enumerate(LABELS)}
@@ -174,17 +174,9 @@ def split_docs(docs, name: str, seed: int = 0) -> tuple:
                         "strings, validation '1461'..'1929', test '193'..'414', train the rest",
                 "expected_sizes": {"train": 1000, "validation": 500, "test": 500}}
     else:
-        order = [d.id for d in docs]
-        random.Random(seed).shuffle(order)
-        n = len(order)
-        n_val, n_test = round(n * SPLIT_RATIOS[1]), round(n * SPLIT_RATIOS[2])
-        n_train = n - n_val - n_test
-        where = {}
-        for j, i in enumerate(order):
-            where[i] = "train" if j < n_train else ("validation" if j < n_train + n_val else "test")
-        out = {"train": [], "validation": [], "test": []}
-        for d in docs:
-            out[where[d.id]].append(d)
+        parts, _ = seeded_split(docs, {"validation": SPLIT_RATIOS[1], "test": SPLIT_RATIOS[2]}, seed,
+                                rest_first=True, min_held=0)  # tasks/splits.py
+        out = {name: take(docs, parts[name]) for name in ("train", "validation", "test")}
         rule = {"rule": "seeded document-level split: ids sorted, random.Random(seed).shuffle, "
                         "first 70% train, next 15% validation, last 15% test",
                 "seed": seed, "ratios": list(SPLIT_RATIOS)}

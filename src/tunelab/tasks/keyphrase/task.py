@@ -295,10 +295,8 @@ class KeyphraseTask(SupervisedTask):
 
         return train_loader, evaluate
 
-    def fit(self, ctx) -> dict:
-        summary = super().fit(ctx)
-        summary["record"] = {**summary.get("record", {}), **self._record}
-        return summary
+    def after_fit(self, ctx, summary, before) -> dict:
+        return self._record  # windows, documents, the ceiling (set by build_data)
 
     def write_predictions(self, path: str, predictions: dict) -> None:
         """One row per document: split, doc_id, gold_keys, predicted_keys (ranked, best first) and their
