@@ -42,7 +42,9 @@ def test_runs_all_epochs_without_patience():
 def test_early_stopping_on_a_lower_is_better_main_metric_stops_when_it_rises():
     """chosen_logppl is registered lower-is-better: 2.0 -> 1.5 improves, 1.6 and 1.7 are worse."""
     from tunelab.metrics import get_metric
+    from tunelab.tasks import load_families
 
+    load_families()  # the alignment family registers chosen_logppl
     assert get_metric("chosen_logppl").higher_is_better is False
     cfg, m, model, loader = _setup(epochs=5, patience=2)
     scores = iter([2.0, 1.5, 1.6, 1.7, 1.0])
