@@ -95,7 +95,7 @@ def trainer_sst2(label: str, *, data_dir: str, samples, epochs: float, seed: int
     hyper, max_length, precision = {}, None, None
     at_tunelab = " at tunelab's" in label
     if at_tunelab:
-        from tunelab.config import build_config
+        from tunelab.resolve import build_config
         from tunelab.train.precision import resolve_precision
 
         method = label.split()[0]

@@ -1,7 +1,7 @@
 """Document representations on a folder-per-category corpus (BBC News by default), one table:
-every baseline of ``tunelab.docrep.baselines`` and, unless ``--train-docs 0``, a short self-supervised
-contrastive fine-tuning of the encoder (``tunelab.docrep.objective``) evaluated the same way (mean over
-all chunks). Same seeded stratified split and the same evaluation (``tunelab.docrep.evaluate``) for every
+every baseline of ``tunelab.tasks.docrep.baselines`` and, unless ``--train-docs 0``, a short self-supervised
+contrastive fine-tuning of the encoder (``tunelab.tasks.docrep.objective``) evaluated the same way (mean over
+all chunks). Same seeded stratified split and the same evaluation (``tunelab.tasks.docrep.evaluate``) for every
 row: logistic-regression test accuracy and macro-F1, 5-NN cosine accuracy, KMeans NMI; seconds = fitting
 the representation (training included) + embedding train and test documents.
 
@@ -50,8 +50,8 @@ def contrastive_finetune(model, tok, texts, args, log):
     """Plain AdamW loop over pair batches (what tunelab's loop will do for the docrep task)."""
     import torch
 
-    from tunelab.docrep.chunks import chunk_documents, model_length
-    from tunelab.docrep.objective import batches_per_epoch, contrastive_loss, pair_batches, pairing_stats
+    from tunelab.tasks.docrep.chunks import chunk_documents, model_length
+    from tunelab.tasks.docrep.objective import batches_per_epoch, contrastive_loss, pair_batches, pairing_stats
 
     length = args.train_length or model_length(tok, model.config)
     docs_chunks = chunk_documents(tok, texts, length)
@@ -81,10 +81,10 @@ def main(argv=None):
     import numpy as np
     import torch
 
-    from tunelab.docrep.baselines import baseline_vectors, load_encoder
-    from tunelab.docrep.chunks import length_report, special_tokens, tokenize_documents
-    from tunelab.docrep.evaluate import evaluate_vectors
-    from tunelab.docrep.news import read_bbc, stratified_split
+    from tunelab.tasks.docrep.baselines import baseline_vectors, load_encoder
+    from tunelab.tasks.docrep.chunks import length_report, special_tokens, tokenize_documents
+    from tunelab.tasks.docrep.evaluate import evaluate_vectors
+    from tunelab.tasks.docrep.news import read_bbc, stratified_split
 
     torch.set_num_threads(args.threads)
 

@@ -26,7 +26,7 @@ from bench_common import append_section, command_line, machine_line  # noqa: E40
 
 
 def score_rows(name, preds, docs, seconds):
-    from tunelab.tasks.keyphrase_metrics import keyphrase_scores
+    from tunelab.tasks.keyphrase.metrics import keyphrase_scores
 
     s = keyphrase_scores(preds, [d.keys for d in docs])
     return {"system": name, **s, "docs": len(docs), "seconds": seconds}
@@ -34,7 +34,7 @@ def score_rows(name, preds, docs, seconds):
 
 def present_oracle(docs) -> list:
     """Each document's gold keys that occur in its text (stemmed word match), in gold order."""
-    from tunelab.tasks.keyphrase_data import phrase_key, stem_word
+    from tunelab.tasks.keyphrase.data import phrase_key, stem_word
 
     out = []
     for d in docs:
@@ -44,8 +44,8 @@ def present_oracle(docs) -> list:
 
 
 def run_rows(run_dirs, dataset, docs):
-    from tunelab.tasks.keyphrase import read_predictions
-    from tunelab.tasks.keyphrase_metrics import keyphrase_scores
+    from tunelab.tasks.keyphrase.task import read_predictions
+    from tunelab.tasks.keyphrase.metrics import keyphrase_scores
 
     rows, seen = [], set()
     ids = [d.id for d in docs]
@@ -61,7 +61,7 @@ def run_rows(run_dirs, dataset, docs):
             by_id = {d.id: d for d in docs}
             sub = [by_id[i] for i, _, _ in test]
             t0 = time.perf_counter()
-            from tunelab.tasks.keyphrase_baselines import yake_keyphrases
+            from tunelab.tasks.keyphrase.baselines import yake_keyphrases
 
             rows.append(score_rows(f"YAKE on the {len(sub)} test docs of {os.path.basename(os.path.normpath(rd))}",
                                    [yake_keyphrases(d.text, n=10) for d in sub], sub,
@@ -90,7 +90,7 @@ def main(argv=None):
     import torch
 
     from tunelab.tasks import get_task
-    from tunelab.tasks.keyphrase_baselines import keybert_keyphrases, yake_keyphrases
+    from tunelab.tasks.keyphrase.baselines import keybert_keyphrases, yake_keyphrases
 
     torch.set_num_threads(args.threads)
     baselines = [b for b in args.baselines.split(",") if b and b != "none"]

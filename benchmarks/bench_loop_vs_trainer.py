@@ -34,7 +34,7 @@ def worker(engine: str, method: str, a) -> dict:
     from transformers import get_linear_schedule_with_warmup  # noqa: F401  (import cost outside the timing)
 
     torch.set_num_threads(a.threads)
-    from tunelab.config import build_config
+    from tunelab.resolve import build_config
     from tunelab.methods import get_method
     from tunelab.methods.base import PrepareContext
     from tunelab.models import load_backbone
@@ -66,7 +66,7 @@ def worker(engine: str, method: str, a) -> dict:
         from tunelab.train.loop import train
 
         loader = torch.utils.data.DataLoader(rows, batch_size=cfg.batch_size, shuffle=False, collate_fn=collate)
-        s = train(model, m, loader, lambda _m: ({"none": 0.0}, {}), cfg, lr, torch.device("cpu"))["state"]
+        s = train(model, m, loader, lambda _m: ({"none": 0.0}, {}), cfg, lr, torch.device("cpu")).state
         samples = s.samples_seen
     else:
         from transformers import Trainer, TrainingArguments

@@ -49,7 +49,7 @@ def matmul_peak(device, n: int = 2048, reps: int = 8) -> float:
 
 def build(method_name: str, config: str, device):
     """The model as tunelab's runner prepares it for ``--method M`` on sst2."""
-    from tunelab.config import build_config
+    from tunelab.resolve import build_config
     from tunelab.methods import get_method
     from tunelab.methods.base import PrepareContext, count_params
     from tunelab.models.heads import HEADS

@@ -140,7 +140,7 @@ def worker_step(a) -> dict:
 
     import bench_mfu
 
-    from tunelab.config import build_config
+    from tunelab.resolve import build_config
     from tunelab.methods import get_method
 
     cuda = torch.cuda.is_available()

@@ -5,6 +5,9 @@ from pathlib import Path
 
 import pytest
 
+import tunelab.tasks  # noqa: F401  registers the loader of every method's and family's options, so that
+#                       RunConfig(...) / config.FIELDS in a test hold them all (config.load_options)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("TUNELAB_SHARED_DATA", REPO.parent / "shared" / "data"))
 
@@ -84,7 +87,7 @@ def smollm2_tokenizer(alignment_cache):
 
     from transformers import AutoTokenizer
 
-    from tunelab.models.smollm2 import gguf_file
+    from tunelab.tasks.alignment.smollm2 import gguf_file
 
     done = glob.glob(os.path.join(alignment_cache["user_cache"], "smollm2", "*", "tokenizer.json"))
     if done:

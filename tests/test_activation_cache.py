@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from tunelab.config import build_config
+from tunelab.resolve import build_config
 from tunelab.methods import get_method
 from tunelab.methods.base import PrepareContext
 from tunelab.models import load_backbone
@@ -73,7 +73,7 @@ def test_cached_run_equals_uncached_run_with_the_prefix_in_eval_mode(glue_data_d
     task, ctx = _setup(glue_data_dir, tmp_path / "cached", method, **opts)
     frozen = {n: p.detach().clone() for n, p in ctx.model.named_parameters() if not p.requires_grad}
     losses, summary = _fit(task, ctx)
-    rec = summary["record"]["activation_cache"]
+    rec = summary.record["activation_cache"]
     assert ctx.cfg.group_by_length  # the default: length-grouped batches, rows carry their index
     assert rec["on"] and rec["k"] == 4 and rec["storage"] == "ram" and rec["self_check"]["passed"]
     assert "dropout" in rec["prefix_mode"]
@@ -88,14 +88,14 @@ def test_cached_run_equals_uncached_run_with_the_prefix_in_eval_mode(glue_data_d
 
     ref_task, ref_ctx = _setup(glue_data_dir, tmp_path / "plain", method, activation_cache=False, **opts)
     ref_losses, ref_summary = _fit(ref_task, ref_ctx, prefix_eval_below=4)
-    assert ref_summary["record"]["activation_cache"] == {"on": False, "why": "--no-activation-cache", "k": None}
+    assert ref_summary.record["activation_cache"] == {"on": False, "why": "--no-activation-cache", "k": None}
     assert len(losses) == len(ref_losses) == 6  # 3 steps x 2 epochs
     assert losses == pytest.approx(ref_losses, rel=1e-4, abs=1e-5)
     torch.testing.assert_close(logits, _dev_logits(ref_task, ref_ctx), rtol=1e-4, atol=1e-5)
-    assert summary["final_metrics"] == ref_summary["final_metrics"]
-    assert summary["final_predictions"]["validation"].predictions == ref_summary["final_predictions"]["validation"].predictions
+    assert summary.final_metrics == ref_summary.final_metrics
+    assert summary.final_predictions["validation"].predictions == ref_summary.final_predictions["validation"].predictions
     # and the predictions are the argmax of those logits (evaluation ran through the cache)
-    assert summary["final_predictions"]["validation"].predictions == logits.argmax(-1).tolist()
+    assert summary.final_predictions["validation"].predictions == logits.argmax(-1).tolist()
 
 
 def test_memory_mapped_store_when_over_the_ram_limit(glue_data_dir, tmp_path):
@@ -104,10 +104,10 @@ def test_memory_mapped_store_when_over_the_ram_limit(glue_data_dir, tmp_path):
                        group_by_length=False)
     assert ctx.cfg.group_by_length is False
     _, summary = _fit(task, ctx)
-    rec = summary["record"]["activation_cache"]
+    rec = summary.record["activation_cache"]
     assert rec["on"] and rec["storage"] == "memmap" and rec["k"] == 5
     assert not (tmp_path / "activation_cache.f32").exists()  # deleted when the run ends
-    assert summary["final_predictions"]["validation"].predictions == _dev_logits(task, ctx).argmax(-1).tolist()
+    assert summary.final_predictions["validation"].predictions == _dev_logits(task, ctx).argmax(-1).tolist()
 
 
 def test_head_only_caches_every_layer(glue_data_dir, tmp_path):
@@ -116,9 +116,9 @@ def test_head_only_caches_every_layer(glue_data_dir, tmp_path):
         if isinstance(ctx.layout.classify(n), tuple):
             p.requires_grad_(False)
     _, summary = _fit(task, ctx)
-    rec = summary["record"]["activation_cache"]
+    rec = summary.record["activation_cache"]
     assert rec["on"] and rec["k"] == 6 and rec["self_check"]["passed"]
-    assert summary["final_predictions"]["validation"].predictions == _dev_logits(task, ctx).argmax(-1).tolist()
+    assert summary.final_predictions["validation"].predictions == _dev_logits(task, ctx).argmax(-1).tolist()
 
 
 @pytest.mark.parametrize("method,opts,why", [
@@ -151,12 +151,12 @@ def test_autofreeze_caches_the_prefix_it_froze(glue_data_dir, tmp_path):
     p = plan(ctx.model, ctx.method, ctx.layout, ctx.cfg, task.caches_activations)
     assert p.on and p.follows_method and p.k is None  # k is known once training starts
     _, summary = _fit(task, ctx)
-    rec = summary["record"]["activation_cache"]
+    rec = summary.record["activation_cache"]
     assert rec["on"] and rec["self_check"]["passed"] and rec["k_changes"][0] == {
         "k": 3, "from": None, "at_train_batch": 0, "seconds": rec["k_changes"][0]["seconds"]}
     assert rec["k"] == rec["k_changes"][-1]["k"] == ctx.method.frozen_for_good()
     assert len(prefix) > 0 and all(torch.equal(p, prefix[n]) for n, p in ctx.model.named_parameters() if n in prefix)
-    assert summary["final_predictions"]["validation"].predictions == _dev_logits(task, ctx).argmax(-1).tolist()
+    assert summary.final_predictions["validation"].predictions == _dev_logits(task, ctx).argmax(-1).tolist()
     off = _setup(glue_data_dir, tmp_path / "off", "autofreeze", layer_budget=0.25, activation_cache=False)
     assert not plan(off[1].model, off[1].method, off[1].layout, off[1].cfg, True).on
 

@@ -187,7 +187,7 @@ def test_probe_steps_only_with_change(glue_data_dir, tmp_path, capsys):
     assert rc == 2
     assert "--alf-probe-steps" in capsys.readouterr().err
     # compare hands every resolved option to a cell: the default value is accepted with any score
-    from tunelab.config import build_config
+    from tunelab.resolve import build_config
     from tunelab.methods import get_method
 
     for score in VARIANTS:

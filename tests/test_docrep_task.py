@@ -81,7 +81,7 @@ def test_labels_never_reach_training(tmp_path, capsys, bbc_dir, monkeypatch):
     while the label-using evaluation changes."""
     from safetensors.torch import load_file
 
-    from tunelab.tasks.docrep import DocrepTask
+    from tunelab.tasks.docrep.task import DocrepTask
 
     outs = {}
     for shuffle in (False, True):
@@ -261,7 +261,7 @@ def test_hub_dataset_is_read_through_dataset_option(monkeypatch, tmp_path):
     split is pooled, read through the named columns, and re-split by the usual stratified split."""
     import datasets
 
-    from tunelab.config import build_config
+    from tunelab.resolve import build_config
     from tunelab.errors import UserError
     from tunelab.tasks import get_task
 

@@ -17,7 +17,7 @@ from tunelab.cli import main
 from tunelab.config import RunConfig
 from tunelab.errors import UserError
 from tunelab.tasks import get_task
-from tunelab.tasks.image_data import read_idx, read_idx_pair
+from tunelab.tasks.image.data import read_idx, read_idx_pair
 
 
 @pytest.fixture(autouse=True)
@@ -149,8 +149,8 @@ def test_a_dino_step_changes_the_student_and_the_teacher_follows_by_ema_only():
     from transformers import AutoModel
 
     from tunelab.models.aliases import resolve_model
-    from tunelab.pretrain.dino import DINOHead, DINOLoss, dino_step
-    from tunelab.tasks.image_augment import Augmenter
+    from tunelab.tasks.image.dino import DINOHead, DINOLoss, dino_step
+    from tunelab.tasks.image.augment import Augmenter
     from tunelab.train.loop import build_optimizer
 
     torch.manual_seed(0)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from tunelab.errors import UserError
-from tunelab.tasks.keyphrase_data import (LABEL2ID, bio_labels, decode_keyphrases, decode_spans, encode_windows,
+from tunelab.tasks.keyphrase.data import (LABEL2ID, bio_labels, decode_keyphrases, decode_spans, encode_windows,
                                           find_dataset, merge_word_probs, phrase_key, presence_counts,
                                           read_keyphrase_dir, split_docs, stem_word, tokenize_words)
-from tunelab.tasks.keyphrase_metrics import keyphrase_scores
+from tunelab.tasks.keyphrase.metrics import keyphrase_scores
 
 
 @pytest.fixture(scope="module")
@@ -282,7 +282,7 @@ def test_metrics_hand_example():
 
 
 def test_yake_baseline_on_inspec_test(inspec):
-    from tunelab.tasks.keyphrase_baselines import yake_keyphrases
+    from tunelab.tasks.keyphrase.baselines import yake_keyphrases
 
     docs, _ = inspec
     test = split_docs(docs, "inspec")[0]["test"]
@@ -293,7 +293,7 @@ def test_yake_baseline_on_inspec_test(inspec):
 
 
 def test_keybert_baseline_extracts_words_of_the_document(inspec):
-    from tunelab.tasks.keyphrase_baselines import keybert_keyphrases
+    from tunelab.tasks.keyphrase.baselines import keybert_keyphrases
 
     docs, _ = inspec
     test = split_docs(docs, "inspec")[0]["test"][:3]
@@ -306,7 +306,7 @@ def test_keybert_baseline_extracts_words_of_the_document(inspec):
 
 
 def test_load_hub_online_or_one_clear_line():
-    from tunelab.tasks.keyphrase_data import load_hub
+    from tunelab.tasks.keyphrase.data import load_hub
 
     with pytest.raises(UserError, match="known are inspec, kdd, www"):
         load_hub("semeval")

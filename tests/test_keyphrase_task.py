@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from tunelab.cli import main
-from tunelab.tasks.keyphrase_data import find_dataset, read_keyphrase_dir, stem_word, tokenize_words
-from tunelab.tasks.keyphrase_metrics import keyphrase_scores
+from tunelab.tasks.keyphrase.data import find_dataset, read_keyphrase_dir, stem_word, tokenize_words
+from tunelab.tasks.keyphrase.metrics import keyphrase_scores
 
 METRICS = ("f1@10", "f1@5", "f1@M", "p@5", "r@5", "p@10", "r@10", "p@M", "r@M")
 
@@ -98,7 +98,7 @@ def test_a_long_document_spans_several_windows_and_every_word_gets_a_prediction(
     doc = max(docs, key=lambda d: len(d.words))
     n_tok = len(tok(doc.words, is_split_into_words=True, add_special_tokens=False)["input_ids"])
     assert n_tok > 500
-    from tunelab.tasks.keyphrase_data import encode_windows
+    from tunelab.tasks.keyphrase.data import encode_windows
 
     wins = encode_windows(doc.words, None, tok, 128, 32)
     assert len(wins) >= n_tok // 126 + 1
@@ -229,7 +229,7 @@ def test_bad_options_and_missing_data_are_one_line(tmp_path, kp_root, capsys, mo
 
 
 def test_pretrain_mlm_on_train_abstracts_only_gives_a_model_run_accepts(tmp_path, kp_root, capsys):
-    from tunelab.pretrain.mlm import keyphrase_train_texts
+    from tunelab.tasks.keyphrase.mlm import keyphrase_train_texts
     from tunelab.tasks import get_task
 
     texts, sources = keyphrase_train_texts(kp_root)
@@ -275,7 +275,7 @@ def test_pretrain_mlm_on_train_abstracts_only_gives_a_model_run_accepts(tmp_path
 
 
 def test_report_marks_gold_and_predicted_phrases_by_stemmed_match():
-    from tunelab.report.keyphrase import highlight_segments
+    from tunelab.tasks.keyphrase.report import highlight_segments
     from tunelab.report.render_html import render_html
     from tunelab.report.render_md import render_md
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tunelab.config import build_config
+from tunelab.resolve import build_config
 from tunelab.errors import UserError
 from tunelab.methods import get_method
 from tunelab.methods.base import PrepareContext, count_params

@@ -8,7 +8,7 @@ import torch
 from transformers import AutoTokenizer
 
 from tunelab.cli import main
-from tunelab.config import build_config
+from tunelab.resolve import build_config
 from tunelab.errors import UserError
 from tunelab.methods import get_method
 from tunelab.methods.base import PrepareContext

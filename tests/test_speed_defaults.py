@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tunelab.cli import build_parser, config_from_args
-from tunelab.config import build_config
+from tunelab.resolve import build_config
 from tunelab.tasks import get_task
 from tunelab.tasks.base import FitContext
 from tunelab.train.batching import LengthGroupedBatches
@@ -91,7 +91,7 @@ def test_bf16_autocast_on_cpu_trains_close_to_fp32():
         rows = [dict(tok(t), labels=i % 2) for i, t in enumerate(["good", "bad", "fine film", "awful plot"] * 2)]
         loader = torch.utils.data.DataLoader(rows, batch_size=4, collate_fn=DataCollatorWithPadding(tok))
         res = train(model, m, loader, lambda _m: ({"accuracy": 0.5}, {}), cfg, 1e-3, torch.device("cpu"))
-        out[precision] = (res["history"][0]["train_loss"], res["record"]["precision"])
+        out[precision] = (res.history[0]["train_loss"], res.record["precision"])
     assert out["fp32"][1]["used"] == "fp32" and out["bf16"][1] == {
         "requested": "bf16", "used": "bf16", "device": "cpu", "tf32": False, "weights": "fp32 (autocast for forward/loss)"}
     assert out["bf16"][0] != out["fp32"][0] and abs(out["bf16"][0] - out["fp32"][0]) < 0.02
@@ -125,8 +125,8 @@ def test_deferred_host_syncs_change_no_number_and_still_stop_a_diverged_run(monk
         return res, {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
     (a, wa), (b, wb) = run(1), run(3)
-    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
-    assert a["state"].step == b["state"].step == 8
+    assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
+    assert a.state.step == b.state.step == 8
     assert all(torch.equal(wa[n], wb[n]) for n in wa)
 
     calls = []

@@ -27,29 +27,31 @@ def test_early_stopping_after_patience_epochs_without_improvement():
     cfg, m, model, loader = _setup(epochs=5, patience=2)
     scores = iter([0.6, 0.7, 0.65, 0.69, 0.9])
     out = train(model, m, loader, lambda _m: ({"accuracy": next(scores)}, {}), cfg, 1e-3, torch.device("cpu"))
-    assert [h["metrics"]["accuracy"] for h in out["history"]] == [0.6, 0.7, 0.65, 0.69]
-    assert out["stopped_early"] and out["best_epoch"] == 2 and out["state"].step == 8  # 2 steps x 4 epochs
+    assert [h["metrics"]["accuracy"] for h in out.history] == [0.6, 0.7, 0.65, 0.69]
+    assert out.stopped_early and out.best_epoch == 2 and out.state.step == 8  # 2 steps x 4 epochs
 
 
 def test_runs_all_epochs_without_patience():
     cfg, m, model, loader = _setup(epochs=3, patience=None)
     out = train(model, m, loader, lambda _m: ({"accuracy": 0.5}, {}), cfg, 1e-3, torch.device("cpu"))
-    assert len(out["history"]) == 3 and not out["stopped_early"] and out["state"].step == 6
-    assert out["state"].samples_seen == 24
-    assert out["state"].optimizer.defaults["fused"] is True  # fused AdamW by default (cfg.fused_adamw)
+    assert len(out.history) == 3 and not out.stopped_early and out.state.step == 6
+    assert out.state.samples_seen == 24
+    assert out.state.optimizer.defaults["fused"] is True  # fused AdamW by default (cfg.fused_adamw)
 
 
 def test_early_stopping_on_a_lower_is_better_main_metric_stops_when_it_rises():
     """chosen_logppl is registered lower-is-better: 2.0 -> 1.5 improves, 1.6 and 1.7 are worse."""
     from tunelab.metrics import get_metric
+    from tunelab.tasks import load_families
 
+    load_families()  # the alignment family registers chosen_logppl
     assert get_metric("chosen_logppl").higher_is_better is False
     cfg, m, model, loader = _setup(epochs=5, patience=2)
     scores = iter([2.0, 1.5, 1.6, 1.7, 1.0])
     out = train(model, m, loader, lambda _m: ({"chosen_logppl": next(scores)}, {}), cfg, 1e-3, torch.device("cpu"),
                 main_metric="chosen_logppl")
-    assert [h["metrics"]["chosen_logppl"] for h in out["history"]] == [2.0, 1.5, 1.6, 1.7]
-    assert out["stopped_early"] and out["best_epoch"] == 2 and out["best"] == 1.5
+    assert [h["metrics"]["chosen_logppl"] for h in out.history] == [2.0, 1.5, 1.6, 1.7]
+    assert out.stopped_early and out.best_epoch == 2 and out.best == 1.5
 
 
 def test_gradient_accumulation_equals_one_big_batch():
@@ -66,7 +68,7 @@ def test_gradient_accumulation_equals_one_big_batch():
         loader = torch.utils.data.DataLoader(loader.dataset, batch_size=batch_size,
                                              collate_fn=DataCollatorWithPadding(loader.collate_fn.tokenizer))
         out = train(model, m, loader, lambda _m: ({"accuracy": 0.5}, {}), cfg, 1e-3, torch.device("cpu"))
-        assert out["state"].step == 1 and out["state"].samples_seen == 8
+        assert out.state.step == 1 and out.state.samples_seen == 8
         results.append({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
     for n, p in results[0].items():
         torch.testing.assert_close(results[1][n], p, rtol=1e-4, atol=3e-5)  # Adam steps are lr = 1e-3
@@ -80,7 +82,7 @@ def test_full_fine_tuning_equals_hf_trainer_on_identical_batches_without_dropout
 
     from transformers import Trainer, TrainingArguments
 
-    from tunelab.config import build_config
+    from tunelab.resolve import build_config
     from tunelab.runner import subsample
     from tunelab.tasks import get_task
 

@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from tunelab.errors import UserError
-from tunelab.models import whisper_ct2
-from tunelab.models.whisper_ct2 import source_files, whisper_path
-from tunelab.tasks.asr_text import cer, normalize, wer
-from tunelab.tasks.audiofolder import load_audiofolder
+from tunelab.tasks.asr import whisper as whisper_ct2
+from tunelab.tasks.asr.whisper import source_files, whisper_path
+from tunelab.tasks.asr.text import cer, normalize, wer
+from tunelab.tasks.asr.audiofolder import load_audiofolder
 
 SIZES = ["tiny", pytest.param("base", marks=pytest.mark.slow)]
 

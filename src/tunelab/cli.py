@@ -16,16 +16,23 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    from .config import FIELDS
+    """Every declared option, one argparse group per owner: the common options, then each method's,
+    then each task family's (``config.owners``). Values stay text here: config_from_args coerces
+    them and build_config checks them like YAML values."""
+    from .config import FIELDS, owners
+    from .resolve import load_options
 
-    for name, f in FIELDS.items():
-        flag = "--" + name.replace("_", "-")
-        typ = f.type if isinstance(f.type, type) else {"str": str, "int": int, "float": float, "bool": bool}[f.type]
-        text = f.metadata["help"].replace("%", "%%")  # argparse %-formats help ("top:25%")
-        if typ is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
-        else:
-            p.add_argument(flag, type=str, default=argparse.SUPPRESS, metavar=name.upper(), help=text)
+    load_options()  # every method's and family's declarations
+    for title, names in owners():
+        group = p.add_argument_group(title)
+        for name in names:
+            f = FIELDS[name]
+            flag = "--" + name.replace("_", "-")
+            text = f.metadata["help"].replace("%", "%%")  # argparse %-formats help ("top:25%")
+            if f.py_type is bool:
+                group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
+            else:
+                group.add_argument(flag, type=str, default=argparse.SUPPRESS, metavar=name.upper(), help=text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,7 +66,8 @@ def _extra_commands() -> list:
 
 
 def config_from_args(ns) -> "object":
-    from .config import FIELDS, _coerce, build_config, load_yaml, parse_overrides
+    from .config import FIELDS, _coerce, load_yaml, parse_overrides
+    from .resolve import build_config
 
     values = {}
     positional = list(ns.args)

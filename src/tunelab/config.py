@@ -1,13 +1,24 @@
-"""RunConfig: every option of a run, declared once, from CLI flags or YAML (+ ``key=value`` overrides).
+"""Options of a run: the declaration machinery, the registry of declared options and ``RunConfig``.
 
-Each field is one CLI flag (``lora_r`` -> ``--lora-r``) and one YAML key (``lora_r`` or ``lora-r``),
-declared with its type, default, valid range / choices, help and **who reads it** (``reads``: method
-names, ``family:<task family>`` or ``task:<name>``; empty = every run). Giving an option that the
-chosen method or task does not read is an error (``--lora-r 4 --method full``).
+Each option is declared once, by its owner: the common ones (task, method, model, seed, lr, ...)
+below; a method's in its module (``methods/lora.py``: ``lora_r`` ...), a task family's in its
+package (``tasks/image/``: ``augment`` ...). A declaration is a class of annotated ``opt(...)``
+fields under ``@declare(owner, kind, reads=...)``, like a dataclass (or PEFT's ``LoraConfig``): the
+type, default, valid range / choices, help and **who reads it** (``reads``: method names,
+``family:<task family>``, ``task:<name>``, or traits: ``methods_with("selects_layers")``,
+``tasks_with("resumable")``; empty = every run). Each option is one CLI flag (``lora_r`` ->
+``--lora-r``, in its owner's ``--help`` group) and one YAML key (``lora_r`` or ``lora-r``). Giving an
+option that the chosen method or task does not read is an error (``--lora-r 4 --method full``).
+
+``RunConfig``'s fields are the registered options (common first, then methods', then task
+families', each owner in declaration order). This module imports no method or task: the task
+registry (``tunelab.tasks``, imported by everything that resolves a run) registers a loader that
+imports every method and family, run the first time the complete set is needed (``FIELDS``,
+``RunConfig(...)``).
 
 Defaults are merged in one documented order (later wins):
 
-1. the field default below;
+1. the option's declared default;
 2. the method's defaults (``Method.option_defaults(given)``: its learning rate; full FT: batch 16 too;
    ALF with ``--adapter lora``: LoRA's learning rate);
 3. the task family's defaults (``Task.option_defaults(method)``: e.g. small batches and an lr
@@ -18,39 +29,207 @@ Defaults are merged in one documented order (later wins):
 run.json's ``config`` records it and ``config_sources`` says which level each value came from.
 """
 
-import dataclasses
+import argparse
 import difflib
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 
 import yaml
 
 from .errors import UserError
 
-ALIGN = ("family:alignment",)
-HH = ("task:sft", "task:reward", "task:dpo", "task:coh", "task:rlhf")  # the hh-rlhf tasks
-LORA_READERS = ("lora", "alf")  # ALF reads the LoRA options with --adapter lora
-ASR = ("family:asr",)
-IMAGE = ("family:image",)
-DOCREP = ("family:docrep",)
-# the families trained by tunelab's loop (train/loop.py), which checkpoints and resumes; alignment trains through TRL
-RESUMABLE = ("family:glue", "family:keyphrase", "family:asr", "family:image", "family:docrep")
-LAYER_SELECTING = ("selective", "alf", "lisa", "autofreeze", "badam")  # read --layer-budget (methods/budget.py)
-DOCREP_BASELINES = ("tfidf", "doc2vec", "encoder-trunc-128", "encoder-trunc-512", "encoder-chunks")
+TYPES = {"str": str, "int": int, "float": float, "bool": bool}
+KINDS = ("common", "method", "task family")  # owner kinds, in the order of RunConfig's fields and --help groups
 
 
-def opt(default, help, *, reads=(), min=None, max=None, above=None, below=None, choices=None, why=None):
-    """One option: ``min``/``max`` inclusive, ``above``/``below`` exclusive bounds, ``choices`` a tuple;
-    ``why`` replaces the generated range message."""
-    return field(default=default, metadata={"help": help, "reads": tuple(reads), "min": min, "max": max,
-                                            "above": above, "below": below, "choices": choices, "why": why})
+class Trait:
+    """A reader given by what it is, not its name: every method (``kind`` "method") or every task
+    (``kind`` "task") whose attribute ``attr`` is truthy, equals ``value``, or (``contains``) holds it."""
+
+    def __init__(self, kind: str, attr: str, value=True, contains=None):
+        self.kind, self.attr, self.value, self.contains = kind, attr, value, contains
+
+    def matches(self, obj) -> bool:
+        v = getattr(obj, self.attr, None)
+        if self.contains is not None:
+            return self.contains in (v or ())
+        return bool(v) if self.value is True else v == self.value
+
+    def __repr__(self):
+        what = (f"{self.attr} containing {self.contains}" if self.contains is not None
+                else self.attr if self.value is True else f"{self.attr}={self.value}")
+        return f"{self.kind}s with {what}"
+
+    def __eq__(self, other):
+        return isinstance(other, Trait) and repr(self) == repr(other)
+
+    def __hash__(self):
+        return hash(repr(self))
 
 
-@dataclass
-class RunConfig:
-    # Run state, not options (no annotation, so not dataclass fields, never in run.json's config):
-    resume_checkpoint = None  # the checkpoint folder a `tunelab run --resume` continues from (resume.py)
-    run_started_at = None  # the run's started_at, which its checkpoints carry (train/checkpoint.py)
+def methods_with(attr: str, value=True) -> Trait:
+    """``reads``: every method whose trait ``attr`` is set (or equals ``value``): ``methods_with("selects_layers")``,
+    ``methods_with("trains", "virtual_tokens")``."""
+    return Trait("method", attr, value)
+
+
+def tasks_with(attr: str, value=True, contains=None) -> Trait:
+    """``reads``: every task whose attribute ``attr`` is set / equals ``value`` / ``contains`` an item:
+    ``tasks_with("resumable")``, ``tasks_with("shared_options", contains="eval_fraction")``."""
+    return Trait("task", attr, value, contains)
+
+
+class Option:
+    """One declared option (what ``FIELDS[name]`` is): ``name``, ``type``, ``default``, ``metadata``
+    (help, reads, min, max, above, below, choices, why), ``owner`` and ``kind``."""
+
+    def __init__(self, name, type, default, metadata, owner, kind):
+        self.name, self.type, self.default, self.metadata = name, type, default, metadata
+        self.owner, self.kind = owner, kind
+
+    @property
+    def reads(self) -> tuple:
+        return self.metadata["reads"]
+
+    @property
+    def py_type(self):
+        return self.type if isinstance(self.type, type) else TYPES[self.type]
+
+    def __repr__(self):
+        return f"Option({self.name!r}, {getattr(self.type, '__name__', self.type)}, default={self.default!r}, owner={self.owner!r})"
+
+
+def _readers(reads) -> tuple:
+    return (reads,) if isinstance(reads, (str, Trait)) else tuple(reads)
+
+
+class _Spec:
+    def __init__(self, default, metadata):
+        self.default, self.metadata = default, metadata
+
+
+def opt(default, help, *, reads=None, min=None, max=None, above=None, below=None, choices=None, why=None):
+    """One option inside a ``@declare`` class: ``min``/``max`` inclusive, ``above``/``below`` exclusive
+    bounds, ``choices`` a tuple; ``why`` replaces the generated range message; ``reads`` (optional)
+    replaces the class's readers for this option."""
+    return _Spec(default, {"help": help, "reads": None if reads is None else _readers(reads), "min": min, "max": max,
+                           "above": above, "below": below, "choices": choices, "why": why})
+
+
+_OPTIONS: dict = {}  # name -> Option, in field order (see _order)
+_OWNER_ORDER: dict = {}  # (kind, owner) -> first registration number (declaration order inside a kind)
+_LOADERS: list = []  # callables that import every method and task family (registered by tunelab.tasks)
+_loaded = False
+
+
+def _order() -> None:
+    global _OPTIONS
+    items = list(_OPTIONS.values())
+    seq = {name: i for i, name in enumerate(_OPTIONS)}
+    items.sort(key=lambda o: (KINDS.index(o.kind), o.owner if o.kind != "common" else "", seq[o.name]))
+    _OPTIONS = {o.name: o for o in items}
+
+
+def declare(owner: str, kind: str = "method", *, reads=(), title: str | None = None):
+    """Class decorator registering the class's annotated ``opt(...)`` fields as options of ``owner``
+    (a method name, a task family, or "common"), read by ``reads`` unless an option says otherwise;
+    ``title``: its ``--help`` group (default "method OWNER" / "task family OWNER").
+    The class gets ``__options__`` (their names; ``undeclare(cls)`` removes them again)."""
+    if kind not in KINDS:
+        raise ValueError(f"declare: kind must be one of {KINDS}")
+
+    def deco(cls):
+        names = []
+        for name, typ in cls.__dict__.get("__annotations__", {}).items():
+            spec = cls.__dict__.get(name)
+            if not isinstance(spec, _Spec):
+                raise TypeError(f"{cls.__name__}.{name}: declare it with opt(default, help, ...)")
+            if name in _OPTIONS:
+                raise ValueError(f"option {name!r} declared twice ({_OPTIONS[name].owner} and {owner})")
+            meta = dict(spec.metadata)
+            if meta["reads"] is None:
+                meta["reads"] = _readers(reads)
+            _OPTIONS[name] = Option(name, typ, spec.default, meta, owner, kind)
+            _OPTIONS[name].title = title or ("common options" if kind == "common" else f"{kind} {owner}")
+            names.append(name)
+        _order()
+        cls.__options__ = tuple(names)
+        return cls
+
+    return deco
+
+
+def undeclare(cls) -> None:
+    """Remove the options ``@declare`` registered from ``cls`` (a test's plugin cleaning up)."""
+    for name in getattr(cls, "__options__", ()):
+        _OPTIONS.pop(name, None)
+
+
+def add_loader(fn) -> None:
+    """Register a callable that imports every module declaring options (``tunelab.tasks`` does)."""
+    if fn not in _LOADERS:
+        _LOADERS.append(fn)
+
+
+def load_options() -> None:
+    """Make the registry complete: run the loaders once (later imports still add their options)."""
+    global _loaded
+    if _loaded:
+        return
+    if not _LOADERS:
+        raise RuntimeError("the options of methods and task families are declared in their modules: import "
+                           "tunelab.tasks (or tunelab.resolve) before using the complete option set")
+    _loaded = True  # before the loaders: a module reading FIELDS while it is imported sees what is declared so far
+    try:
+        for fn in _LOADERS:
+            fn()
+    except BaseException:
+        _loaded = False
+        raise
+
+
+class _Fields(Mapping):
+    """name -> Option of every declared option (loads every method and family on first use)."""
+
+    def __getitem__(self, name):
+        load_options()
+        return _OPTIONS[name]
+
+    def __iter__(self):
+        load_options()
+        return iter(list(_OPTIONS))
+
+    def __len__(self):
+        load_options()
+        return len(_OPTIONS)
+
+    def __contains__(self, name):
+        load_options()
+        return name in _OPTIONS
+
+
+FIELDS = _Fields()
+
+
+def owners() -> list:
+    """[(group title, [option names])] in field order: ``--help``'s groups, one per owner."""
+    load_options()
+    out = []
+    for o in _OPTIONS.values():
+        if not out or out[-1][0] != o.title:
+            out.append((o.title, []))
+        out[-1][1].append(o.name)
+    return out
+
+
+def tasks_reading(name: str) -> Trait:
+    """``reads`` of a common option that only some tasks read: those listing it in ``Task.shared_options``."""
+    return tasks_with("shared_options", contains=name)
+
+
+@declare("common", "common")
+class CommonOptions:
+    """The options every run has (or that several task families share: ``Task.shared_options``)."""
 
     task: str = opt(None, "task name (tunelab list)")
     method: str = opt("full", "adaptation method (tunelab list)")
@@ -72,8 +251,7 @@ class RunConfig:
     warmup_ratio: float = opt(0.06, "share of steps with linear warm-up", min=0, below=1)
     max_grad_norm: float = opt(1.0, "gradient clipping norm (0 = off)", min=0)
     max_seq_length: int = opt(128, "truncate inputs to this many tokens (dynamic padding below it); keyphrase: the "
-                                   "sliding window's size (default 512)", min=8,
-                              reads=("family:glue", "family:keyphrase"))
+                                   "sliding window's size (default 512)", min=8, reads=tasks_reading("max_seq_length"))
     max_train_samples: int = opt(None, "seeded random subset of the train split", min=1)
     max_eval_samples: int = opt(None, "seeded random subset of each eval split", min=1)
     early_stopping_patience: int = opt(None, "stop after N epochs without main-metric improvement", min=1)
@@ -81,31 +259,11 @@ class RunConfig:
                                          "5-step mean (a non-finite loss or gradient norm always stops the run)", above=1)
     grad_accum: int = opt(1, "accumulate gradients over N batches per optimizer step (effective batch = batch_size x N)",
                           min=1)
-    lora_r: int = opt(8, "LoRA rank", min=1, reads=LORA_READERS)
-    lora_alpha: float = opt(16, "LoRA alpha", above=0, reads=LORA_READERS)
-    lora_dropout: float = opt(0.1, "LoRA dropout", min=0, below=1, reads=LORA_READERS)
-    lora_targets: str = opt(None, "comma-separated module names (default: PEFT's mapping for the architecture)",
-                            reads=LORA_READERS)
-    num_virtual_tokens: int = opt(20, "virtual tokens for prompt / prefix tuning", min=1, reads=("prompt", "prefix"))
-    prefix_projection: bool = opt(False, "prefix tuning: reparameterise prefixes with an MLP", reads=("prefix",))
-    # the field default is PEFT's (what runs before this option used); the prompt method's default is vocab
-    # (methods/prompt.py option_defaults), so cached runs made with random init never pass for vocab ones
-    prompt_init: str = opt("random", "prompt: initialise the virtual tokens with the embeddings of sampled vocabulary "
-                                     "tokens (vocab, the method's default), of --prompt-init-text's tokens (text) or "
-                                     "with PEFT's N(0, 1) vectors (random: stays at the majority class on minilm)",
-                           choices=("random", "vocab", "text"), reads=("prompt",))
-    prompt_init_text: str = opt(None, "prompt: the text whose token embeddings (with [CLS]/[SEP], repeated or cut to "
-                                      "--num-virtual-tokens) initialise the virtual tokens with --prompt-init text",
-                                reads=("prompt",))
-    layers: str = opt(None, "layers to train: 9-11 | 0,5,9 | top:3 | bottom:2 | top:25% ; per stack on encoder-decoder "
-                            "models: encoder:top:2,decoder:0-1 (docs/architecture.md)", reads=("selective", "lora"))
-    train_embeddings: bool = opt(False, "selective: also train the embeddings", reads=("selective",))
     threads: int = opt(None, "torch CPU threads (default: torch's)", min=1)
     device: str = opt("auto", "auto | cpu | cuda", choices=("auto", "cpu", "cuda"))
     save_every: int = opt(None, "write a checkpoint into OUTPUT_DIR/checkpoint every N optimizer steps (the last one "
                                 "kept; deleted when the run completes): tunelab run --resume OUTPUT_DIR continues a "
-                                "killed run from it (train/checkpoint.py)", min=1, reads=RESUMABLE)
-    # --- speed: length grouping (train/batching.py; on by default for loop-trained tasks: SupervisedTask), fused AdamW ---
+                                "killed run from it (train/checkpoint.py)", min=1, reads=tasks_with("resumable"))
     group_by_length: bool = opt(False, "train on batches of similar length (shuffled 8-batch chunks sorted by length, "
                                        "as HF group_by_length) and evaluate in length order: less padding. Default on "
                                        "for tasks trained by tunelab's loop (--no-group-by-length turns it off)")
@@ -114,141 +272,48 @@ class RunConfig:
     precision: str = opt("auto", "arithmetic of the training loop: auto (bf16 autocast + TF32 on a CUDA GPU with bf16, "
                                  "fp32 on CPU) | fp32 | bf16 | fp16 (CUDA, with a gradient scaler); weights stay fp32",
                          choices=("auto", "fp32", "bf16", "fp16"))
-    # --- speed: frozen-prefix activation cache (train/activation_cache.py) ---
     activation_cache: bool = opt(True, "compute the frozen embeddings + bottom layers once per example (in eval mode: no "
                                        "dropout there) when they never train (selective / LoRA on top layers, head "
                                        "only); --no-activation-cache to run them every step")
     activation_cache_mb: int = opt(2048, "activation cache in RAM up to this many MB, else a memory-mapped file in the "
                                          "run folder", min=0)
-    # --- dynamic layer methods: alf, lisa, autofreeze, badam (methods/dynamic.py) ---
-    layer_budget: float = opt(None, "share of the backbone's non-head params (embeddings + layers) trainable, "
-                                    "time-averaged, for every layer-selecting method (selective top layers, alf "
-                                    "budget, lisa layers with frozen embeddings, autofreeze cap, badam block size; "
-                                    "methods/budget.py)", above=0, max=1, reads=LAYER_SELECTING)
-    alf_budget: float = opt(0.25, "alf: max share of the backbone's non-head params (embeddings + layers) trainable at "
-                                  "any step", above=0, max=1, reads=("alf",))
-    alf_interval: int = opt(20, "alf: re-score layers and re-choose the active set every N optimizer steps", min=1,
-                            reads=("alf",))
-    alf_score: str = opt("change", "alf: layer importance score: change (measured weight change rate of every layer, "
-                                   "shadow AdamW probe) | calibrated (c * probe gradient for frozen layers) | grad-norm | "
-                                   "random (seeded control) | static (top layers, never moves)",
-                         choices=("change", "calibrated", "grad-norm", "random", "static"), reads=("alf",))
-    alf_probe_steps: int = opt(3, "alf --alf-score change: steps of the probe window before each decision (every layer's "
-                                  "change rate is measured over them)", min=1, reads=("alf",))
-    alf_hysteresis: float = opt(0.1, "alf: a frozen layer replaces an active one only if its score is > (1+h) x higher",
-                                min=0, reads=("alf",))
-    adapter: str = opt(None, "alf: adapt LoRA matrices instead of weights (lora); the LoRA options apply",
-                       choices=(None, "lora"), reads=("alf",))
-    lisa_layers: int = opt(2, "lisa: layers sampled (gamma) every --lisa-interval steps", min=1, reads=("lisa",))
-    lisa_interval: int = opt(20, "lisa: steps between re-sampling the active layers (K)", min=1, reads=("lisa",))
-    lisa_freeze_embeddings: bool = opt(False, "lisa: keep the embeddings frozen (published LISA trains them)",
-                                       reads=("lisa",))
-    autofreeze_interval: int = opt(50, "autofreeze: steps between freezing decisions", min=1, reads=("autofreeze",))
-    autofreeze_percentile: float = opt(50, "autofreeze: freeze front layers whose gradient-norm change is below this "
-                                           "percentile", min=0, max=100, reads=("autofreeze",))
-    badam_interval: int = opt(50, "badam: steps between switching the active block", min=1, reads=("badam",))
-    badam_order: str = opt("descending", "badam: block order: descending | ascending | random",
-                           choices=("descending", "ascending", "random"), reads=("badam",))
-    badam_block_layers: int = opt(1, "badam: consecutive layers per block", min=1, reads=("badam",))
-    # --- alignment tasks: sft, sft-alpaca, reward, dpo, coh, rlhf (tasks/alignment.py, align/) ---
-    subset: str = opt(None, "hh-rlhf subset (folder under --data-dir, or hub data_dir of Anthropic/hh-rlhf; default "
-                            "helpful-base)", reads=HH)
     eval_fraction: float = opt(0.1, "share held out as the validation split (seeded, fixed) when the data has no separate "
                                     "one: alignment pairs; asr: utterances of an audiofolder without split folders; "
                                     "images: stratified (image tasks default to 1/12: 5,000 of 60,000)",
-                               above=0, below=1, reads=ALIGN + ("task:asr",) + IMAGE)
-    max_prompt_length: int = opt(128, "alignment: keep the last N prompt tokens (dialogue cut at a turn boundary when "
-                                      "possible)", min=1, reads=ALIGN)
-    max_response_length: int = opt(64, "alignment: keep the first N tokens of each response; also the generation length",
-                                   min=1, reads=ALIGN)
-    beta: float = opt(None, "dpo / rlhf: KL strength to the reference (default: dpo 0.1, rlhf 0.05)", min=0,
-                      reads=("task:dpo", "task:rlhf"))
-    judge: str = opt("auto", "win-rate judge: auto (reward model trained once on the train split, cached) | none | PATH",
-                     reads=ALIGN)
-    judge_train_samples: int = opt(None, "pairs the auto judge trains on (default: the run's train pairs)", min=2,
-                                   reads=ALIGN)
-    reward_model: str = opt(None, "rlhf: reward model folder or reward run dir (default: the judge)", reads=("task:rlhf",))
-    win_rate_prompts: int = opt(16, "held-out prompts generated by model and base for the win rate", min=0, reads=ALIGN)
-    rl_generations: int = opt(2, "rlhf: completions sampled per prompt (RLOO group size)", min=2,
-                              why="must be >= 2 (RLOO's baseline needs the other samples)", reads=("task:rlhf",))
-    # --- keyphrase extraction: inspec, kdd, www, keyphrase (tasks/keyphrase.py) ---
-    doc_stride: int = opt(128, "keyphrase: tokens shared by consecutive sliding windows of a long document (their "
-                               "words' predictions are averaged); must be < --max-seq-length minus special tokens",
-                          min=0, reads=("family:keyphrase",))
-
-    # --- speech recognition: speech-accents, asr (tasks/asr.py) ---
-    max_new_tokens: int = opt(128, "asr: most tokens generated per utterance (greedy decoding, no timestamps)", min=1,
-                              reads=ASR)
-    language: str = opt(None, "asr: spoken language of a multilingual Whisper (e.g. en); sets the prompt of training "
-                              "labels and of generate (default: the model's generation config)", reads=ASR)
+                               above=0, below=1, reads=tasks_reading("eval_fraction"))
     dataset: str = opt(None, "asr / docrep: Hugging Face hub dataset id, instead of --data-dir (asr: an audiofolder; "
                              "docrep: a corpus folder or file; bbc-docrep without either: a local "
-                             "shared/data/news/bbc, else SetFit/bbc-news)", reads=("task:asr",) + DOCREP)
-    dataset_config: str = opt(None, "asr / docrep: the hub dataset's configuration name (e.g. clean, en)",
-                              reads=("task:asr",) + DOCREP)
-    audio_column: str = opt("audio", "asr: audio column of a hub dataset", reads=("task:asr",))
+                             "shared/data/news/bbc, else SetFit/bbc-news)", reads=tasks_reading("dataset"))
+    dataset_config: str = opt(None, "asr / docrep: the hub dataset's configuration name (e.g. clean, en)", reads=tasks_reading("dataset_config"))
     text_column: str = opt(None, "text column: asr: the transcript column of a hub dataset or an audiofolder's "
                                  "metadata.csv (default transcription); docrep: of a CSV / JSONL file or hub dataset "
-                                 "(default text)", reads=("task:asr",) + DOCREP)
+                                 "(default text)", reads=tasks_reading("text_column"))
 
-    # --- image tasks: fashion-mnist, mnist, image-folder (tasks/image.py; DISTL self-training: tasks/image_selftrain.py) ---
-    augment: str = opt("weak", "image: augmentation of labelled training images: none | weak (crop + flip) | strong "
-                               "(+ jitter, blur, solarize, erasing)", choices=("none", "weak", "strong"), reads=IMAGE)
-    labelled_per_class: int = opt(None, "image: train on exactly N labelled images per class (seeded); with "
-                                        "--semi-supervised the rest of the train split is the unlabelled pool",
-                                  min=1, reads=IMAGE)
-    semi_supervised: bool = opt(False, "image: DISTL-style self-training after the supervised epochs: EMA teacher, soft "
-                                       "pseudo-labels on weak views, student on strong views + DINO agreement loss",
-                                reads=IMAGE)
-    self_train_rounds: int = opt(3, "semi-supervised: rounds; round r uses r x --unlabelled-per-round unlabelled images",
-                                 min=1, reads=IMAGE)
-    self_train_epochs: float = opt(1, "semi-supervised: epochs over the round's unlabelled images per round", above=0,
-                                   reads=IMAGE)
-    unlabelled_per_round: int = opt(None, "semi-supervised: unlabelled images added each round (default: the pool / "
-                                          "rounds, so the last round uses all of it)", min=1, reads=IMAGE)
-    self_train_lr: float = opt(None, "semi-supervised: peak learning rate of the rounds (default: --lr; warm-up and "
-                                     "linear decay over all rounds)", above=0, reads=IMAGE)
-    pseudo_threshold: float = opt(0.0, "semi-supervised: distil only unlabelled images whose (sharpened) pseudo-label "
-                                       "has max probability >= this (FixMatch-style; 0 = every image, DISTL's soft "
-                                       "labels)", min=0, below=1, reads=IMAGE)
-    ema_momentum: float = opt(0.99, "semi-supervised: teacher = momentum x teacher + (1 - momentum) x student, every step",
-                              min=0, below=1, reads=IMAGE)
-    distill_weight: float = opt(1.0, "semi-supervised: weight of the distillation loss (student vs the teacher's soft "
-                                     "pseudo-labels)", min=0, reads=IMAGE)
-    ssl_weight: float = opt(0.1, "semi-supervised: weight of the DINO-style agreement loss across crops", min=0,
-                            reads=IMAGE)
-    # --- docrep: self-supervised document representation (tasks/docrep.py, docrep/) ---
-    docrep_objective: str = opt("declutr", "docrep: positives = two different chunks of one document (declutr) or one "
-                                           "chunk seen twice with dropout (simcse); negatives = the batch's other "
-                                           "documents", choices=("declutr", "simcse"), reads=DOCREP)
-    docrep_temperature: float = opt(0.05, "docrep: InfoNCE temperature on cosine similarities", above=0,
-                                    reads=DOCREP)
-    docrep_chunk_length: int = opt(128, "docrep: tokens per chunk, special tokens included (capped at the model's "
-                                        "input length): the training views and the document vectors (mean over all "
-                                        "chunks)",
-                                   min=8, reads=DOCREP)
-    docrep_pooling: str = opt("mean", "docrep: chunk vector = mean of its token states (mean) or its first token's "
-                                      "(cls); a document vector is always the mean of its chunk vectors",
-                              choices=("mean", "cls"), reads=DOCREP)
-    docrep_baseline: str = opt(None, "docrep: train nothing, evaluate this representation on the same split with the "
-                                     "same classifier: " + " | ".join(DOCREP_BASELINES) + " (with --method full)",
-                               choices=(None,) + DOCREP_BASELINES, reads=DOCREP)
-    docrep_split_seed: int = opt(0, "docrep: seed of the stratified train/test document split (and of "
-                                    "--docrep-max-docs)", min=0, reads=DOCREP)
-    docrep_test_fraction: float = opt(0.2, "docrep: share of documents in the test split", above=0, below=1,
-                                      reads=DOCREP)
-    docrep_max_docs: int = opt(None, "docrep: a stratified seeded subset of the corpus, taken before the split (bounds "
-                                     "training and the evaluation's embedding on CPU)", min=4, reads=DOCREP)
-    label_column: str = opt(None, "docrep: label column of a CSV / JSONL file or hub dataset (default label; "
-                                  "bbc-docrep from the hub: label_text)", reads=DOCREP)
 
-    sources = {}  # not a field: option -> the level its value came from (set by build_config)
+class RunConfig:
+    """Every option of a run: one attribute per declared option (``FIELDS``), the declared default
+    unless given. ``RunConfig(task=..., lora_r=4)`` loads every method and family first (``FIELDS``)."""
+
+    # Run state, not options (never in run.json's config):
+    resume_checkpoint = None  # the checkpoint folder a `tunelab run --resume` continues from (resume.py)
+    run_started_at = None  # the run's started_at, which its checkpoints carry (train/checkpoint.py)
+
+    def __init__(self, **values):
+        for k in values:
+            if k not in FIELDS:
+                raise TypeError(f"RunConfig() got an unexpected keyword argument {k!r}")
+        for name, f in FIELDS.items():
+            setattr(self, name, values.get(name, f.default))
+        self.sources = {}  # option -> the level its value came from (set by build_config)
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)  # fields only (not ``sources``)
+        return {k: getattr(self, k) for k in FIELDS}  # options only (not ``sources`` or run state)
 
+    def __eq__(self, other):
+        return isinstance(other, RunConfig) and self.as_dict() == other.as_dict()
 
-FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+    def __repr__(self):
+        return "RunConfig(" + ", ".join(f"{k}={v!r}" for k, v in self.as_dict().items()) + ")"
 
 
 def _key(k: str) -> str:
@@ -256,10 +321,9 @@ def _key(k: str) -> str:
 
 
 def _coerce(name: str, value, where: str):
-    f = FIELDS[name]
     if value is None:
         return None
-    typ = f.type if isinstance(f.type, type) else {"str": str, "int": int, "float": float, "bool": bool}[f.type]
+    typ = FIELDS[name].py_type
     try:
         if typ is bool:
             if isinstance(value, bool):
@@ -329,58 +393,8 @@ def parse_overrides(items) -> dict:
     return out
 
 
-def applies(name: str, task, method_name: str) -> bool:
-    """Whether the run (a task object and a method name) reads option ``name``."""
-    reads = FIELDS[name].metadata["reads"]
-    if not reads:
-        return True
-    tokens = {method_name, f"family:{task.family}", f"task:{task.name}"}
-    return any(r in tokens for r in reads)
-
-
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
-
-
-def build_config(values: dict) -> RunConfig:
-    """Given options (preset/study/YAML/CLI, already merged by the caller) -> a resolved RunConfig.
-    Every given option must be read by the chosen method or task."""
-    from .methods import get_method
-    from .tasks import get_task
-
-    values = dict(values)
-    if not values.get("task"):
-        raise UserError("--task is required (tunelab list shows the tasks)")
-    task = get_task(values["task"])
-    method_name = values.get("method") or FIELDS["method"].default
-    method = get_method(method_name)
-    for k in values:
-        if not applies(k, task, method_name):
-            readers = ", ".join(r.replace("family:", "task family ").replace("task:", "--task ")
-                                if ":" in r else f"--method {r}" for r in FIELDS[k].metadata["reads"])
-            raise UserError(f"{flag(k)} does not apply to --method {method_name} on --task {task.name} "
-                            f"(read by {readers})")
-    # explicit None for lr / head_lr means "the default"
-    given = {k: v for k, v in values.items() if not (k in ("lr", "head_lr") and v is None)}
-    levels = [("method", method.option_defaults(given)), ("task", task.option_defaults(method)), ("given", given)]
-    merged, sources = {}, {}
-    for level, d in levels:
-        for k, v in d.items():
-            if k not in FIELDS:
-                raise ValueError(f"{level} defaults name an unknown option {k!r}")
-            merged[k], sources[k] = v, level
-    cfg = RunConfig(**merged)
-    if cfg.head_lr is None:
-        cfg.head_lr, sources["head_lr"] = cfg.lr, sources.get("lr", "default") + " (= lr)"
-    if cfg.data_dir is None and cfg.dataset is None and os.environ.get("TUNELAB_DATA_DIR"):  # --dataset: the hub
-        cfg.data_dir, sources["data_dir"] = os.environ["TUNELAB_DATA_DIR"], "env TUNELAB_DATA_DIR"
-    cfg.sources = {k: sources.get(k, "default") for k in FIELDS}
-    validate(cfg)
-    if cfg.layer_budget is not None:
-        from .methods.budget import resolve_layer_budget
-
-        resolve_layer_budget(cfg)  # --alf-budget = it, lisa's embeddings frozen, conflicts are UserErrors
-    return cfg
 
 
 def _range_error(name: str, value, meta) -> str | None:
@@ -418,3 +432,28 @@ def validate(cfg: RunConfig) -> None:
             raise UserError(f"{flag(name)} {getattr(cfg, name)}: {why}")
     if cfg.data_dir is not None and not os.path.isdir(cfg.data_dir):
         raise UserError(f"--data-dir {cfg.data_dir}: no such folder")
+
+
+def check_option(name: str, value, where: str | None = None):
+    """``value`` (text or a value) as option ``name``'s type, within its declared range / choices; else
+    the UserError a run gives (``--seed -1: must be >= 0``)."""
+    shown = where or flag(name)
+    v = _coerce(name, value, shown)
+    why = _range_error(name, v, FIELDS[name].metadata)
+    if why:
+        raise UserError(f"{shown} {v}: {why}")
+    return v
+
+
+def add_option(parser, name: str, *, help: str | None = None, **kwargs):
+    """Add declared option ``name`` to an argparse parser (or group) as ``tunelab run`` has it: its flag,
+    type, range / choices check (``check_option``) and help; ``kwargs`` (``default``, ``required``...)
+    as argparse's (default: the declared default). Other commands (``tunelab pretrain``) share
+    ``tunelab run``'s options this way."""
+    f = FIELDS[name]
+    text = (help if help is not None else f.metadata["help"]).replace("%", "%%")  # argparse %-formats help
+    kwargs.setdefault("default", f.default)
+    if f.py_type is bool:
+        return parser.add_argument(flag(name), action=argparse.BooleanOptionalAction, help=text, **kwargs)
+    return parser.add_argument(flag(name), type=lambda text: check_option(name, text), metavar=name.upper(),
+                               help=text, **kwargs)

@@ -22,6 +22,10 @@ class Registry:
     def add(self, name: str, obj) -> None:
         self.register(name)(obj)
 
+    def remove(self, name: str) -> None:
+        """Unregister ``name`` (a test's plugin cleaning up)."""
+        self._items.pop(name, None)
+
     def get(self, name: str):
         if name not in self._items:
             raise UserError(unknown_name_message(self.kind, name, self.names()))

@@ -11,6 +11,7 @@ A completed run, or one without a checkpoint, is refused too. The loop's side of
 import os
 import time
 
+from . import tasks  # noqa: F401  (registers the loader of every declared option: FIELDS is complete)
 from .config import FIELDS, RunConfig, flag, validate
 from .errors import UserError
 from .results.record import read_record
@@ -25,7 +26,7 @@ def _norm(v):
 
 def differing(given: dict, recorded: dict, out_dir: str) -> list:
     """The given options whose values differ from the recorded run's (as ``--flag value (recorded x)``)."""
-    from .runner import resolve_device
+    from .train.resources import resolve_device
 
     out = []
     for k, v in given.items():

@@ -14,14 +14,15 @@ import torch
 from .config import RunConfig
 from .errors import OutputError, RunFailed, UserError, output_error
 from .methods import get_method
-from .methods.base import PrepareContext, count_params
+from .methods.base import PrepareContext
+from .models.params import count_params
 from .models.heads import HEADS
-from .results.record import versions, write_json_atomic
+from .results.record import check_output_dir, versions, write_json_atomic
 from .tasks import get_task
 from .tasks.base import FitContext
 from .train import distributed
 from .train.loop import seed_everything
-from .train.resources import peak_cuda_mb, peak_rss_mb
+from .train.resources import peak_cuda_mb, peak_rss_mb, resolve_device
 
 
 def default_output_dir(cfg: RunConfig) -> str:
@@ -29,26 +30,11 @@ def default_output_dir(cfg: RunConfig) -> str:
     return os.path.join("runs", f"{cfg.task}-{cfg.method}-{model}-s{cfg.seed}")
 
 
-def check_output_dir(path: str, overwrite: bool) -> None:
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise UserError(f"--output-dir {path}: exists and is not a folder")
-    if os.path.isdir(path) and os.listdir(path) and not overwrite:
-        raise UserError(f"--output-dir {path}: exists and is not empty (pass --overwrite to replace it)")
-
-
 def subsample(examples: list, n: int | None, seed: int) -> list:
     if n is None or n >= len(examples):
         return examples
     idx = sorted(random.Random(seed).sample(range(len(examples)), n))
     return [examples[i] for i in idx]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device available")
-    return torch.device(name)
 
 
 def run(cfg: RunConfig) -> dict:
@@ -121,7 +107,7 @@ def run(cfg: RunConfig) -> dict:
                                       train_examples=train_examples, eval_splits=eval_splits, model_source=source,
                                       out_dir=out, layout=layout, head_names=head_names, on_epoch=on_epoch,
                                       train_all=train_split.examples))
-        state = summary["state"]
+        state = summary.state
         record.update(distributed.describe(cfg, state, method, len(train_examples)))  # world size, per-rank time/memory
         record["method_details"] = method.describe()
         record.update(method.record_extras())
@@ -130,13 +116,13 @@ def run(cfg: RunConfig) -> dict:
             files = method.save(model, out) if main else []
             if main:
                 processor.save_pretrained(out)
-                task.write_predictions(os.path.join(out, "predictions.tsv"), summary["final_predictions"])
+                task.write_predictions(os.path.join(out, "predictions.tsv"), summary.final_predictions)
         except OSError as e:
             raise output_error(e.filename or out, e) from e
-        record.update(summary.get("record", {}))
+        record.update(summary.record)
         record.update({
-            "metrics": summary["final_metrics"], "main_metric": summary["main_metric"],
-            "best_epoch": summary["best_epoch"], "stopped_early": summary["stopped_early"],
+            "metrics": summary.final_metrics, "main_metric": summary.main_metric,
+            "best_epoch": summary.best_epoch, "stopped_early": summary.stopped_early,
             "time": {"train_seconds": round(state.train_seconds, 3),
                      "train_samples_per_second": round(state.samples_seen / state.train_seconds, 3) if state.train_seconds else None,
                      "steps": state.step, "samples_seen": state.samples_seen},
@@ -144,7 +130,7 @@ def run(cfg: RunConfig) -> dict:
             "weights": files + ["predictions.tsv"],
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         })
-        from .analysis.figures import plot_record
+        from .results.figures import plot_record
 
         record["figures"] = plot_record(record, out) if main else []
         record["status"] = "completed"

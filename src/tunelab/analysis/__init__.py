@@ -1,2 +1,2 @@
-"""Analyses of finished runs: attention (``tunelab analyze attention``) and the layer-activity plot
-of dynamic layer methods."""
+"""Analyses of finished runs: attention (``tunelab analyze attention``). The figures drawn from a run
+record itself (layer activity) are in results/figures.py."""

@@ -30,6 +30,7 @@ from importlib import resources
 
 import yaml
 
+from .. import tasks  # noqa: F401  (registers the loader of every declared option: FIELDS is complete)
 from ..config import FIELDS, _coerce, _key
 from ..errors import UserError
 from ..textio import read_text

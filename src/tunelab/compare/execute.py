@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 
-from ..config import applies
+from ..resolve import applies
 from ..results.record import read_record, write_json_atomic
 from .grid import Cell, config_matches
 from ..results.store import Store

@@ -26,7 +26,8 @@ import os
 import re
 from dataclasses import dataclass
 
-from ..config import FIELDS, RunConfig, applies, build_config
+from ..config import FIELDS, RunConfig
+from ..resolve import applies, build_config
 from ..errors import UserError
 from .config import CompareConfig
 

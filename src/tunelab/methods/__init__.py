@@ -1,4 +1,5 @@
-"""Adaptation methods (how parameters adapt), registered by name. One module per method."""
+"""Adaptation methods (how parameters adapt), registered by name. One module per method: its class
+(traits on ``base.Method``) and its options (``config.declare``)."""
 
 from ..registry import Registry
 
@@ -13,6 +14,12 @@ def get_method(name: str):
 def method_names() -> list:
     _load_all()
     return METHODS.names()
+
+
+def methods_training(*kinds) -> str:
+    """"a, b or c": the registered methods whose ``trains`` trait is one of ``kinds`` (for messages)."""
+    names = [n for n in method_names() if get_method(n).trains in kinds]
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else "".join(names)
 
 
 def _load_all():

@@ -73,6 +73,7 @@ import statistics
 
 import torch
 
+from ..config import declare, opt
 from ..errors import UserError
 from . import METHODS
 from .dynamic import DynamicLayerMethod, max_layers_for_budget, tensors_norm
@@ -177,6 +178,23 @@ class ShadowAdam:
             return None
         w = tensors_norm(p for p in params)
         return math.sqrt(sum(float(self.sum[p].pow(2).sum()) for p in ps)) / w if w > 0 else 0.0
+
+
+@declare("alf", reads=("alf",))
+class ALFOptions:
+    alf_budget: float = opt(0.25, "alf: max share of the backbone's non-head params (embeddings + layers) trainable at "
+                                  "any step", above=0, max=1)
+    alf_interval: int = opt(20, "alf: re-score layers and re-choose the active set every N optimizer steps", min=1)
+    alf_score: str = opt("change", "alf: layer importance score: change (measured weight change rate of every layer, "
+                                   "shadow AdamW probe) | calibrated (c * probe gradient for frozen layers) | grad-norm | "
+                                   "random (seeded control) | static (top layers, never moves)",
+                         choices=("change", "calibrated", "grad-norm", "random", "static"))
+    alf_probe_steps: int = opt(3, "alf --alf-score change: steps of the probe window before each decision (every layer's "
+                                  "change rate is measured over them)", min=1)
+    alf_hysteresis: float = opt(0.1, "alf: a frozen layer replaces an active one only if its score is > (1+h) x higher",
+                                min=0)
+    adapter: str = opt(None, "alf: adapt LoRA matrices instead of weights (lora); the LoRA options apply",
+                       choices=(None, "lora"))
 
 
 @METHODS.register("alf")

@@ -24,9 +24,17 @@ Timeline ``scores``: r of every layer (null where frozen or not yet computable).
 
 import numpy as np
 
+from ..config import declare, opt
 from . import METHODS
 from .budget import layers_in_budget
 from .dynamic import DynamicLayerMethod
+
+
+@declare("autofreeze", reads=("autofreeze",))
+class AutoFreezeOptions:
+    autofreeze_interval: int = opt(50, "autofreeze: steps between freezing decisions", min=1)
+    autofreeze_percentile: float = opt(50, "autofreeze: freeze front layers whose gradient-norm change is below this "
+                                           "percentile", min=0, max=100)
 
 
 @METHODS.register("autofreeze")

@@ -18,11 +18,20 @@ the interval itself (null where it was frozen).
 import random
 
 from ..errors import UserError
+from ..config import declare, opt
 from . import METHODS
 from .budget import blocks_of, layers_in_budget, refuse_changed
 from .dynamic import DynamicLayerMethod
 
 ORDERS = ("descending", "ascending", "random")
+
+
+@declare("badam", reads=("badam",))
+class BAdamOptions:
+    badam_interval: int = opt(50, "badam: steps between switching the active block", min=1)
+    badam_order: str = opt("descending", "badam: block order: descending | ascending | random",
+                           choices=("descending", "ascending", "random"))
+    badam_block_layers: int = opt(1, "badam: consecutive layers per block", min=1)
 
 
 @METHODS.register("badam")

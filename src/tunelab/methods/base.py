@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from ..models.params import count_params  # noqa: F401  (methods count what they made trainable)
+
 
 @dataclass
 class PrepareContext:
@@ -21,9 +23,17 @@ class PrepareContext:
 
 
 class Method:
+    """A method's traits say what it is; task families (learning rates, capability checks) and option
+    readers (``config.methods_with``) ask them, never its name, so a new method is its own module."""
+
     name = ""
     default_lr = 1e-4  # the method's default learning rate (level 2 of config.py's merge order)
-    uses_peft = False
+    # --- traits ---
+    trains = "weights"  # what it updates: "weights" (the model's own), "adapters" (new matrices beside
+    #                     them, e.g. LoRA) or "virtual_tokens" (prompt / prefix vectors fed with the input)
+    selects_layers = False  # trains a subset of the layers and reads --layer-budget (methods/budget.py)
+    changes_trainable_set = False  # the trainable set changes during training (methods/dynamic.py)
+    uses_peft = False  # wraps the model with PEFT (saves an adapter)
     # raise when results change at unchanged options (compare re-runs its cached cells, compare/grid.py)
     revision = 1
 
@@ -35,16 +45,18 @@ class Method:
 
     @classmethod
     def options(cls) -> tuple:
-        """The RunConfig options that name this method among their readers."""
-        from ..config import FIELDS
+        """The RunConfig options whose readers name this method or one of its traits."""
+        from ..config import FIELDS, Trait
 
-        return tuple(k for k, f in FIELDS.items() if cls.name in f.metadata["reads"])
+        return tuple(k for k, f in FIELDS.items()
+                     if any(r == cls.name or (isinstance(r, Trait) and r.kind == "method" and r.matches(cls))
+                            for r in f.metadata["reads"]))
 
     @classmethod
     def apply_layer_budget(cls, cfg) -> None:
-        """``--layer-budget`` given (config.build_config, methods/budget.py): map it onto this method's
+        """``--layer-budget`` given (resolve.build_config, methods/budget.py): map it onto this method's
         own options in ``cfg`` (recording ``cfg.sources``) and refuse contradicting ones with a
-        UserError. Only the layer-selecting methods (config.LAYER_SELECTING) are given the option."""
+        UserError. Only the layer-selecting methods (trait ``selects_layers``) are given the option."""
 
     def frozen_for_good(self) -> int | None:
         """k when the embeddings and layers 0..k-1 are frozen now and will not train again in this run
@@ -108,34 +120,6 @@ def set_head_trainable(model: nn.Module, layout) -> None:
     for n, p in model.named_parameters():
         if layout.classify(n) == "head":
             p.requires_grad_(True)
-
-
-def count_params(model: nn.Module, layout) -> dict:
-    """Exact counts over unique parameter tensors; trainable = requires_grad."""
-    seen = set()
-    total = trainable = head = 0
-    layers = set()
-    for n, p in model.named_parameters():
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        k = p.numel()
-        total += k
-        if p.requires_grad:
-            trainable += k
-            kind = layout.classify(n)
-            if kind == "head":
-                head += k
-            elif isinstance(kind, tuple):
-                layers.add(kind[1])
-    return {
-        "trainable": trainable,
-        "total": total,
-        "trainable_pct": round(100.0 * trainable / total, 4) if total else 0.0,
-        "trainable_without_head": trainable - head,
-        "head": head,
-        "trainable_layers": sorted(layers),
-    }
 
 
 @dataclass

@@ -28,15 +28,26 @@ What each method does with it (k = the most layers whose parameters fit in SHARE
 
 With a budget, ``--lisa-layers``, ``--badam-block-layers`` must stay at their defaults and
 ``--layers`` must not be given: the budget decides them. Each method does its part in its own
-``apply_layer_budget(cfg)`` (``Method`` hook, called from ``config.build_config``).
+``apply_layer_budget(cfg)`` (``Method`` hook, called from ``resolve.build_config``).
 """
 
+from ..config import declare, methods_with, opt
 from ..errors import UserError
 from .dynamic import max_layers_for_budget
 
 
+
+@declare("layer budget", reads=methods_with("selects_layers"),
+         title="layer-selecting methods (trait selects_layers)")
+class LayerBudgetOptions:
+    layer_budget: float = opt(None, "share of the backbone's non-head params (embeddings + layers) trainable, "
+                                    "time-averaged, for every layer-selecting method (selective top layers, alf "
+                                    "budget, lisa layers with frozen embeddings, autofreeze cap, badam block size; "
+                                    "methods/budget.py)", above=0, max=1)
+
+
 def resolve_layer_budget(cfg) -> None:
-    """Called by ``config.build_config`` when ``--layer-budget`` is set: the method maps it onto its
+    """Called by ``resolve.build_config`` when ``--layer-budget`` is set: the method maps it onto its
     own options and refuses options that would contradict it (``Method.apply_layer_budget``)."""
     from . import get_method
 

@@ -69,6 +69,7 @@ class DynamicLayerMethod(Method):
     interval = 20  # steps between decisions (set from the config in ``configure``)
     score_name = ""  # what ``scores`` in the timeline means (for run.json and the plot)
     may_train_embeddings = False
+    selects_layers = True  # reads --layer-budget (methods/budget.py)
     changes_trainable_set = True  # train/distributed.py all-reduces the gradients itself (no DDP reducer)
     grads_synced_later = False  # data-parallel run: grad_hook runs on the all-reduced gradients (after_grad_sync)
     scores_are_change = False  # no score of its own: the timeline's scores = measured change in the interval

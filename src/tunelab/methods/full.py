@@ -6,6 +6,8 @@ from .base import Method
 
 @METHODS.register("full")
 class FullFineTuning(Method):
+    """Full fine-tuning: every parameter trains."""
+
     name = "full"
     # On all-MiniLM-L6-v2, SST-2 2k examples, batch 32 (BENCHMARKS.md): 1 epoch: 2e-5 stays at chance,
     # 1e-4 -> 0.77, 3e-4 -> 0.81; 3 epochs: 1e-4 -> 0.819, 2e-4 -> 0.819, 3e-4 -> 0.794; CoLA (quick preset

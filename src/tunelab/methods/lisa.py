@@ -17,9 +17,17 @@ rate over the interval itself (null where it was frozen). It does not influence 
 import random
 
 from ..errors import UserError
+from ..config import declare, opt
 from . import METHODS
 from .budget import layers_in_budget, refuse_changed
 from .dynamic import DynamicLayerMethod
+
+
+@declare("lisa", reads=("lisa",))
+class LISAOptions:
+    lisa_layers: int = opt(2, "lisa: layers sampled (gamma) every --lisa-interval steps", min=1)
+    lisa_interval: int = opt(20, "lisa: steps between re-sampling the active layers (K)", min=1)
+    lisa_freeze_embeddings: bool = opt(False, "lisa: keep the embeddings frozen (published LISA trains them)")
 
 
 @METHODS.register("lisa")

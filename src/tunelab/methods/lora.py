@@ -6,10 +6,19 @@ chosen layers of each stack)."""
 
 from peft import LoraConfig
 
+from ..config import declare, opt
 from ..errors import UserError
 from . import METHODS
 from .layers import parse_layers
 from .peft_common import PeftMethod, head_module_names
+
+
+@declare("lora", reads=("lora", "alf"))  # ALF reads the LoRA options with --adapter lora
+class LoraOptions:
+    lora_r: int = opt(8, "LoRA rank", min=1)
+    lora_alpha: float = opt(16, "LoRA alpha", above=0)
+    lora_dropout: float = opt(0.1, "LoRA dropout", min=0, below=1)
+    lora_targets: str = opt(None, "comma-separated module names (default: PEFT's mapping for the architecture)")
 
 
 # Architectures PEFT's mapping lacks: the usual recipe's targets (HF "fine-tune Whisper" + PEFT: q/v)
@@ -42,7 +51,10 @@ def stack_targets_regex(layout, layers: list, targets: list) -> str:
 
 @METHODS.register("lora")
 class LoRA(PeftMethod):
+    """LoRA (PEFT): low-rank adapters on the attention projections; the head trains too."""
+
     name = "lora"
+    trains = "adapters"
     # minilm, SST-2 2k examples, 1 epoch, r 8 on query,value, pooler trained: 1e-3 -> 0.745, 2e-3 -> 0.765
     default_lr = 2e-3
     describe_keys = ("r", "lora_alpha", "lora_dropout", "target_modules", "layers_to_transform", "modules_to_save")

@@ -3,13 +3,22 @@
 
 from peft import PrefixTuningConfig
 
+from ..config import declare, opt
 from . import METHODS
 from .peft_common import PeftMethod, head_module_names
 
 
+@declare("prefix", reads=("prefix",))
+class PrefixOptions:
+    prefix_projection: bool = opt(False, "prefix tuning: reparameterise prefixes with an MLP")
+
+
 @METHODS.register("prefix")
 class PrefixTuning(PeftMethod):
+    """Prefix tuning (PEFT): trainable key/value prefixes in every layer; the head trains too."""
+
     name = "prefix"
+    trains = "virtual_tokens"
     default_lr = 1e-2
     describe_keys = ("num_virtual_tokens", "prefix_projection", "encoder_hidden_size", "modules_to_save")
 

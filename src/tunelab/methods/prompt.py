@@ -8,21 +8,37 @@ virtual tokens; PEFT's TEXT). On a BERT-style classifier the pooler reads positi
 the first virtual token, so the initialisation decides what the head sees at the start. PEFT's
 random rows are N(0, 1), ~18x the norm of a real token embedding of all-MiniLM-L6-v2: from there
 prompt tuning stayed at the majority class on SST-2 at the quick budget; from sampled vocabulary
-rows it beats a head-only control (BENCHMARKS.md, "Prompt tuning sweep").
+rows it beats a head-only control (BENCHMARKS.md, "Prompt tuning").
 """
 
 from peft import PromptTuningConfig
 
+from ..config import declare, methods_with, opt
 from ..errors import UserError
 from . import METHODS
 from .peft_common import PeftMethod, head_module_names
+
+
+@declare("prompt", reads=("prompt",))
+class PromptOptions:
+    num_virtual_tokens: int = opt(20, "virtual tokens for prompt / prefix tuning", min=1, reads=methods_with("trains", "virtual_tokens"))
+    prompt_init: str = opt("random", "prompt: initialise the virtual tokens with the embeddings of sampled vocabulary "
+                                     "tokens (vocab, the method's default), of --prompt-init-text's tokens (text) or "
+                                     "with PEFT's N(0, 1) vectors (random: stays at the majority class on minilm)",
+                           choices=("random", "vocab", "text"))
+    prompt_init_text: str = opt(None, "prompt: the text whose token embeddings (with [CLS]/[SEP], repeated or cut to "
+                                      "--num-virtual-tokens) initialise the virtual tokens with --prompt-init text")
+
 
 PEFT_INIT = {"random": "RANDOM", "vocab": "SAMPLE_VOCAB", "text": "TEXT"}
 
 
 @METHODS.register("prompt")
 class PromptTuning(PeftMethod):
+    """Soft prompt tuning (PEFT): trainable input embeddings prepended to every input; the head trains too."""
+
     name = "prompt"
+    trains = "virtual_tokens"
     default_lr = 3e-2
     describe_keys = ("num_virtual_tokens", "prompt_tuning_init", "prompt_tuning_init_text", "modules_to_save")
 

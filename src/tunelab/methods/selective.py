@@ -9,6 +9,7 @@ non-head parameters (``methods/budget.py``). Either way run.json ``params.traina
 records the share of those parameters that trained (static: the same at every step).
 """
 
+from ..config import declare, opt
 from ..errors import UserError
 from . import METHODS
 from .base import Method, group_params, set_head_trainable
@@ -16,9 +17,19 @@ from .budget import refuse_changed, top_layers_in_budget
 from .layers import parse_layers
 
 
+@declare("selective", reads=("selective",))
+class SelectiveOptions:
+    layers: str = opt(None, "layers to train: 9-11 | 0,5,9 | top:3 | bottom:2 | top:25% ; per stack on encoder-decoder "
+                            "models: encoder:top:2,decoder:0-1 (docs/architecture.md)", reads=("selective", "lora"))
+    train_embeddings: bool = opt(False, "selective: also train the embeddings")
+
+
 @METHODS.register("selective")
 class SelectiveLayers(Method):
+    """Selective-layer FT: a fixed set of layers (--layers or --layer-budget) plus the head trains."""
+
     name = "selective"
+    selects_layers = True
     default_lr = 2e-4
 
     @classmethod

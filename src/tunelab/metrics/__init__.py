@@ -2,7 +2,9 @@
 it can be bootstrapped per example. Early stopping, the best epoch, the report's best marks,
 significance tests and findings all read the direction from here; nothing guesses it from a name.
 
-A task family registers its metrics in its own module (``register(Metric(...))``). A run.json key
+A task family registers its metrics in its own package (``register(Metric(...))``) when it is imported;
+whoever looks a family's metric up by name has loaded the families first (``tasks.load_families``: the
+runner, compare and the report do). A run.json key
 may carry a prefix naming the split or the model it was measured on (``mismatched_accuracy``,
 ``real_cer``, ``base_pref_accuracy``): ``lookup`` finds the registered metric it ends with.
 """
@@ -36,21 +38,15 @@ def register(metric: Metric) -> Metric:
     return metric
 
 
-def _load_all() -> None:
-    from . import classification  # noqa: F401  (accuracy, f1, macro_f1, mcc, pearson, spearman)
-    from ..tasks import _load_families
-
-    _load_families()  # task families register their own metrics
+from . import classification  # noqa: E402,F401  (accuracy, f1, macro_f1, mcc, pearson, spearman)
 
 
 def get_metric(name: str) -> Metric:
-    _load_all()
     return METRICS.get(name)
 
 
 def lookup(key: str) -> Metric | None:
     """The registered metric a run.json key names, exactly or as ``<prefix>_<name>``; None if none."""
-    _load_all()
     if key in METRICS:
         return METRICS.get(key)
     best = None

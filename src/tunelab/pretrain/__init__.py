@@ -1,4 +1,4 @@
-"""Self-supervised (continued) pretraining that makes new base models for ``tunelab run --model DIR``
-(``tunelab pretrain KIND``): each kind is a module here defining ``KIND``, ``HELP``,
-``add_arguments(parser)`` and ``main(namespace) -> exit code`` (pretrain/cli.py finds them).
-``mlm``: domain-adaptive masked-LM pretraining of an encoder; ``dino``: DINO for vision transformers."""
+"""``tunelab pretrain KIND``: self-supervised (continued) pretraining that makes new base models for
+``tunelab run --model DIR``. The kinds live in their task families (``tasks.PRETRAINING``): ``mlm``
+(domain-adaptive masked-LM pretraining of an encoder, tasks/keyphrase/mlm.py) and ``dino`` (DINO for
+vision transformers, tasks/image/dino.py)."""

@@ -1,26 +1,17 @@
 """``tunelab pretrain KIND ...``: one subcommand per pretraining kind.
 
-A kind is any module ``tunelab.pretrain.<name>`` that defines ``KIND``, ``HELP``,
-``add_arguments(parser)`` and ``main(namespace)``; this dispatcher finds them, so adding a kind
-(``mlm``, ``dino``...) is adding a module, with no list to edit here.
+A kind is registered by its task family (``tasks.PRETRAINING``: a module defining ``HELP``,
+``add_arguments(parser)`` and ``main(namespace)``; ``mlm`` in tasks/keyphrase/mlm.py, ``dino`` in
+tasks/image/dino.py), so adding a kind is adding it to its family, with no list to edit here.
 """
 
-import importlib
-import pkgutil
+from ..tasks import PRETRAINING, load_families
 
 
 def kinds() -> dict:
-    """KIND -> module, for every module of this package that defines a pretraining kind."""
-    from .. import pretrain
-
-    found = {}
-    for info in pkgutil.iter_modules(pretrain.__path__):
-        if info.name in ("cli",) or info.name.startswith("_"):
-            continue
-        mod = importlib.import_module(f"{pretrain.__name__}.{info.name}")
-        if all(hasattr(mod, a) for a in ("KIND", "HELP", "add_arguments", "main")):
-            found[mod.KIND] = mod
-    return dict(sorted(found.items()))
+    """KIND -> module, for every registered pretraining kind."""
+    load_families()
+    return {name: PRETRAINING.get(name) for name in PRETRAINING.names()}
 
 
 def add_parser(subparsers) -> None:

@@ -1,7 +1,7 @@
 """Equal budgets in a report: each layer-selecting method's achieved share and the study's budget.
 
-A layer-selecting method is one that reads ``--layer-budget`` (config.py's ``reads``: selective,
-alf, lisa, autofreeze, badam). Its achieved share is run.json ``params.trainable_fraction_mean``:
+A layer-selecting method is one that reads ``--layer-budget`` (the ``selects_layers`` trait:
+selective, alf, lisa, autofreeze, badam). Its achieved share is run.json ``params.trainable_fraction_mean``:
 the time-average over optimizer steps of the share of the backbone's non-head parameters
 (embeddings + layers) that trained (``methods/dynamic.py``, ``methods/selective.py``); older
 selective runs without it get the static ``trainable_without_head / (total - head)``.
@@ -20,9 +20,17 @@ FLAG = "⚠"
 
 
 def layer_methods() -> tuple:
-    from ..config import FIELDS
+    """The registered methods with the ``selects_layers`` trait (they read ``--layer-budget``)."""
+    from ..methods import get_method, method_names
 
-    return FIELDS["layer_budget"].metadata["reads"]
+    return tuple(n for n in method_names() if get_method(n).selects_layers)
+
+
+def _static_layer_method(name) -> bool:
+    from ..methods import METHODS, method_names
+
+    m = METHODS.get(name) if name in method_names() else None
+    return bool(m and m.selects_layers and not m.changes_trainable_set)
 
 
 def study_budget(meta: dict, rows: list) -> float | None:
@@ -36,7 +44,7 @@ def study_budget(meta: dict, rows: list) -> float | None:
             if (e.get("options") or {}).get("layer_budget") is not None}
     if not vals:
         vals = {float(e["options"]["alf_budget"]) for e in cfg.get("methods") or []
-                if e.get("name") == "alf" and (e.get("options") or {}).get("alf_budget") is not None}
+                if (e.get("options") or {}).get("alf_budget") is not None}  # only alf reads it
     if not vals:
         vals = {float((r.get("params") or {})["layer_budget"]) for r in rows
                 if r.get("status") == "completed" and (r.get("params") or {}).get("layer_budget") is not None}
@@ -47,7 +55,8 @@ def row_share(r: dict) -> float | None:
     p = r.get("params") or {}
     if p.get("trainable_fraction_mean") is not None:
         return float(p["trainable_fraction_mean"])
-    if r.get("method") == "selective" and r.get("total") and r.get("trainable_without_head") is not None:
+    # older static layer-subset runs (selective) without it: trainable_without_head is the share at every step
+    if _static_layer_method(r.get("method")) and r.get("total") and r.get("trainable_without_head") is not None:
         return r["trainable_without_head"] / (r["total"] - (r.get("head") or 0))
     return None
 

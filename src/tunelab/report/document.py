@@ -2,7 +2,9 @@
 predictions, layer-activity heatmaps and attention analyses); ``render_md`` / ``render_html`` print it.
 
 Blocks: ("h", level, text) · ("p", text) · ("table", Table) · ("img", abs_path, rel_path, caption)
-· ("code", text[, lang]) · ("marked", caption, [(text, tag)]) (report/keyphrase.py).
+· ("code", text[, lang]) · ("marked", caption, [(text, tag)]) (tasks/keyphrase/report.py).
+A task family adds its own section through ``tasks.REPORT_SECTIONS`` (name -> fn(completed rows) ->
+(heading, blocks)); its tables come as ("table", header, rows).
 """
 
 import json
@@ -10,9 +12,10 @@ import os
 import shlex
 import time
 
+from ..tasks import REPORT_SECTIONS, load_families
 from .budget import TOLERANCE, study_budget
 from .findings import overall_findings
-from .keyphrase import keyphrase_blocks
+from ..tasks.keyphrase.report import keyphrase_blocks
 from .plots import make_plots
 from .tables import Table, runs_table, summarize, task_table
 
@@ -31,6 +34,7 @@ def _run_dir(r: dict, root: str) -> str:
 
 def build(output_dir: str, store) -> tuple:
     """-> (title, blocks)."""
+    load_families()  # metric directions and the families' report sections
     meta = store.meta()
     grid = meta.get("grid")
     rows = store.rows(grid)
@@ -95,14 +99,11 @@ def build(output_dir: str, store) -> tuple:
         for r, path in heat:
             blocks.append(("img", path, _rel(path, output_dir), f"{r['run_id']}: layer activity"))
 
-    speech = _speech_blocks(done)
-    if speech:
-        blocks.append(("h", 2, "Speech recognition: before and after, forgetting, transcripts"))
-        blocks += speech
-    kp = keyphrase_blocks(done)
-    if kp:
-        blocks.append(("h", 2, "Keyphrase examples"))
-        blocks += kp
+    for name in REPORT_SECTIONS.names():  # each task family's own section (transcripts, keyphrase examples)
+        heading, extra = REPORT_SECTIONS.get(name)(done)
+        if extra:
+            blocks.append(("h", 2, heading))
+            blocks += [("table", Table(b[1], b[2])) if b[0] == "table" and len(b) == 3 else b for b in extra]
 
     att = _attention_blocks(done, output_dir)
     if att:
@@ -187,57 +188,6 @@ def _attention_blocks(done: list, root: str) -> list:
                                                                     for k, v in items])))
         if os.path.isfile(ipath):
             out.append(("img", ipath, _rel(ipath, root), f"{r['run_id']}: attention analysis"))
-    return out
-
-
-def _speech_blocks(done: list) -> list:
-    """ASR runs (run.json ``asr``): CER/WER of the base model -> the fine-tuned one on every eval split
-    (the change on the old domain is the forgetting), and a few transcripts side by side."""
-    runs = []
-    for r in done:
-        try:
-            with open(os.path.join(r["run_dir"], "run.json"), encoding="utf-8") as f:
-                rec = json.load(f)
-        except (OSError, ValueError):
-            continue
-        if isinstance(rec.get("asr"), dict):
-            runs.append((r, rec))
-    out = []
-    for task in dict.fromkeys(r["task"] for r, _ in runs):
-        trs = [(r, rec) for r, rec in runs if r["task"] == task]
-        first = trs[0][1]["asr"]
-        splits = list(first.get("splits") or {})
-        prefixes = {s: (first["splits"][s] or {}).get("metric_prefix", "") for s in splits}
-        out.append(("h", 3, f"{task}: base -> fine-tuned"))
-        out.append(("p", f"CER and WER (lower is better) of the base model and of each run on the same utterances; "
-                         f"Δ = fine-tuned - base (positive on an old-domain split such as 'real' = forgetting). "
-                         f"Normaliser: {first.get('normaliser', '?')}. Decoding: {first.get('decoding', '?')}."))
-        header = ["run"] + [f"{s} {m.upper()} base -> tuned (Δ)" for s in splits for m in ("cer", "wer")]
-        rows = []
-        for r, rec in trs:
-            m = rec.get("metrics") or {}
-            cells = [f"{r['label']} (seed {r['seed']})"]
-            for s in splits:
-                for name in ("cer", "wer"):
-                    k = prefixes[s] + name
-                    a, b = m.get("base_" + k), m.get(k)
-                    cells.append(f"{a:.4f} -> {b:.4f} ({b - a:+.4f})" if isinstance(a, (int, float))
-                                 and isinstance(b, (int, float)) else "—")
-            rows.append(cells)
-        out.append(("table", Table(header, rows)))
-        for s in splits:
-            samples = [(r, (rec["asr"].get("samples") or {}).get(s) or []) for r, rec in trs]
-            samples = [(r, x) for r, x in samples if x]
-            if not samples:
-                continue
-            base = samples[0][1]
-            header = ["file", "reference", "base"] + [f"{r['label']} (seed {r['seed']})" for r, _ in samples]
-            body = []
-            for i, x in enumerate(base):
-                body.append([x.get("file", ""), x.get("reference", ""), x.get("base", "")]
-                            + [(xs[i].get("fine_tuned", "") if i < len(xs) else "") for _, xs in samples])
-            out.append(("p", f"{task} / {s}: transcripts side by side (the first {len(base)} utterances):"))
-            out.append(("table", Table(header, body)))
     return out
 
 

@@ -109,6 +109,9 @@ VECTORISED = {
 def bootstrappable(name: str) -> bool:
     """A registered per-example metric that can be recomputed from predictions.tsv's label/prediction."""
     from ..metrics import lookup
+    from ..tasks import load_families
+
+    load_families()
 
     m = lookup(name)
     return m is not None and m.per_example and m.fn is not None

@@ -11,6 +11,7 @@ from .budget import FLAG, TOLERANCE, achieved_share, off_budget
 from .stats import Significance, compare_to_reference, majority_baseline, mean_std
 
 from ..metrics import higher_is_better  # noqa: F401  (the direction is the registered metric's)
+from ..tasks import load_families
 
 
 @dataclass
@@ -51,6 +52,7 @@ class TaskSummary:
 
 def summarize(rows: list, grid: list | None = None) -> list:
     """Store rows (all statuses) -> [TaskSummary] in grid order."""
+    load_families()  # the families register their metrics (and so their directions)
     order = []
     for r in rows:
         key = (r["model"], r["task"])

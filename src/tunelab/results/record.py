@@ -10,6 +10,8 @@ import platform
 import subprocess
 import tempfile
 
+from ..errors import UserError
+
 
 def write_json_atomic(path: str, data: dict) -> None:
     """Write to a temp file beside ``path``, fsync, rename: ``path`` is the old or the new file, never
@@ -67,3 +69,10 @@ def versions() -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "peft": peft.__version__,
             "tunelab": __version__, "git_commit": git_commit(), "platform": platform.platform()}
+
+
+def check_output_dir(path: str, overwrite: bool) -> None:
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"--output-dir {path}: exists and is not a folder")
+    if os.path.isdir(path) and os.listdir(path) and not overwrite:
+        raise UserError(f"--output-dir {path}: exists and is not empty (pass --overwrite to replace it)")

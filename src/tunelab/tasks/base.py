@@ -8,17 +8,23 @@ A ``Task`` (one registered name; a family is a module of them) provides:
 - its metrics: ``metric_names`` (registered in ``tunelab.metrics``; the first is the main metric);
 - its default options: ``option_defaults(method)`` (level 3 of config.py's merge order) and the
   option checks it needs (``validate``); ``configure(cfg)`` returns a copy bound to one run;
-- training and evaluation: ``fit(ctx) -> summary``. ``SupervisedTask`` (tasks/supervised.py)
-  implements it for every family trained with tunelab's loop from four small hooks (encode rows,
-  collate, turn model outputs into predictions, compute metrics); a family that needs another
-  trainer (the alignment objectives: TRL) overrides ``fit`` and still uses the shared optimizer
-  builder and epoch tracker;
+- training and evaluation: ``fit(ctx) -> FitSummary`` (train/tracker.py: history, best epoch, final
+  metrics and predictions, the loop's state, extra run.json keys in ``record``). ``SupervisedTask``
+  (tasks/supervised.py) implements it for every family trained with tunelab's loop from four small
+  hooks (encode rows, collate, turn model outputs into predictions, compute metrics). A family that
+  only adds evaluations or run.json keys around training implements ``before_fit`` (e.g. the base
+  model's scores) and ``after_fit`` (e.g. a held-out test split, a confusion matrix), not ``fit``;
+  ``train_loop`` is the one call of ``train.loop.train``. A family that needs another trainer (the
+  alignment objectives: TRL) overrides ``fit`` and still uses the shared optimizer builder and
+  epoch tracker;
 - ``write_predictions(path, predictions)``: its ``predictions.tsv``.
 """
 
 import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+
+from ..train.tracker import FitSummary  # noqa: F401  (the contract's return type, defined beside the tracker)
 
 
 def sha256_file(path: str) -> str:
@@ -74,7 +80,7 @@ class Task(ABC):
     ``write_predictions`` (``SupervisedTask`` implements the last two for loop-trained families)."""
 
     name = ""
-    family = ""  # e.g. "glue", "alignment": options can be scoped to a family (config.py ``reads``)
+    family = ""  # e.g. "glue", "alignment": options can be scoped to a family (``reads`` of a declared option)
     head = "classification"  # a registered models.heads.Head
     num_labels = 2
     metric_names: tuple = ("accuracy",)
@@ -82,6 +88,13 @@ class Task(ABC):
     defaults: dict = {}  # the family's option defaults (see option_defaults)
     report_metrics: tuple = ()  # the report's metric columns; empty: every metric in run.json
     revision = 1  # raise when results change at unchanged options (compare re-runs its cached cells)
+    # what the runner and the option checks ask of a task (attributes, not lists of names elsewhere):
+    # common options (config.py) that only the tasks listing them here read (config.tasks_reading):
+    # max_seq_length, eval_fraction, dataset, dataset_config, text_column
+    shared_options: tuple = ()
+    resumable = False  # trained by tunelab's loop, which checkpoints (--save-every) and resumes (--resume)
+    data_parallel = False  # runs under torchrun / accelerate launch (train/distributed.py)
+    data_parallel_why = "builds its own batches or training loop"  # said when it does not
 
     @property
     def main_metric(self) -> str:
@@ -109,11 +122,34 @@ class Task(ABC):
         return load_backbone(name, self.head, self.num_labels, allow_pickle=allow_pickle)
 
     @abstractmethod
-    def fit(self, ctx: FitContext) -> dict:
-        """Train ``ctx.model`` and evaluate it after every epoch; return the summary: ``history``,
-        ``state`` (train.loop.TrainState), ``best_epoch``, ``best``, ``main_metric``,
-        ``stopped_early``, ``final_metrics``, ``final_predictions`` and optionally ``record``
-        (extra run.json keys)."""
+    def fit(self, ctx: FitContext) -> FitSummary:
+        """Train ``ctx.model`` and evaluate it after every epoch; return a ``FitSummary``."""
+
+    # ------------------------------------------------------------ hooks of a loop-trained fit
+    def before_fit(self, ctx: FitContext, evaluate):
+        """Runs once the data is built, before the first step (``evaluate(model) -> (metrics,
+        predictions)`` is the per-epoch evaluation); what it returns is handed to ``after_fit``."""
+        return None
+
+    def after_fit(self, ctx: FitContext, summary: FitSummary, before) -> dict:
+        """Runs after training; may add to ``summary.final_metrics`` / ``final_predictions`` (e.g. a
+        held-out split evaluated once); returns extra run.json keys (merged into ``summary.record``)."""
+        return {}
+
+    def train_loop(self, ctx: FitContext, train_loader, evaluate, **overrides) -> FitSummary:
+        """The one call of ``train.loop.train`` (precision, accumulation, checkpoints, data-parallel,
+        the epoch tracker) with the run's options; ``overrides``: its keyword arguments (``loss_fn``,
+        ``lr``, ``head_lr``, ``extra_params``, ``on_step``, ``epoch_fields`` ...)."""
+        from ..train.loop import train
+
+        cfg = ctx.cfg
+        kw = {"lr": cfg.lr, "on_epoch": ctx.on_epoch, "head_lr": cfg.head_lr, "head_names": ctx.head_names,
+              "main_metric": self.main_metric, "loss_fn": getattr(self, "loss", None)}
+        kw.update(overrides)
+        if kw["loss_fn"] is None:
+            del kw["loss_fn"]  # the model's own loss
+        lr = kw.pop("lr")
+        return train(ctx.model, ctx.method, train_loader, evaluate, cfg, lr, ctx.device, **kw)
 
     @abstractmethod
     def write_predictions(self, path: str, predictions: dict) -> None:

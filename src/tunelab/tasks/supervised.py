@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Task
+from .base import FitSummary, Task
 
 
 @dataclass
@@ -40,6 +40,8 @@ class Prediction:
 
 class SupervisedTask(Task):
     caches_activations = False  # see the module docstring
+    resumable = True  # train.loop.train checkpoints and resumes
+    data_parallel = True  # build_data shards batches and evaluation; a family with its own batching says False
 
     def validate(self, cfg) -> None:
         """``--precision`` against ``--device`` (fp16 needs CUDA, bf16 a device that has it)."""
@@ -157,23 +159,26 @@ class SupervisedTask(Task):
 
         return train_loader, evaluate
 
-    def fit(self, ctx) -> dict:
+    def fit(self, ctx) -> FitSummary:
+        """build_data -> ``before_fit`` -> ``train_model`` -> ``after_fit`` (tasks/base.py hooks)."""
         from ..train.activation_cache import CachedLoader
-        from ..train.loop import train
 
         train_loader, evaluate = self.build_data(ctx)
         cache = train_loader.cache if isinstance(train_loader, CachedLoader) else None
-        cfg = ctx.cfg
         try:
-            summary = train(ctx.model, ctx.method, train_loader, evaluate, cfg, cfg.lr, ctx.device,
-                            on_epoch=ctx.on_epoch, head_lr=cfg.head_lr, head_names=ctx.head_names,
-                            main_metric=self.main_metric, loss_fn=self.loss)
+            before = self.before_fit(ctx, evaluate)
+            summary = self.train_model(ctx, train_loader, evaluate)
         finally:
             if cache is not None:
                 cache.close()
-        summary["record"]["activation_cache"] = (cache.record() if cache is not None else
-                                                 {"on": False, "why": "the task builds its own batches (build_data)"})
+        summary.record["activation_cache"] = (cache.record() if cache is not None else
+                                              {"on": False, "why": "the task builds its own batches (build_data)"})
+        summary.record.update(self.after_fit(ctx, summary, before) or {})
         return summary
+
+    def train_model(self, ctx, train_loader, evaluate) -> FitSummary:
+        """Training proper: the loop with the family's ``loss`` (image self-training adds rounds)."""
+        return self.train_loop(ctx, train_loader, evaluate, loss_fn=self.loss)
 
     def write_predictions(self, path: str, predictions: dict) -> None:
         with open(path, "w", encoding="utf-8") as f:

@@ -121,21 +121,14 @@ def local_device(device: torch.device) -> torch.device:
 
 
 def check_task(task) -> None:
-    """Data-parallel runs support the tasks trained by tunelab's loop with SupervisedTask's batching
-    and evaluation; the others are refused with one line (before anything is loaded)."""
-    if not is_distributed():
+    """Data-parallel runs support the tasks that say so (``Task.data_parallel``: trained by tunelab's loop
+    with SupervisedTask's batching and evaluation); the others are refused with one line (before
+    anything is loaded)."""
+    if not is_distributed() or task.data_parallel:
         return
-    from ..tasks.supervised import SupervisedTask
-
-    cls = type(task)
-    own_loop = cls.fit is SupervisedTask.fit and cls.build_data is SupervisedTask.build_data
-    if isinstance(task, SupervisedTask) and own_loop:
-        return
-    how = ("trains through TRL / the HF Trainer (align/bridge.py)" if task.family == "alignment"
-           else "builds its own batches or training loop")
     raise UserError(f"--task {task.name}: data-parallel runs (torchrun / accelerate launch) support only tasks "
-                    f"trained by tunelab's loop with SupervisedTask's batching; {task.name} ({task.family}) {how}: "
-                    f"run it in one process")
+                    f"trained by tunelab's loop with SupervisedTask's batching; {task.name} ({task.family}) "
+                    f"{task.data_parallel_why}: run it in one process")
 
 
 # ------------------------------------------------------------------ collectives (no-ops in one process)

@@ -73,11 +73,21 @@ def sync_interval(device_type: str) -> int:
 
 
 def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoch=None,
-          head_lr: float | None = None, head_names=(), main_metric: str | None = None, loss_fn=model_loss) -> dict:
+          head_lr: float | None = None, head_names=(), main_metric: str | None = None, loss_fn=model_loss,
+          extra_params=(), on_step=None, epoch_fields=None, early_stopping: bool = True):
     """Train ``model`` in place. ``evaluate(model) -> (metrics, predictions)`` runs after each epoch;
     ``on_epoch(epoch_record, predictions)`` is told each epoch's result; ``loss_fn(model, batch)``
-    gives the training loss. ``cfg.grad_accum`` batches make one optimizer step. Returns the loop
-    summary (``EpochTracker.summary()`` + ``state``).
+    gives the training loss. ``cfg.grad_accum`` batches make one optimizer step. Returns the loop's
+    ``FitSummary`` (train/tracker.py: history, best epoch, final metrics, ``state``, ``record``).
+
+    For training schemes beyond one model and its own loss (image self-training rounds):
+    ``extra_params`` (named parameters outside the model, e.g. a projection head) train with it;
+    ``on_step(state)`` runs after every optimizer step (before the method's ``on_step``: e.g. an EMA
+    teacher following the student); ``epoch_fields(epoch_index, record) -> dict`` adds or replaces
+    keys of each epoch record before it is tracked (a phase name, an epoch number that continues an
+    earlier phase); ``early_stopping=False`` ignores ``cfg.early_stopping_patience``. A loader with
+    ``epoch_lengths`` (batches of each epoch) sets the number of epochs and their lengths itself
+    (epochs of different lengths), instead of ``cfg.epochs`` x ``len(train_loader)``.
 
     ``cfg.precision`` (train/precision.py) chooses autocast for the forward passes. Host syncs:
     on CPU every step's loss and gradient norm are read at once (a sync costs nothing there); on
@@ -98,18 +108,22 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
     scaler = precision.grad_scaler()
     sync_every = sync_interval(precision.device_type)
     non_blocking = precision.device_type == "cuda"
-    named = method.optimizer_params(model)
+    named = method.optimizer_params(model) + list(extra_params)
     optimizer = build_optimizer(named, lr, cfg.weight_decay, head_lr, set(head_names), fused=cfg.fused_adamw)
     accum = cfg.grad_accum
-    steps_per_epoch = math.ceil(len(train_loader) / accum)
-    total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
+    lengths = getattr(train_loader, "epoch_lengths", None)  # epochs of their own lengths (self-training rounds)
+    if lengths:
+        n_epochs, total_steps = len(lengths), max(1, sum(math.ceil(n / accum) for n in lengths))
+    else:
+        n_epochs, steps_per_epoch = math.ceil(cfg.epochs), math.ceil(len(train_loader) / accum)
+        total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     state = TrainState(model=model, optimizer=optimizer, total_steps=total_steps)
     sync = GradSync(model, method, device)  # train/distributed.py: DDP / gradient all-reduce in data-parallel runs
     method.on_train_start(state)
     bar = tqdm(total=total_steps, desc=f"train {cfg.task}/{cfg.method}", unit="step", dynamic_ncols=True,
                mininterval=1.0, disable=not sync.main)
-    tracker = EpochTracker(main_metric, cfg.early_stopping_patience, on_epoch,
+    tracker = EpochTracker(main_metric, cfg.early_stopping_patience if early_stopping else None, on_epoch,
                            write=bar.write if sync.main else lambda _line: None)
     watch = LossWatch(cfg.divergence_factor)
     ckpt = Checkpointer(cfg, model, method, optimizer, scheduler, scaler, state, tracker, watch, train_loader)
@@ -131,7 +145,7 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
             bar.set_postfix(loss=f"{state.loss:.4f}", refresh=False)
         pending.clear()
 
-    for epoch in range(first_epoch, math.ceil(cfg.epochs)):
+    for epoch in range(first_epoch, n_epochs):
         state.epoch = epoch
         losses, micro = ckpt.begin_epoch(epoch), []  # the epoch's batch order: a function of (seed, epoch)
         sync.model.train()
@@ -177,6 +191,8 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
             micro = []
             if len(pending) >= sync_every:
                 flush(losses)
+            if on_step is not None:
+                on_step(state)
             method.on_step(state)
             if ckpt.due(state.step):  # --save-every: its time is not training time
                 flush(losses)
@@ -192,14 +208,15 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
             metrics, predictions = evaluate(model)
         rec = {"epoch": epoch + 1, "step": state.step, "train_loss": float(np.mean(losses)) if losses else None,
                "metrics": metrics, "eval_seconds": round(time.perf_counter() - t1, 3)}
+        if epoch_fields is not None:
+            rec.update(epoch_fields(epoch, rec))
         if tracker.end_epoch(rec, predictions):
             break
     bar.close()
     state.samples_seen = sync.total(state.samples_seen)  # every rank's examples
     method.on_train_end(state)
-    return {**tracker.summary(), "state": state,
-            "record": {**ckpt.record(), "training_health": watch.summary(), "precision": precision.record(),
-                       "cpu_time": {"train_cpu_seconds": round(state.train_cpu_seconds, 3),
-                                    "threads": torch.get_num_threads(),
-                                    "note": "process CPU seconds in the training epochs (all threads): unlike "
-                                            "time.train_seconds, not inflated by other load on the machine"}}}
+    return tracker.summary(state, {
+        **ckpt.record(), "training_health": watch.summary(), "precision": precision.record(),
+        "cpu_time": {"train_cpu_seconds": round(state.train_cpu_seconds, 3), "threads": torch.get_num_threads(),
+                     "note": "process CPU seconds in the training epochs (all threads): unlike "
+                             "time.train_seconds, not inflated by other load on the machine"}})

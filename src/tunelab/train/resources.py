@@ -1,7 +1,12 @@
-"""Resource meters: peak resident memory (process-wide high-water mark) and accelerator memory."""
+"""Resource meters (peak resident memory, the process-wide high-water mark, and accelerator memory) and
+the device a run asks for."""
 
 import resource
 import sys
+
+import torch
+
+from ..errors import UserError
 
 
 def peak_rss_mb() -> float:
@@ -10,8 +15,14 @@ def peak_rss_mb() -> float:
 
 
 def peak_cuda_mb() -> float | None:
-    import torch
-
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         return round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device available")
+    return torch.device(name)

@@ -1,8 +1,29 @@
 """Per-epoch bookkeeping shared by both training paths (tunelab's loop and the TRL/Trainer bridge):
 the history, the best epoch and early stopping, all in the direction of the registered main
-metric (``metrics.Metric.higher_is_better``), and the runner's ``on_epoch`` callback."""
+metric (``metrics.Metric.higher_is_better``), and the runner's ``on_epoch`` callback; and
+``FitSummary``, what a training run hands back (``Task.fit`` returns one; the runner reads it)."""
+
+from dataclasses import dataclass, field
 
 from ..metrics import lookup
+
+
+@dataclass
+class FitSummary:
+    """The result of ``Task.fit`` (and of ``train.loop.train``): the epoch history and the best epoch
+    in the main metric's direction, the final model's metrics and predictions (``final_predictions``:
+    split name -> the family's prediction object, for ``Task.write_predictions``), the loop's
+    ``TrainState`` (steps, samples, seconds) and ``record``: extra run.json keys."""
+
+    history: list
+    state: object  # train.loop.TrainState
+    best_epoch: int | None
+    best: float | None
+    main_metric: str | None
+    stopped_early: bool
+    final_metrics: dict
+    final_predictions: dict
+    record: dict = field(default_factory=dict)
 
 
 class EpochTracker:
@@ -41,7 +62,16 @@ class EpochTracker:
             self.stopped_early = True
         return self.stopped_early
 
-    def summary(self) -> dict:
-        return {"history": self.history, "best_epoch": self.best_epoch, "best": self.best,
-                "main_metric": self.main, "stopped_early": self.stopped_early,
-                "final_metrics": self.last_metrics, "final_predictions": self.last_predictions}
+    def summary(self, state=None, record: dict | None = None) -> FitSummary:
+        return FitSummary(history=self.history, state=state, best_epoch=self.best_epoch, best=self.best,
+                          main_metric=self.main, stopped_early=self.stopped_early, final_metrics=self.last_metrics,
+                          final_predictions=self.last_predictions, record=dict(record or {}))
+
+    @classmethod
+    def best_of(cls, main_metric: str | None, history: list) -> "EpochTracker":
+        """A tracker that has seen ``history`` (epoch records of several training phases) silently:
+        its ``best`` / ``best_epoch`` are those of the whole history."""
+        tracker = cls(main_metric, write=lambda _line: None)
+        for rec in history:
+            tracker.end_epoch(rec, None)
+        return tracker

@@ -1,5 +1,0 @@
-"""Alignment objectives on causal LMs (sft, reward, dpo, coh, rlhf): tokenising and truncating
-pairs (data), completion-only collators and Chain-of-Hindsight (collate), log-likelihood / reward /
-generation scoring (scoring), the held-out evaluation (evaluate), the frozen win-rate judge
-(judge), the Trainer <-> tunelab Method bridge (bridge), one training function per objective
-(objectives) and the orchestration a task's ``fit`` calls (fit)."""

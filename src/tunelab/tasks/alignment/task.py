@@ -1,0 +1,126 @@
+"""Alignment objectives on causal LMs, as tasks: ``sft``, ``sft-alpaca``, ``reward``, ``dpo``,
+``coh``, ``rlhf``. Data: hh-rlhf preference pairs (tasks/preference.py) or Alpaca instructions
+(tasks/instruction.py). Training and evaluation live in ``tunelab.align`` (the task's ``fit``);
+the runner still does config, model loading, ``method.prepare``, parameter accounting, the run
+record, timing and memory, so every adaptation method works with every objective.
+
+Metrics (run.json ``metrics``): ``pref_accuracy``, ``pref_accuracy_per_token`` (the same ranking by
+mean log-likelihood per response token), ``chosen_logppl`` (lower is better), ``win_rate`` (vs the
+base model, judged by a frozen reward model), and the base model's ``base_*`` values on the same
+held-out pairs.
+"""
+
+import copy
+import os
+
+from ...errors import UserError
+from ...metrics import Metric, register
+from .. import TASKS
+from . import options  # noqa: F401  (declares the family's options)
+from ..base import Split, Task
+from .instruction import load_instructions
+from .preference import load_pairs
+
+# CPU-friendly defaults for causal LMs (a given option always wins): small batches with gradient
+# accumulation (effective batch 8), one epoch, a bounded held-out set.
+ALIGN_DEFAULTS = {"batch_size": 2, "grad_accum": 4, "eval_batch_size": 8, "epochs": 1, "max_eval_samples": 64}
+BETA = {"dpo": 0.1, "rlhf": 0.05}  # KL strength to the reference (TRL's DPO default; RLOO's 0.05)
+
+
+class AlignmentTask(Task):
+    data_parallel_why = "trains through TRL / the HF Trainer (tasks/alignment/bridge.py)"
+    family = "alignment"
+    shared_options = ("eval_fraction",)  # common options it reads
+    head = "causal-lm"
+    num_labels = 1
+    eval_splits = ("validation",)
+    defaults = ALIGN_DEFAULTS
+
+    def __init__(self, name, objective, doc, data="hh-rlhf", head="causal-lm", lr_factor=0.2,
+                 metric_names=("pref_accuracy", "chosen_logppl", "win_rate")):
+        self.name, self.objective, self.doc, self.data = name, objective, doc, data
+        self.head, self.lr_factor, self.metric_names = head, lr_factor, metric_names
+        self.subset, self.eval_fraction = None, 0.1
+
+    def option_defaults(self, method) -> dict:
+        """The family's defaults, its learning rate for ``method`` and the objective's beta."""
+        out = {**self.defaults, "lr": self.default_lr(method)}
+        if self.objective in BETA:
+            out["beta"] = BETA[self.objective]
+        return out
+
+    def configure(self, cfg) -> "AlignmentTask":
+        """A copy configured for this run (data subset, held-out share)."""
+        t = copy.copy(self)
+        t.subset, t.eval_fraction = cfg.subset, cfg.eval_fraction
+        return t
+
+    def validate(self, cfg) -> None:
+        """Option checks that need no model (called before anything is loaded or written)."""
+        if cfg.group_by_length:
+            raise UserError(f"--group-by-length: task {self.name} trains with TRL / HF Trainer, whose batches "
+                            "tunelab does not build; drop the option")
+        if cfg.judge not in ("auto", "none") and not os.path.isdir(cfg.judge):
+            raise UserError(f"--judge {cfg.judge}: no such folder (auto, none, or a reward model / reward run folder)")
+        if cfg.reward_model is not None:
+            if self.objective != "rlhf":
+                raise UserError(f"--reward-model: only --task rlhf uses it (task {self.name}); see --judge")
+            if not os.path.isdir(cfg.reward_model):
+                raise UserError(f"--reward-model {cfg.reward_model}: no such folder (a reward model or reward run folder)")
+        elif self.objective == "rlhf" and cfg.judge == "none":
+            raise UserError("--task rlhf needs a reward model: --reward-model PATH (e.g. a reward run's folder) "
+                            "or --judge auto|PATH")
+
+    def default_lr(self, method) -> float:
+        """Anchors of our own (not the methods' classifier-tuned defaults): 1e-3 for LoRA, 5e-5 for
+        methods that update weights, the method's default for prompt / prefix tuning; x lr_factor."""
+        if method.trains == "adapters":  # method: the Method class; its traits decide
+            anchor = 1e-3
+        elif method.trains == "virtual_tokens":
+            anchor = method.default_lr
+        else:
+            anchor = 5e-5
+        return anchor * self.lr_factor
+
+    def load(self, split: str, data_dir) -> Split:
+        if self.data == "alpaca":
+            examples, files, info = load_instructions(split, data_dir, self.eval_fraction)
+        else:
+            examples, files, info = load_pairs(split, data_dir, self.subset, self.eval_fraction)
+        return Split(split, examples, files, info)
+
+    def fit(self, ctx):
+        from .fit import fit_alignment
+
+        return fit_alignment(self, ctx)
+
+    def write_predictions(self, path: str, preds: dict) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("split\tindex\tline\tchosen_score\trejected_score\tchosen_tokens\trejected_tokens\n")
+            for split, (rows, pairs) in preds.items():
+                for i, (r, p) in enumerate(zip(rows, pairs)):
+                    rej = "" if r.get("rejected_score") is None else f"{r['rejected_score']:.6g}"
+                    toks = "\t".join("" if r.get(k) is None else str(r[k]) for k in ("chosen_tokens", "rejected_tokens"))
+                    f.write(f"{split}\t{i}\t{p.line}\t{r['chosen_score']:.6g}\t{rej}\t{toks}\n")
+
+
+OBJECTIVES = [
+    AlignmentTask("sft", "sft", "supervised fine-tuning on the chosen responses (loss on response tokens only)"),
+    AlignmentTask("sft-alpaca", "sft", "supervised fine-tuning on Alpaca instructions (loss on response tokens only)",
+                  data="alpaca", metric_names=("chosen_logppl",)),
+    AlignmentTask("reward", "reward", "Bradley-Terry reward model (sequence-classification head) on pairs",
+                  head="reward", lr_factor=0.5, metric_names=("pref_accuracy",)),
+    AlignmentTask("dpo", "dpo", "direct preference optimisation (TRL DPOTrainer)", lr_factor=1.0),
+    AlignmentTask("coh", "coh", "Chain-of-Hindsight: both responses with feedback phrases, loss on responses"),
+    AlignmentTask("rlhf", "rlhf", "online RL (TRL RLOO) against a frozen reward model, KL to the reference",
+                  lr_factor=0.1),  # 1e-4 with LoRA
+]
+
+for _t in OBJECTIVES:
+    TASKS.add(_t.name, _t)
+
+register(Metric("pref_accuracy", None, True, False, "share of held-out pairs ranked chosen > rejected"))
+register(Metric("pref_accuracy_per_token", None, True, False, "the same ranking by mean log-likelihood per token"))
+register(Metric("chosen_logppl", None, False, False, "log-perplexity of the chosen responses (lower is better)"))
+register(Metric("win_rate", None, True, False, "share of prompts where the judge prefers the model to the base"))
+register(Metric("judge_accuracy", None, True, False, "the judge's held-out pair accuracy"))
