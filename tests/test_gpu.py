@@ -161,27 +161,27 @@ def _cache_pair(glue, tmp_path, precision: str):
 
 def test_activation_cache_on_cuda_equals_the_uncached_run_fp32(glue, tmp_path):
     (losses, summary, logits), (ref_losses, ref_summary, ref_logits) = _cache_pair(glue, tmp_path, "fp32")
-    rec = summary["record"]["activation_cache"]
+    rec = summary.record["activation_cache"]
     assert rec["on"] and rec["k"] == 4 and rec["self_check"]["passed"], rec
-    assert ref_summary["record"]["activation_cache"]["on"] is False
+    assert ref_summary.record["activation_cache"]["on"] is False
     assert len(losses) == len(ref_losses) == 6
     # fp32 without TF32: the only difference is the batch shape the prefix ran at (cache: eval batches
     # of 32, plain: training batches of 16), i.e. cuBLAS's choice of kernel and summation order: 1e-6
     # relative per op; 10x the CPU test's tolerances cover it after 6 steps.
     assert losses == pytest.approx(ref_losses, rel=1e-3, abs=1e-4)
     torch.testing.assert_close(logits, ref_logits, rtol=1e-3, atol=1e-4)
-    assert (summary["final_predictions"]["validation"].predictions
-            == ref_summary["final_predictions"]["validation"].predictions == logits.argmax(-1).tolist())
+    assert (summary.final_predictions["validation"].predictions
+            == ref_summary.final_predictions["validation"].predictions == logits.argmax(-1).tolist())
 
 
 def test_activation_cache_stays_on_under_bf16_autocast(glue, tmp_path):
     (losses, summary, logits), (ref_losses, _, ref_logits) = _cache_pair(glue, tmp_path, "auto")
-    rec = summary["record"]["activation_cache"]
+    rec = summary.record["activation_cache"]
     # the self-check compares the cached forward with the model's own; under bf16 the prefix computed in
     # a batch of 32 and in a batch of 8 round differently (CPU bf16: 1.4e-4 on the logits, over fp32's
     # rtol 1e-4: the cache turned itself off on every bf16 run until the check took bf16's tolerance)
     assert rec["on"] and rec["self_check"]["passed"], rec
-    assert summary["record"]["precision"]["used"] == "bf16"
+    assert summary.record["precision"]["used"] == "bf16"
     # bf16: a one-ulp difference (0.4 %) in a stored state can follow a different rounding through the
     # top layers; 6 steps keep the two runs within a few % of the loss and 5 % of the logit scale
     assert losses == pytest.approx(ref_losses, rel=0.03, abs=0.01)
