@@ -2,7 +2,7 @@
 
 A kind is registered by its task family (``tasks.PRETRAINING``: a module defining ``HELP``,
 ``add_arguments(parser)`` and ``main(namespace)``; ``mlm`` in tasks/keyphrase/mlm.py, ``dino`` in
-tasks/image/dino.py), so adding a kind is adding it to its family, with no list to edit here.
+tasks/image/pretrain.py), so adding a kind is adding it to its family, with no list to edit here.
 """
 
 from ..tasks import PRETRAINING, load_families

@@ -1,7 +1,7 @@
 """Image classification with ViTs (fashion-mnist, mnist, image-folder): the tasks (``task``),
 ImageFolder / IDX / hub readers (``data``), augmentations (``augment``), DISTL-style self-training
-(``selftrain``), DINO pretraining (``dino``: ``tunelab pretrain dino``) and the offline ``vit-tiny``
+(``selftrain``), DINO (``dino``: its parts; ``pretrain``: ``tunelab pretrain dino``) and the offline ``vit-tiny``
 model (``vit``)."""
 
 from . import vit  # noqa: F401  (the vit-tiny alias, before vit-tiny-dino)
-from . import dino, task  # noqa: F401,E402  (registers the tasks, metrics, head, alias, pretraining kind)
+from . import pretrain, task  # noqa: F401,E402  (registers the tasks, metrics, head, alias, pretraining kind)
