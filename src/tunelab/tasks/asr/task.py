@@ -322,7 +322,10 @@ class SpeechRecognitionTask(SupervisedTask):
                 out = json.load(f)
             return {**out, "cached": True}
         t0 = time.perf_counter()
-        with _base_model_context(ctx.model):
+        # the random state training starts from must not depend on whether this ran or came from the cache
+        # (each eval DataLoader draws its base seed from torch's global generator): fork and restore it
+        cuda = [ctx.device.index or 0] if ctx.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda), _base_model_context(ctx.model):
             metrics, preds = evaluate(ctx.model)
         out = {"metrics": metrics, "hypotheses": {name: p.predictions for name, p in preds.items()},
                "seconds": round(time.perf_counter() - t0, 3)}
