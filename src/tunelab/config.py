@@ -272,6 +272,9 @@ class CommonOptions:
     precision: str = opt("auto", "arithmetic of the training loop: auto (bf16 autocast + TF32 on a CUDA GPU with bf16, "
                                  "fp32 on CPU) | fp32 | bf16 | fp16 (CUDA, with a gradient scaler); weights stay fp32",
                          choices=("auto", "fp32", "bf16", "fp16"))
+    gradient_checkpointing: bool = opt(False, "recompute the layers' activations in the backward pass instead of keeping "
+                                              "them (less memory, ~30% more compute; HF's option, non-reentrant): "
+                                              "models that support it (train/grad_checkpointing.py)")
     activation_cache: bool = opt(True, "compute the frozen embeddings + bottom layers once per example (in eval mode: no "
                                        "dropout there) when they never train (selective / LoRA on top layers, head "
                                        "only); --no-activation-cache to run them every step")

@@ -21,6 +21,7 @@ from .results.record import check_output_dir, versions, write_json_atomic
 from .tasks import get_task
 from .tasks.base import FitContext
 from .train import distributed
+from .train.grad_checkpointing import apply_gradient_checkpointing
 from .train.loop import seed_everything
 from .train.resources import peak_cuda_mb, peak_rss_mb, resolve_device
 
@@ -62,6 +63,7 @@ def run(cfg: RunConfig) -> dict:
     model, processor, layout, source = task.load_model(cfg.model, allow_pickle=cfg.allow_pickle)
     ctx = PrepareContext(cfg=cfg, layout=layout, peft_task_type=HEADS.get(task.head).peft_task_type,
                          model_type=model.config.model_type)
+    grad_ckpt = apply_gradient_checkpointing(model, cfg)  # --gradient-checkpointing, before a PEFT wrapper
     model = method.prepare(model, ctx).to(device)
     params = count_params(model, layout)
     head_names = tuple(n for n, _ in model.named_parameters() if layout.classify(n) == "head")
@@ -85,6 +87,7 @@ def run(cfg: RunConfig) -> dict:
         "method_details": method.describe(),
         "config": {**cfg.as_dict(), "device": str(device)},
         "config_sources": dict(cfg.sources),
+        "gradient_checkpointing": grad_ckpt,
         "data": {**train_split.files, **{k: v for s in eval_splits for k, v in s.files.items()}},
         "data_sizes": {"train": len(train_examples), **{s.name: len(s.examples) for s in eval_splits}},
         "data_notes": {s.name: s.info for s in [train_split, *eval_splits] if s.info},

@@ -60,6 +60,9 @@ class AlignmentTask(Task):
         if cfg.group_by_length:
             raise UserError(f"--group-by-length: task {self.name} trains with TRL / HF Trainer, whose batches "
                             "tunelab does not build; drop the option")
+        if cfg.gradient_checkpointing:
+            raise UserError(f"--gradient-checkpointing: not for task {self.name} yet (TRL / HF Trainer switch its "
+                            "checkpointing per objective, e.g. for DPO's reference pass); only loop-trained tasks")
         if cfg.judge not in ("auto", "none") and not os.path.isdir(cfg.judge):
             raise UserError(f"--judge {cfg.judge}: no such folder (auto, none, or a reward model / reward run folder)")
         if cfg.reward_model is not None:
