@@ -258,8 +258,10 @@ def shard_train_loader(loader, n: int, batch_size: int):
 
         tqdm.write(f"data-parallel: the last global batch of each epoch has {sampler.dropped_per_epoch} example(s), "
                    f"fewer than the {world_size()} processes: it is skipped")
+    # the loader's own generator too: iterating a DataLoader draws its base seed from it before the
+    # sampler draws the order (shuffle=True, generator=g), so the shards see the 1-process order
     return torch.utils.data.DataLoader(loader.dataset, batch_sampler=sampler, collate_fn=loader.collate_fn,
-                                       pin_memory=loader.pin_memory)
+                                       pin_memory=loader.pin_memory, generator=loader.generator)
 
 
 def shard(rows: list) -> list:
