@@ -92,3 +92,40 @@ def test_keyphrase_two_processes_match_one(tmp_path, kp_root):
         assert abs(r1["metrics"][k] - r2["metrics"][k]) <= 0.03, k
     ids = [[ln.split("\t")[:2] for ln in (d / "predictions.tsv").read_text().splitlines()] for d in (one, two)]
     assert ids[0] == ids[1] and len(ids[1]) == 1 + 16 + 16
+
+
+@pytest.mark.slow
+def test_asr_two_processes_match_one(tmp_path, shared_data, monkeypatch):
+    """speech-accents, whisper-tiny + LoRA, 8 clips = one global batch of 8 (4 per rank), 3 utterances per
+    eval split, each run with its own empty base-eval cache (the base scoring in before_fit runs sharded
+    and gathered; rank 0 decides the cache hit and alone writes the cache file). The base model's metrics
+    are a pure function of weights and greedy generate: equal exactly (measured: equal). After the step
+    the runs differ by LoRA's dropout masks (per rank) and by the token-mean loss weighed per clip
+    (measured: train loss 1.1314 vs 1.1350; cer 0.6321 both, test_cer 0.1338 vs 0.1761 on 3 utterances,
+    real_cer 0.0838 both). Tolerance: 0.02 on the loss, 0.1 on the CERs (3 short utterances: a few
+    characters)."""
+    import os
+
+    user = os.environ.get("TUNELAB_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tunelab")
+    args = ["run", "--task", "speech-accents", "--method", "lora", "--model", "whisper-tiny", "--data-dir",
+            str(shared_data / "speech"), "--max-train-samples", "8", "--max-eval-samples", "3", "--epochs", "1",
+            "--batch-size", "8", "--eval-batch-size", "12", "--threads", "1", "--seed", "0"]
+    recs = []
+    for name, run in (("one", lambda a: main(a) == 0), ("two", lambda a: torchrun(a).returncode == 0)):
+        cache = tmp_path / f"cache-{name}"
+        cache.mkdir()
+        if os.path.isdir(os.path.join(user, "whisper")):
+            (cache / "whisper").symlink_to(os.path.join(user, "whisper"))
+        monkeypatch.setenv("TUNELAB_CACHE", str(cache))
+        assert run(args + ["--output-dir", str(tmp_path / name)])
+        recs.append(record(tmp_path / name))
+    r1, r2 = recs
+    assert r2["status"] == "completed" and r2["distributed"]["world_size"] == 2
+    assert r1["asr"]["base_eval_cached"] is False and r2["asr"]["base_eval_cached"] is False
+    assert r2["time"]["steps"] == r1["time"]["steps"] == 1
+    assert {k: v for k, v in r1["metrics"].items() if k.startswith("base_")} == \
+        {k: v for k, v in r2["metrics"].items() if k.startswith("base_")}
+    assert abs(r1["history"][0]["train_loss"] - r2["history"][0]["train_loss"]) < 0.02
+    for k in ("cer", "test_cer", "real_cer"):
+        assert abs(r1["metrics"][k] - r2["metrics"][k]) <= 0.1, k
+    assert (tmp_path / "two" / "predictions.tsv").read_text().count("\n") == 1 + 3 * 3
