@@ -280,6 +280,31 @@ def gather_shards(values: list) -> list:
     return out
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        parts = [torch.empty_like(x) for _ in range(world_size())]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rank = rank()
+        return torch.stack(parts)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous()
+        dist.all_reduce(grad)  # every rank's loss reaches this rank's rows (gloo has no reduce_scatter)
+        return grad[ctx.rank]
+
+
+def all_gather_with_grad(x):
+    """[W, *x.shape]: every rank's ``x`` (same shape on every rank), differentiable: the gradient that
+    reaches this rank's ``x`` is the sum over the ranks' losses. With ``GradSync`` (each rank's loss
+    weighed by its share, gradients averaged) a loss computed identically on every rank from the gathered
+    rows gets exactly its 1-process gradient (docrep's in-batch negatives over the global batch)."""
+    if not is_distributed():
+        return x.unsqueeze(0)
+    return _GatherWithGrad.apply(x)
+
+
 # ------------------------------------------------------------------ training
 class GradSync:
     """How the training loop's gradients become the global batch's on every rank (module doc).
