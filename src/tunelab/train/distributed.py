@@ -258,8 +258,10 @@ def shard_train_loader(loader, n: int, batch_size: int):
 
         tqdm.write(f"data-parallel: the last global batch of each epoch has {sampler.dropped_per_epoch} example(s), "
                    f"fewer than the {world_size()} processes: it is skipped")
+    # the loader's own generator too: iterating a DataLoader draws its base seed from it before the
+    # sampler draws the order (shuffle=True, generator=g), so the shards see the 1-process order
     return torch.utils.data.DataLoader(loader.dataset, batch_sampler=sampler, collate_fn=loader.collate_fn,
-                                       pin_memory=loader.pin_memory)
+                                       pin_memory=loader.pin_memory, generator=loader.generator)
 
 
 def shard(rows: list) -> list:
@@ -276,6 +278,31 @@ def gather_shards(values: list) -> list:
     for r, part in enumerate(parts):
         out[r::len(parts)] = part
     return out
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        parts = [torch.empty_like(x) for _ in range(world_size())]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rank = rank()
+        return torch.stack(parts)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous()
+        dist.all_reduce(grad)  # every rank's loss reaches this rank's rows (gloo has no reduce_scatter)
+        return grad[ctx.rank]
+
+
+def all_gather_with_grad(x):
+    """[W, *x.shape]: every rank's ``x`` (same shape on every rank), differentiable: the gradient that
+    reaches this rank's ``x`` is the sum over the ranks' losses. With ``GradSync`` (each rank's loss
+    weighed by its share, gradients averaged) a loss computed identically on every rank from the gathered
+    rows gets exactly its 1-process gradient (docrep's in-batch negatives over the global batch)."""
+    if not is_distributed():
+        return x.unsqueeze(0)
+    return _GatherWithGrad.apply(x)
 
 
 # ------------------------------------------------------------------ training

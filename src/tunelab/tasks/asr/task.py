@@ -148,7 +148,7 @@ def audiofolder_split(folder: str, name: str, text_column: str = "transcription"
 
 
 class SpeechRecognitionTask(SupervisedTask):
-    data_parallel = False  # builds its own batches or training loop (train/distributed.py refuses it)
+    data_parallel = True  # SupervisedTask.build_data shards batches and the generate-based evaluation
     family = "asr"
     head = "speech-seq2seq"
     num_labels = 0  # a generative head: no classes
@@ -257,6 +257,13 @@ class SpeechRecognitionTask(SupervisedTask):
         raise NotImplementedError
 
     def loss(self, model, batch):
+        from torch.nn.parallel import DistributedDataParallel
+
+        if isinstance(model, DistributedDataParallel):  # data-parallel: the forward must go through the wrapper
+            inner = model.module
+            if _core(inner) is not inner:  # PEFT: the wrapper calls the base model (it holds the LoRA layers)
+                inner.forward = _core(inner).forward
+            return model(**batch).loss
         return _core(model)(**batch).loss
 
     @torch.no_grad()
@@ -308,6 +315,7 @@ class SpeechRecognitionTask(SupervisedTask):
         cached under $TUNELAB_CACHE/base-eval/: a pure function of weights, audio, transcripts and decoding."""
         from ...cache import cache_dir
         from ...results.record import write_json_atomic
+        from ...train import distributed
         import transformers
 
         key_src = {"v": BASE_EVAL_VERSION, "task": "asr", "model": model_fingerprint(ctx.model_source),
@@ -317,7 +325,8 @@ class SpeechRecognitionTask(SupervisedTask):
                    "normaliser": NORMALISER, "device": ctx.device.type, "transformers": transformers.__version__}
         key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:20]
         path = cache_dir("base-eval", "asr-" + key + ".json")
-        if os.path.isfile(path):
+        # data-parallel: rank 0 decides (evaluate is collective, every rank must take the same branch)
+        if distributed.broadcast_object(os.path.isfile(path)):
             with open(path, encoding="utf-8") as f:
                 out = json.load(f)
             return {**out, "cached": True}
@@ -329,8 +338,10 @@ class SpeechRecognitionTask(SupervisedTask):
             metrics, preds = evaluate(ctx.model)
         out = {"metrics": metrics, "hypotheses": {name: p.predictions for name, p in preds.items()},
                "seconds": round(time.perf_counter() - t0, 3)}
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_json_atomic(path, out)
+        if distributed.is_main():  # every rank holds the same gathered result; one writes it
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            write_json_atomic(path, out)
+        distributed.barrier()
         return {**out, "cached": False}
 
     def write_predictions(self, path: str, predictions: dict) -> None:

@@ -64,10 +64,24 @@ def info_nce(a, b, temperature: float = TEMPERATURE):
 def contrastive_loss(model, batch, temperature: float = TEMPERATURE, pooling: str = "mean"):
     """(model, batch from :func:`pair_batches`) -> scalar loss. One forward over both views (rows
     0..B-1 are the first views, B..2B-1 the second); dropout draws independent masks per row, which is
-    what makes two copies of one chunk two different views."""
+    what makes two copies of one chunk two different views. Data-parallel (``ShardedPairs``): the
+    ranks' vectors are all-gathered (differentiably) and every rank computes the InfoNCE of the whole
+    global batch, so the negatives are the global batch's as in one process (row order differs:
+    InfoNCE does not depend on it)."""
+    from ...train import distributed
+
     z = encode(model, batch["input_ids"], batch["attention_mask"], pooling)
     b = len(z) // 2
-    return info_nce(z[:b], z[b:], temperature)
+    if "global_docs" not in batch:
+        return info_nce(z[:b], z[b:], temperature)
+    n, w = int(batch["global_docs"]), distributed.world_size()
+    share = -(-n // w)  # ranks hold ceil / floor of n / W documents: pad to the larger, drop the padding
+    pad = z.new_zeros(share - b, z.shape[1])
+    both = distributed.all_gather_with_grad(torch.cat([z[:b], pad, z[b:], pad]))  # [W, 2 * share, H]
+    sizes = [len(range(r, n, w)) for r in range(w)]
+    a = torch.cat([both[r, :k] for r, k in enumerate(sizes)])
+    p = torch.cat([both[r, share:share + k] for r, k in enumerate(sizes)])
+    return info_nce(a, p, temperature)
 
 
 def pick_pair(n_chunks: int, objective: str, generator) -> tuple:
@@ -132,3 +146,32 @@ def pairing_stats(docs_chunks, objective: str = "declutr") -> dict:
     multi = sum(len(c) >= 2 for c in docs_chunks) if objective == "declutr" else 0
     return {"objective": objective, "documents": len(docs_chunks), "two_chunk_pairs": multi,
             "dropout_pairs": len(docs_chunks) - multi}
+
+
+class ShardedPairs:
+    """Data-parallel: this rank's documents r, r+W, ... of every global batch of ``loader`` (a
+    ``PairLoader``: every rank draws the same seeded batches), with ``global_docs`` (the global batch's
+    size) for :func:`contrastive_loss`'s gather. A global batch with fewer documents than ranks is
+    skipped (only a short last one can be). ``generator`` is the loader's (the loop reseeds it per epoch)."""
+
+    def __init__(self, loader, rank: int, world: int):
+        self.loader, self.rank, self.world = loader, rank, world
+        self.generator = loader.generator
+
+    def __len__(self):
+        n, bs = len(self.loader.docs_chunks), self.loader.batch_size
+        last = n % bs
+        return len(self.loader) - (1 if 2 <= last < self.world else 0)
+
+    def __iter__(self):
+        for batch in self.loader:
+            n = len(batch["doc_index"])
+            if n < self.world:
+                continue
+            keep = list(range(self.rank, n, self.world))
+            rows = keep + [n + i for i in keep]
+            mask = batch["attention_mask"][rows]
+            width = int(mask.sum(1).max())
+            yield {"doc_index": batch["doc_index"][keep], "input_ids": batch["input_ids"][rows, :width],
+                   "attention_mask": mask[:, :width], "chunk_index": batch["chunk_index"][keep],
+                   "global_docs": torch.tensor(n)}

@@ -78,7 +78,7 @@ class DocPredictions:
 
 
 class DocrepTask(Task):
-    data_parallel = False  # builds its own batches or training loop (train/distributed.py refuses it)
+    data_parallel = True  # ShardedPairs + all-gathered InfoNCE; embeddings for evaluation sharded and gathered
     resumable = True  # trained by train.loop.train, which checkpoints
     shared_options = ("dataset", "dataset_config", "text_column")  # common options it reads
     family = "docrep"
@@ -193,7 +193,8 @@ class DocrepTask(Task):
             return self._fit_baseline(ctx, length, chunked, record)
         record["docrep"].update(chunked)
 
-        from .objective import PairLoader, contrastive_loss, pairing_stats
+        from .objective import PairLoader, ShardedPairs, contrastive_loss, pairing_stats
+        from ...train import distributed
 
         if len(ctx.train_examples) < 2:
             raise UserError(f"task {self.name}: contrastive training needs >= 2 train documents, got "
@@ -205,6 +206,8 @@ class DocrepTask(Task):
         train_chunks = [chunks[e.line] for e in ctx.train_examples]  # texts only: no label reaches training
         loader = PairLoader(train_chunks, cfg.batch_size, torch.Generator().manual_seed(cfg.seed),
                             cfg.docrep_objective, pad)
+        if distributed.is_distributed():  # each rank its share of every global batch; negatives: the global batch's
+            loader = ShardedPairs(loader, distributed.rank(), distributed.world_size())
         record["docrep"].update({
             "objective": cfg.docrep_objective, "temperature": cfg.docrep_temperature,
             "training_docs": len(train_chunks), "pairing": pairing_stats(train_chunks, cfg.docrep_objective),
@@ -212,9 +215,10 @@ class DocrepTask(Task):
             "eval_chunks": sum(len(chunks[e.line]) for e in [*clf_train, *test]),
             "word_pieces_per_doc": float(np.mean([sum(len(c) - n_special for c in chunks[n]) for n in lines]))})
 
-        def vectors(model):
-            return tuple(document_vectors(model, [chunks[e.line] for e in docs], cfg.eval_batch_size, pad,
-                                          cfg.docrep_pooling) for docs in (clf_train, test))
+        def vectors(model):  # data-parallel: each rank embeds documents r, r+W, ...; all gathered in order
+            return tuple(np.stack(distributed.gather_shards(list(document_vectors(
+                model, distributed.shard([chunks[e.line] for e in docs]), cfg.eval_batch_size, pad,
+                cfg.docrep_pooling)))) for docs in (clf_train, test))
 
         def loss_fn(model, batch):
             return contrastive_loss(model, batch, cfg.docrep_temperature, cfg.docrep_pooling)

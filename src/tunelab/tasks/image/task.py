@@ -116,7 +116,7 @@ def confusion(predictions, references, classes) -> dict:
 # ------------------------------------------------------------------ the family
 
 class ImageTask(SupervisedTask):
-    data_parallel = False  # builds its own batches or training loop (train/distributed.py refuses it)
+    data_parallel = True  # train batches sharded per global batch, evaluation sharded and gathered (not --semi-supervised)
     family = "image"
     shared_options = ("eval_fraction",)  # common options it reads
     head = "image-classification"
@@ -152,6 +152,11 @@ class ImageTask(SupervisedTask):
             raise UserError(f"--group-by-length: images have no length (task {self.name}); drop the option")
         if cfg.labelled_per_class and cfg.max_train_samples:
             raise UserError("--max-train-samples and --labelled-per-class both choose the training images; give one")
+        from ...train import distributed
+
+        if cfg.semi_supervised and distributed.is_distributed():
+            raise UserError("--semi-supervised: the self-training rounds do not run data-parallel yet (the projection "
+                            "head and DINO centre are outside DistributedDataParallel): run it in one process")
         if cfg.semi_supervised and cfg.save_every:
             raise UserError("--save-every: the self-training rounds of --semi-supervised are not checkpointed; drop one")
         if cfg.semi_supervised and not cfg.labelled_per_class:
@@ -238,12 +243,16 @@ class ImageTask(SupervisedTask):
 
     def evaluator(self, ctx, splits: list, first_index: int = 0):
         """evaluate(model) -> (metrics, {split: Prediction}) over ``splits``."""
-        loaders = [(s, self.loader(s.examples, ctx.processor, ctx.cfg.eval_batch_size)) for s in splits]
+        from ...train import distributed
+
+        loaders = [(s, self.loader(distributed.shard(s.examples), ctx.processor, ctx.cfg.eval_batch_size))
+                   for s in splits]  # data-parallel: rank r predicts images r, r+W, ...
 
         def evaluate(model):
             metrics, preds = {}, {}
             for i, (split, loader) in enumerate(loaders, start=first_index):
                 p, r = self.predict(model, loader, ctx.device)
+                p, r = distributed.gather_shards(p), distributed.gather_shards(r)  # every rank, all images, in order
                 prefix = self.split_prefix(i, split)
                 metrics.update({prefix + k: v for k, v in self.metrics(p, r).items()})
                 preds[split.name] = Prediction(p, r, split.examples)
@@ -254,8 +263,12 @@ class ImageTask(SupervisedTask):
     def build_data(self, ctx):
         """Plain seeded batches of the (labelled) train images; every epoch evaluates the first eval
         split (validation), ``after_fit`` the rest (test) once."""
+        from ...train import distributed
+
         cfg = ctx.cfg
-        return (self.loader(ctx.train_examples, ctx.processor, cfg.batch_size, True, cfg.seed),
+        loader = self.loader(ctx.train_examples, ctx.processor, cfg.batch_size, True, cfg.seed)
+        # data-parallel: every rank draws the same seeded global batches and takes its share of each
+        return (distributed.shard_train_loader(loader, len(ctx.train_examples), cfg.batch_size),
                 self.evaluator(ctx, ctx.eval_splits[:1]))
 
     def before_fit(self, ctx, evaluate):

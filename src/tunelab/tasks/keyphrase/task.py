@@ -94,7 +94,7 @@ def token_logits(model, batch):
 
 
 class KeyphraseTask(SupervisedTask):
-    data_parallel = False  # builds its own batches or training loop (train/distributed.py refuses it)
+    data_parallel = True  # train windows sharded per global batch; evaluation sharded by whole document, gathered
     family = "keyphrase"
     shared_options = ("max_seq_length",)  # common options it reads (the sliding window's size)
     head = "token-classification"
@@ -254,6 +254,7 @@ class KeyphraseTask(SupervisedTask):
         return KeyphrasePrediction(preds, [list(d.keys) for d in docs], list(docs), scores)
 
     def build_data(self, ctx):
+        from ...train import distributed
         from ...train.batching import LengthGroupedBatches
 
         cfg, tok = ctx.cfg, ctx.tokenizer
@@ -271,6 +272,7 @@ class KeyphraseTask(SupervisedTask):
         else:
             train_loader = torch.utils.data.DataLoader(train_rows, batch_size=cfg.batch_size, shuffle=True,
                                                        generator=gen, collate_fn=collate)
+        train_loader = distributed.shard_train_loader(train_loader, len(train_rows), cfg.batch_size)
         evals = []
         for s in ctx.eval_splits:
             wins = [encode_windows(d.words, None, tok, window, cfg.doc_stride) for d in s.examples]
@@ -287,7 +289,13 @@ class KeyphraseTask(SupervisedTask):
         def evaluate(model):
             metrics, preds = {}, {}
             for i, (split, wins) in enumerate(evals):
-                pr = self.predict_docs(model, split.examples, wins, collate, cfg.eval_batch_size, ctx.device)
+                # data-parallel: each rank decodes whole documents (rows r, r+W, ...: a document's windows
+                # stay together, the metric is per document), then every rank gathers them in order
+                pr = self.predict_docs(model, distributed.shard(split.examples), distributed.shard(wins), collate,
+                                       cfg.eval_batch_size, ctx.device)
+                if distributed.is_distributed():
+                    pr = KeyphrasePrediction(distributed.gather_shards(pr.predictions), [list(d.keys) for d in
+                                             split.examples], list(split.examples), distributed.gather_shards(pr.scores))
                 prefix = self.split_prefix(i, split)
                 metrics.update({prefix + k: v for k, v in self.metrics(pr.predictions, pr.references).items()})
                 preds[split.name] = pr
