@@ -4,7 +4,6 @@ machine: image ~16 s, docrep ~20 s, the --semi-supervised refusal ~10 s; keyphra
 (slow)."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,17 @@ def record(out: Path) -> dict:
     return json.loads((out / "run.json").read_text())
 
 
+def one_and_two_processes(args: list, tmp_path: Path) -> tuple:
+    """The same `tunelab run` in one process and under torchrun with 2: (folders, records)."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(args + ["--output-dir", str(one)]) == 0
+    p = torchrun(args + ["--output-dir", str(two)])
+    assert p.returncode == 0, p.stderr[-3000:]
+    r1, r2 = record(one), record(two)
+    assert r2["status"] == "completed" and r2["distributed"]["world_size"] == 2
+    return one, two, r1, r2
+
+
 def test_image_two_processes_match_one(tmp_path, shared_data):
     """fashion-mnist, 40 labelled images, global batch 8, --augment none (augmentation draws come from each
     rank's torch RNG, so with it on the ranks' views differ from the 1-process run's, like GLUE's dropout;
@@ -27,12 +37,7 @@ def test_image_two_processes_match_one(tmp_path, shared_data):
     args = ["run", "--task", "fashion-mnist", "--model", "vit-tiny", "--method", "full", "--data-dir",
             str(shared_data / "images"), "--labelled-per-class", "4", "--max-eval-samples", "40", "--epochs", "2",
             "--batch-size", "8", "--threads", "1", "--seed", "0", "--augment", "none", "--lr", "1e-3"]
-    one, two = tmp_path / "one", tmp_path / "two"
-    assert main(args + ["--output-dir", str(one)]) == 0
-    p = torchrun(args + ["--output-dir", str(two)])
-    assert p.returncode == 0, p.stderr[-3000:]
-    r1, r2 = record(one), record(two)
-    assert r2["status"] == "completed" and r2["distributed"]["world_size"] == 2
+    one, two, r1, r2 = one_and_two_processes(args, tmp_path)
     assert r2["time"]["steps"] == r1["time"]["steps"] == 10
     for a, b in zip(r1["history"], r2["history"]):
         assert abs(a["train_loss"] - b["train_loss"]) < 1e-4
@@ -80,12 +85,7 @@ def test_keyphrase_two_processes_match_one(tmp_path, kp_root):
     args = ["run", "--task", "inspec", "--method", "full", "--model", str(model), "--data-dir", str(kp_root),
             "--max-train-samples", "32", "--max-eval-samples", "16", "--epochs", "2", "--lr", "3e-4",
             "--batch-size", "8", "--max-seq-length", "128", "--doc-stride", "32", "--threads", "1", "--seed", "0"]
-    one, two = tmp_path / "one", tmp_path / "two"
-    assert main(args + ["--output-dir", str(one)]) == 0
-    p = torchrun(args + ["--output-dir", str(two)])
-    assert p.returncode == 0, p.stderr[-3000:]
-    r1, r2 = record(one), record(two)
-    assert r2["status"] == "completed" and r2["distributed"]["world_size"] == 2
+    one, two, r1, r2 = one_and_two_processes(args, tmp_path)
     assert r2["time"]["steps"] == r1["time"]["steps"]
     for a, b in zip(r1["history"], r2["history"]):
         assert abs(a["train_loss"] - b["train_loss"]) < 0.01
@@ -146,12 +146,7 @@ def test_docrep_two_processes_match_one(tmp_path, bbc_dir):
     args = ["run", "--task", "bbc-docrep", "--method", "full", "--model", str(model), "--data-dir", bbc_dir,
             "--docrep-max-docs", "40", "--docrep-chunk-length", "32", "--max-train-samples", "19",
             "--batch-size", "8", "--epochs", "1", "--threads", "1", "--seed", "0"]
-    one, two = tmp_path / "one", tmp_path / "two"
-    assert main(args + ["--output-dir", str(one)]) == 0
-    p = torchrun(args + ["--output-dir", str(two)])
-    assert p.returncode == 0, p.stderr[-3000:]
-    r1, r2 = record(one), record(two)
-    assert r2["status"] == "completed" and r2["distributed"]["world_size"] == 2
+    one, two, r1, r2 = one_and_two_processes(args, tmp_path)
     assert r2["time"]["steps"] == r1["time"]["steps"] == 3 and r2["time"]["samples_seen"] == 19
     assert abs(r1["history"][0]["train_loss"] - r2["history"][0]["train_loss"]) < 1e-4
     for k in ("accuracy", "knn_accuracy", "macro_f1"):
