@@ -21,6 +21,7 @@ every rank. A rank whose grace timer expires first stops at once, and the launch
 """
 
 import contextlib
+import os
 import signal
 import threading
 import time
@@ -49,7 +50,8 @@ class Preempted(KeyboardInterrupt):
 
 
 class _State:
-    installed = False
+    installed = False  # by this process (a forked compare child installs its own)
+    pid = None
     defer = False  # inside the loop's batches: a first signal waits for the step boundary
     requested: int | None = None  # the signal received and not yet acted on
     grace_s = GRACE_S
@@ -84,12 +86,13 @@ def _on_alarm(_signum, _frame):
 def handle_signals(grace_s: float = GRACE_S):
     """SIGTERM / SIGINT stop the run as described above, for the duration of the block (main thread
     only; elsewhere, e.g. a run inside a thread, nothing changes)."""
-    if threading.current_thread() is not threading.main_thread() or _state.installed:
+    if threading.current_thread() is not threading.main_thread() or (_state.installed and _state.pid == os.getpid()):
         yield
         return
     sigs = (signal.SIGTERM, signal.SIGINT, signal.SIGALRM)
     old = {s: signal.getsignal(s) for s in sigs}
-    _state.installed, _state.defer, _state.requested, _state.grace_s = True, False, None, grace_s
+    _state.installed, _state.pid, _state.defer, _state.requested, _state.grace_s = (
+        True, os.getpid(), False, None, grace_s)
     try:
         signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGINT, _on_signal)
