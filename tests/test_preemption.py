@@ -137,3 +137,97 @@ def test_a_step_that_outlasts_the_grace_period_is_stopped_at_once():
                 time.sleep(5)  # "a step" that does not end
     assert 0.2 < time.time() - t0 < 3 and not e.value.at_boundary
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handlers are restored
+
+
+@pytest.mark.slow
+def test_data_parallel_ranks_stop_at_the_same_step_when_one_is_told(glue_data_dir, tmp_path):
+    """torchrun, 2 processes on CPU (gloo): SIGTERM to rank 1 alone (it does not write the output):
+    the ranks agree at the step boundary (all-reduced flag), rank 0 writes the checkpoint and
+    run.json "interrupted"; `torchrun … run --resume` completes it."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.exists():
+        pytest.fail(f"{torchrun} not found (torch's launcher, installed with torch)")
+    out = tmp_path / "ddp"
+    e = {**env(), "OMP_NUM_THREADS": "1"}
+    launch = [str(torchrun), "--nproc_per_node", "2", "--standalone", "-m", "tunelab"]
+    args = ["run", "--task", "sst2", "--method", "full", "--model", "minilm", "--data-dir", glue_data_dir,
+            "--output-dir", str(out), "--max-train-samples", "64", "--max-eval-samples", "32", "--batch-size", "16",
+            "--epochs", "3", "--seed", "3", "--threads", "1", "--save-every", "2"]
+    p = subprocess.Popen([*launch, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=e)
+    meta, deadline, told = out / "checkpoint" / "checkpoint.json", time.time() + 200, None
+    try:
+        while p.poll() is None and time.time() < deadline and told is None:
+            if meta.is_file():
+                for k in subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split():
+                    environ = Path(f"/proc/{k}/environ").read_bytes().split(b"\0")
+                    if b"RANK=1" in environ:
+                        os.kill(int(k), signal.SIGTERM)
+                        told = k
+            time.sleep(0.02)
+        _, err = p.communicate(timeout=max(1.0, deadline - time.time()))
+    except subprocess.TimeoutExpired:
+        for k in subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split():
+            os.kill(int(k), signal.SIGKILL)
+        p.kill()
+        _, err = p.communicate()
+    assert told, f"the run ended (rc {p.returncode}) before its first checkpoint: {err[-1500:]}"
+    assert p.returncode != 0
+    rec = load(out)
+    assert rec["status"] == "interrupted", err[-3000:]
+    info = rec["interrupted"]
+    assert info["at_step_boundary"] and info["checkpoint_written"] and info["step"] < 12
+    assert read_meta(find_checkpoint(str(out)))["step"] == info["step"]
+    r = subprocess.run([*launch, "run", "--resume", str(out), "--threads", "1"], capture_output=True, text=True,
+                       env=e, timeout=200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    done = load(out)
+    assert done["status"] == "completed" and done["time"]["steps"] == 12
+    assert done["resumed"][0]["from_step"] == info["step"]
+
+
+STUDY = """\
+name: preempt-study
+tasks: [sst2]
+methods: [full]
+seeds: [3]
+max_train_samples: 32
+max_eval_samples: 16
+max_seq_length: 64
+batch_size: 8
+epochs: 3
+save_every: 2
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_compare_interrupts_its_run_and_the_next_compare_resumes_it(glue_data_dir, tmp_path):
+    """A scheduler SIGTERMs the compare alone: the compare passes it on to its run (which stops at a
+    step boundary with a checkpoint, "interrupted") and exits 143; the same command again resumes the cell."""
+    study, out = tmp_path / "study.yaml", tmp_path / "cmp"
+    study.write_text(STUDY)
+    cmd = [sys.executable, "-m", "tunelab.cli", "compare", str(study), "--output-dir", str(out), "--data-dir",
+           glue_data_dir, "--threads", "1", "--no-report"]
+    cell = out / "runs" / "sst2--full--minilm--s3"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env())
+    deadline, sent = time.time() + DEADLINE_S, False
+    try:
+        while proc.poll() is None and time.time() < deadline:
+            if (cell / "checkpoint" / "checkpoint.json").is_file():
+                proc.send_signal(signal.SIGTERM)
+                sent = True
+                break
+            time.sleep(0.02)
+        _, err = proc.communicate(timeout=max(1.0, deadline - time.time()))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    assert sent, err[-1500:]
+    assert proc.returncode == 143, err[-2000:]
+    rec = load(cell)
+    assert rec["status"] == "interrupted" and rec["interrupted"]["checkpoint_written"], err[-2000:]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=DEADLINE_S)
+    assert r.returncode == 0, r.stderr[-2000:]
+    first = (out / "logs" / "sst2--full--minilm--s3.log").read_text().splitlines()[0]
+    assert first.startswith("$ tunelab run") and "--resume" in first
+    done = load(cell)
+    assert done["status"] == "completed" and done["resumed"][0]["from_step"] == rec["interrupted"]["step"]
