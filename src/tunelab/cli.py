@@ -122,10 +122,12 @@ def main(argv=None) -> int:
         if ns.command == "run":
             from .runner import run
             from .train import distributed
+            from .train.preempt import handle_signals
 
-            cfg = config_from_args(ns)
-            with distributed.process_group(cfg.device):  # torchrun / accelerate launch: one rank of a data-parallel run
-                rec = run(cfg)
+            with handle_signals():  # SIGTERM / SIGINT: stop at a step boundary, record "interrupted" (train/preempt.py)
+                cfg = config_from_args(ns)
+                with distributed.process_group(cfg.device):  # torchrun / accelerate launch: one rank of a data-parallel run
+                    rec = run(cfg)
             if distributed.launcher_rank() != 0:
                 return 0
             health = rec.get("training_health") or {}
@@ -148,9 +150,13 @@ def main(argv=None) -> int:
         if int(os.environ.get("RANK", "0")) == 0:  # data-parallel: every rank raises the same line; rank 0 prints it
             _error_line(f"tunelab: error: {e}")
         return 2
-    except KeyboardInterrupt:
-        print("tunelab: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (train/preempt.py): 128 + the signal
+        code = getattr(e, "exit_code", 130)
+        step = getattr(e, "step", None)
+        where = (f" at step {step}" + ("; checkpoint written: continue with tunelab run --resume"
+                                       if getattr(e, "checkpoint", False) else "")) if step is not None else ""
+        print(f"tunelab: interrupted ({getattr(e, 'signal_name', 'SIGINT')}){where}", file=sys.stderr)
+        return code
     except RunFailed as e:  # diverged / could not write: recorded in run.json as failed when possible
         if debug:
             raise

@@ -4,7 +4,8 @@ The run's options are the ones its run.json records; options given with ``--resu
 with them (a compare re-running an interrupted cell gives all of them), else the resume is refused
 with one line naming the options that differ. Only where and how the run executes may change:
 ``--threads``, ``--save-every`` and ``--data-dir`` (the data files must have the recorded sha256).
-A completed run, or one without a checkpoint, is refused too. The loop's side of checkpoints is
+A completed run, or one without a checkpoint, is refused too; a run stopped by SIGTERM / SIGINT
+(status "interrupted", train/preempt.py) with a checkpoint resumes like a killed one. The loop's side of checkpoints is
 ``train/checkpoint.py``.
 """
 

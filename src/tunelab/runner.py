@@ -142,8 +142,19 @@ def run(cfg: RunConfig) -> dict:
 
         if main:
             remove_checkpoints(out)  # of no further use
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM (train/preempt.py: at a step boundary, checkpointed)
+        from .train.checkpoint import find_checkpoint, read_meta
+        from .train.preempt import Preempted, describe
+
         record["status"] = "interrupted"
+        info = describe(e) if isinstance(e, Preempted) else {"signal": "SIGINT", "step": None,
+                                                             "checkpoint_written": False}
+        path = find_checkpoint(out) if main else None
+        try:
+            info["resumable_from_step"] = read_meta(path)["step"] if path else None
+        except (OSError, ValueError, KeyError):
+            info["resumable_from_step"] = None
+        record["interrupted"] = info
         write_record(run_json, record)
         raise
     except BaseException as e:

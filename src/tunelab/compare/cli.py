@@ -26,8 +26,9 @@ def add_parser(sub) -> None:
     p.add_argument("--address", help="with --executor ray: a running Ray cluster (auto or HOST:PORT); "
                                      "default: start a local Ray instance for this compare")
     p.add_argument("--cpus-per-run", type=float, help="with --executor ray: CPUs each run reserves (default 1)")
-    p.add_argument("--gpus-per-run", type=float, help="with --executor ray: GPUs each run reserves (default 0: "
-                                                      "runs see no GPU)")
+    p.add_argument("--gpus-per-run", type=float, help="GPUs each run gets. --executor ray: GPUs each run reserves "
+                                                      "(default 0: runs see no GPU); local: whole GPUs, one run per N "
+                                                      "GPUs at a time, each with its own CUDA_VISIBLE_DEVICES")
     p.add_argument("--dry-run", action="store_true", help="list the grid and what is done, run nothing")
     p.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
     p.set_defaults(func=cmd_compare)
@@ -96,9 +97,12 @@ def cmd_compare(ns) -> int:
     from .lock import CompareLock
     from ..results.store import Store
 
+    from ..train.preempt import handle_signals
+
     # One compare per folder: a second one refuses before touching the store (its meta would replace
     # this one's grid). Released on return, error and Ctrl-C; a killed holder's lock is taken over.
-    with CompareLock(out) as lock:
+    # SIGTERM (a scheduler) ends the compare like Ctrl-C, exit 143, passing the SIGTERM on to its runs.
+    with handle_signals(), CompareLock(out) as lock:
         if lock.took_over:
             print(f"compare: took over the lock of a compare that is gone (pid {lock.took_over.get('pid')}, "
                   f"started {lock.took_over.get('started_at')})", flush=True)

@@ -144,11 +144,12 @@ def _log_header(cell: Cell, log_path: str) -> int:
     return fd
 
 
-def start_exec(cell: Cell, log_path: str, slot: int = 0) -> int:
-    """``python -m tunelab.cli run ...`` in a fresh interpreter (pays the torch/transformers import)."""
+def start_exec(cell: Cell, log_path: str, slot: int = 0, env: dict | None = None) -> int:
+    """``python -m tunelab.cli run ...`` in a fresh interpreter (pays the torch/transformers import).
+    ``env``: variables for the child (its GPUs: ``CUDA_VISIBLE_DEVICES``)."""
     cmd = [sys.executable, "-m", "tunelab.cli", *run_args(cell)]
     env = {**os.environ, "TQDM_POSITION": str(1 + slot), "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
-           "TUNELAB_ERRORS_TO_STDOUT": "1"}
+           "TUNELAB_ERRORS_TO_STDOUT": "1", **(env or {})}
     fd = _log_header(cell, log_path)
     try:
         proc = subprocess.Popen(cmd, stdout=fd, stderr=None, env=env, preexec_fn=_die_with_parent_fn())
@@ -158,10 +159,11 @@ def start_exec(cell: Cell, log_path: str, slot: int = 0) -> int:
     return proc.pid
 
 
-def start_fork(cell: Cell, log_path: str, slot: int = 0) -> int:
+def start_fork(cell: Cell, log_path: str, slot: int = 0, env: dict | None = None) -> int:
     """The same ``tunelab run`` in a forked child of this process, which has already imported torch,
     transformers and peft (saves ~10 s a run on a small CPU; the child's time and peak memory are
-    its own: the parent holds nothing but those imports)."""
+    its own: the parent holds nothing but those imports; it never initialises CUDA, so the child's
+    ``CUDA_VISIBLE_DEVICES`` from ``env`` takes effect)."""
     fd = _log_header(cell, log_path)
     die = _die_with_parent_fn()
     sys.stdout.flush()
@@ -172,6 +174,7 @@ def start_fork(cell: Cell, log_path: str, slot: int = 0) -> int:
         try:
             die()
             os.environ["TUNELAB_ERRORS_TO_STDOUT"] = "1"  # the error line also goes to the log
+            os.environ.update(env or {})
             os.dup2(fd, 1)
             os.close(fd)
             _child_progress_bar_at(1 + slot)
@@ -212,11 +215,14 @@ def poll(pid: int) -> tuple | None:
     return os.waitstatus_to_exitcode(status), round(usage.ru_utime + usage.ru_stime, 2)
 
 
-def stop_children(pids) -> None:
+def stop_children(pids, signum: int | None = None) -> None:
     """After Ctrl-C (which the children got too): give them time to record "interrupted", then
-    SIGINT, then SIGKILL."""
+    SIGINT, then SIGKILL. After a SIGTERM to the compare (a scheduler stopping it: the children
+    may not have got it) each child gets the SIGTERM first: it stops at its next step boundary,
+    checkpointed under save_every (train/preempt.py), and the next compare resumes it."""
     alive = set(pids)
-    for sig, wait in ((None, 10), (signal.SIGINT, 20), (signal.SIGKILL, 5)):
+    first = signal.SIGTERM if signum == signal.SIGTERM else None
+    for sig, wait in ((first, 10), (signal.SIGINT, 20), (signal.SIGKILL, 5)):
         for pid in list(alive):
             if sig is not None:
                 try:
@@ -288,8 +294,8 @@ def run_grid(cells: list, store: Store, output_dir: str, progress: bool = True, 
                     failed.append(cell.run_id)
                     bar.write(f"FAILED {cell.run_id}: {store.error(cell.run_id)} (log: {log})", file=sys.stderr)
                 bar.update(1)
-    except BaseException:
-        executor.stop()
+    except BaseException as e:  # Ctrl-C, SIGTERM (train/preempt.Preempted), an error
+        executor.stop(getattr(e, "signum", None))
         raise
     finally:
         bar.close()
@@ -309,6 +315,10 @@ def _finish(cell: Cell, rc: int, cpu: float, wall: float, log: str, store: Store
     try:
         rec = read_record(cell.run_dir)
         err = err or rec.get("error")
+        stop = rec.get("interrupted") if rec.get("status") == "interrupted" else None
+        if err is None and isinstance(stop, dict):  # SIGTERM / Ctrl-C: not done; the next compare resumes it
+            err = (f"interrupted ({stop.get('signal')})" + (f" at step {stop['step']}" if stop.get("step") else "")
+                   + ("; re-run the compare to resume it" if resumable(cell) else "; re-run the compare to redo it"))
         health = rec.get("training_health") or {}
         if health.get("diverged"):
             err = (f"training diverged: 5-step mean loss rose to {health['max_loss']} at step "

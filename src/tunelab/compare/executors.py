@@ -3,7 +3,9 @@ completed cells) and alone writes the store; an executor only runs the cells' ``
 processes and reports how each one ended. Two implementations of one small interface:
 
 - ``LocalExecutor`` (the default): ``jobs`` child processes on this machine, forked from the compare
-  process or exec'd (``execute.start_fork`` / ``start_exec``);
+  process or exec'd (``execute.start_fork`` / ``start_exec``); with ``--gpus-per-run N`` each slot
+  owns N of the machine's GPUs (``visible_gpus``) and its child gets them as ``CUDA_VISIBLE_DEVICES``,
+  #GPUs / N slots unless ``--jobs`` asks for fewer;
 - ``RayExecutor`` (``--executor ray``): each cell is a Ray task that runs the same ``tunelab run``
   command (``execute.run_args``) as a subprocess on whichever node Ray picks and returns its exit
   code and CPU/wall seconds. Without ``--address`` the compare starts a local Ray instance sized
@@ -17,7 +19,7 @@ The interface (all an executor is used through)::
         executor.slots                           # runs at a time
         handle = executor.start(cell, log, slot) # start one cell's run; its output goes to ``log``
         executor.wait(timeout)                   # [(handle, Outcome)] of runs that ended
-        executor.stop()                          # Ctrl-C / error: stop what is in flight
+        executor.stop(signum)                    # Ctrl-C / SIGTERM / error: stop what is in flight
 """
 
 import math
@@ -43,13 +45,47 @@ class Outcome:
     error: str | None = None  # why it failed when the process itself could not say (a lost Ray worker)
 
 
+def visible_gpus() -> list:
+    """The GPUs a compare on this machine may hand out (ids as CUDA_VISIBLE_DEVICES takes them): the
+    entries of CUDA_VISIBLE_DEVICES when it is set (up to the first invalid one, as CUDA reads it),
+    else the GPUs ``nvidia-smi -L`` lists; [] without GPUs. The compare process never initialises
+    CUDA itself (its forked children could not use it then)."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        out = []
+        for d in (d.strip() for d in env.split(",")):
+            if not d or d.startswith("-"):
+                break
+            out.append(d)
+        return out
+    try:
+        r = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if r.returncode != 0:
+        return []
+    return [str(i) for i, _ in enumerate(ln for ln in r.stdout.splitlines() if ln.startswith("GPU "))]
+
+
+def gpu_slots(gpus: list, per_run: int, jobs: int | None = None) -> list:
+    """Each slot's CUDA_VISIBLE_DEVICES: consecutive groups of ``per_run`` GPUs, #GPUs // per_run
+    of them (at most ``jobs``)."""
+    fits = len(gpus) // per_run
+    n = fits if jobs is None else min(fits, jobs)
+    return [",".join(gpus[i * per_run:(i + 1) * per_run]) for i in range(n)]
+
+
 class LocalExecutor:
-    """``jobs`` runs at a time, each a child process of this one (fork or exec)."""
+    """``jobs`` runs at a time, each a child process of this one (fork or exec). ``devices``: one
+    CUDA_VISIBLE_DEVICES value per slot (``--gpus-per-run``); then there are ``len(devices)`` slots
+    and the run in slot k sees only ``devices[k]``."""
 
     name = "local"
 
-    def __init__(self, jobs: int = 1, isolation: str | None = None):
-        self.slots = max(1, jobs)
+    def __init__(self, jobs: int = 1, isolation: str | None = None, devices: list | None = None,
+                 gpus_per_run: int | None = None):
+        self.devices, self.gpus_per_run = list(devices) if devices else None, gpus_per_run
+        self.slots = len(self.devices) if self.devices else max(1, jobs)
         self.isolation = isolation or execute.default_isolation()
         self._start = execute.STARTERS[self.isolation]
         self._t0 = {}  # pid -> start time
@@ -61,10 +97,14 @@ class LocalExecutor:
         return False
 
     def describe(self) -> dict:
-        return {"name": self.name, "isolation": self.isolation, "slots": self.slots}
+        d = {"name": self.name, "isolation": self.isolation, "slots": self.slots}
+        if self.devices:
+            d.update(gpus_per_run=self.gpus_per_run, devices=self.devices)
+        return d
 
     def start(self, cell, log: str, slot: int):
-        pid = self._start(cell, log, slot)
+        env = {"CUDA_VISIBLE_DEVICES": self.devices[slot]} if self.devices else None
+        pid = self._start(cell, log, slot, env)
         self._t0[pid] = time.perf_counter()
         return pid
 
@@ -74,19 +114,32 @@ class LocalExecutor:
             time.sleep(timeout)
         return [(pid, Outcome(rc, cpu, round(time.perf_counter() - self._t0.pop(pid), 2))) for pid, (rc, cpu) in done]
 
-    def stop(self) -> None:
-        execute.stop_children(list(self._t0))
+    def stop(self, signum: int | None = None) -> None:
+        execute.stop_children(list(self._t0), signum)
 
 
 def make_executor(ns, jobs: int):
     """The executor ``tunelab compare``'s options ask for (``ns``: its parsed arguments; ``jobs``:
     the resolved --jobs / config jobs), its options checked."""
-    ray_only = [f for f, v in (("--address", ns.address), ("--cpus-per-run", ns.cpus_per_run),
-                               ("--gpus-per-run", ns.gpus_per_run)) if v is not None]
+    ray_only = [f for f, v in (("--address", ns.address), ("--cpus-per-run", ns.cpus_per_run)) if v is not None]
     if ns.executor == "local":
         if ray_only:
             raise UserError(f"{ray_only[0]}: applies to --executor ray only")
-        return LocalExecutor(jobs, ns.isolation)
+        if ns.gpus_per_run is None:
+            return LocalExecutor(jobs, ns.isolation)
+        n = ns.gpus_per_run
+        if not (n >= 1 and float(n).is_integer()):
+            raise UserError(f"--gpus-per-run {n:g}: the local executor gives each run whole GPUs (1, 2, ...)")
+        n = int(n)
+        gpus = visible_gpus()
+        if not gpus:
+            raise UserError(f"--gpus-per-run {n}: this machine has no GPU (nvidia-smi lists none, or "
+                            "CUDA_VISIBLE_DEVICES hides them); leave it out to run on the CPU")
+        if n > len(gpus):
+            raise UserError(f"--gpus-per-run {n}: more than the {len(gpus)} GPU(s) here ({','.join(gpus)})")
+        # one run per N GPUs: as many at a time as fit, fewer if --jobs says so (a config's jobs, sized
+        # for CPU cores, does not apply)
+        return LocalExecutor(isolation=ns.isolation, devices=gpu_slots(gpus, n, ns.jobs), gpus_per_run=n)
     if ns.isolation is not None:
         raise UserError("--isolation: applies to the local executor (a Ray task always starts a fresh `tunelab run`)")
     cpus = 1.0 if ns.cpus_per_run is None else ns.cpus_per_run
@@ -187,7 +240,7 @@ class RayExecutor:
                 out.append((ref, Outcome(-1, None, wall, error=f"ray task failed: {_last_line(e)}")))
         return out
 
-    def stop(self) -> None:
+    def stop(self, signum: int | None = None) -> None:
         """Cancel the in-flight tasks: each SIGINTs its run (which records "interrupted") and
         SIGKILLs it after 20 s; what is still there after 30 s is force-killed."""
         refs = list(self._refs)

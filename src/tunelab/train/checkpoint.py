@@ -283,6 +283,7 @@ class Checkpointer:
         path = write_checkpoint(self.cfg.output_dir, weights, training, meta)
         self.save_seconds = getattr(self, "save_seconds", 0.0) + time.perf_counter() - t0
         self.saves = getattr(self, "saves", 0) + 1
+        self.saved_step = st.step
         self.mb = round(sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path)) / 2**20, 1)
         return path
 

@@ -72,6 +72,17 @@ def sync_interval(device_type: str) -> int:
     return CUDA_SYNC_EVERY if device_type == "cuda" else 1
 
 
+def _preempted(stopper, ckpt, state, flush, losses, epoch: int, batches: int, t0: float, c0: float):
+    """Stop at this step boundary: a checkpoint (--save-every on, unless one was just written at this
+    step), then raise ``Preempted`` (the runner records "interrupted")."""
+    flush(losses)
+    wrote = just_saved = getattr(ckpt, "saved_step", None) == state.step
+    if ckpt.every and not just_saved:
+        ckpt.save(epoch, batches, losses, time.perf_counter() - t0, time.process_time() - c0)
+        wrote = True
+    raise stopper.stop(state.step, checkpoint=bool(ckpt.every) and wrote)
+
+
 def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoch=None,
           head_lr: float | None = None, head_names=(), main_metric: str | None = None, loss_fn=model_loss,
           extra_params=(), on_step=None, epoch_fields=None, early_stopping: bool = True):
@@ -101,6 +112,7 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
     from .distributed import GradSync
     from .health import LossWatch
     from .precision import resolve_precision
+    from .preempt import Stopper, deferring
     from .tracker import EpochTracker
 
     precision = resolve_precision(cfg.precision, device)
@@ -129,6 +141,7 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
     ckpt = Checkpointer(cfg, model, method, optimizer, scheduler, scaler, state, tracker, watch, train_loader)
     first_epoch = ckpt.restore()  # --resume: weights, optimizer, method, tracker ... from the checkpoint
     bar.update(state.step)
+    stopper = Stopper(sync_every)  # SIGTERM / SIGINT: stop at the next step boundary (train/preempt.py)
     pending = []  # (step, [micro-batch loss tensors], gradient norm tensor or None), not yet read back
 
     def flush(losses):
@@ -151,54 +164,63 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
         sync.model.train()
         t0, c0 = time.perf_counter(), time.process_time()
         n_batches = len(train_loader)
-        for i, batch in enumerate(train_loader):
-            if state.step >= total_steps:
-                break
-            if ckpt.skip(epoch, i):  # resumed: trained before the checkpoint
-                continue
-            batch = {k: v.to(device, non_blocking=non_blocking) for k, v in batch.items()}
-            with sync.accumulating(len(micro) + 1 < accum and i + 1 < n_batches):
-                with precision.autocast():
-                    loss = loss_fn(sync.model, batch)
-                loss, reported = sync.weigh(loss, batch_len(batch))  # data-parallel: the global batch's loss
-                scaled = loss / accum if accum > 1 else loss
-                (scaler.scale(scaled) if scaler else scaled).backward()
-            state.samples_seen += batch_len(batch)
-            micro.append(reported)
-            if len(micro) < accum and i + 1 < n_batches:
-                continue
-            sync.reduce_grads(optimizer)
-            trainable = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-            norm = None
-            if cfg.max_grad_norm and trainable:
+        done = ckpt.position[1] if ckpt.position and ckpt.position[0] == epoch else 0  # batches of the epoch done
+        with deferring():  # a signal waits for the step boundary (train/preempt.py)
+            for i, batch in enumerate(train_loader):
+                if state.step >= total_steps:
+                    break
+                if ckpt.skip(epoch, i):  # resumed: trained before the checkpoint
+                    continue
+                batch = {k: v.to(device, non_blocking=non_blocking) for k, v in batch.items()}
+                with sync.accumulating(len(micro) + 1 < accum and i + 1 < n_batches):
+                    with precision.autocast():
+                        loss = loss_fn(sync.model, batch)
+                    loss, reported = sync.weigh(loss, batch_len(batch))  # data-parallel: the global batch's loss
+                    scaled = loss / accum if accum > 1 else loss
+                    (scaler.scale(scaled) if scaler else scaled).backward()
+                state.samples_seen += batch_len(batch)
+                micro.append(reported)
+                if len(micro) < accum and i + 1 < n_batches:
+                    continue
+                sync.reduce_grads(optimizer)
+                trainable = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+                norm = None
+                if cfg.max_grad_norm and trainable:
+                    if scaler:
+                        scaler.unscale_(optimizer)
+                    norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+                    if scaler:
+                        norm = None  # fp16: the scaler skips steps with inf/nan gradients by design
+                    elif sync_every == 1:  # CPU: check before the step, as the weights must not take it
+                        watch.check_finite(float(norm), "gradient norm", state.step + 1)
+                        norm = None
                 if scaler:
-                    scaler.unscale_(optimizer)
-                norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-                if scaler:
-                    norm = None  # fp16: the scaler skips steps with inf/nan gradients by design
-                elif sync_every == 1:  # CPU: check before the step, as the weights must not take it
-                    watch.check_finite(float(norm), "gradient norm", state.step + 1)
-                    norm = None
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state.step += 1
-            pending.append((state.step, micro, norm))
-            micro = []
-            if len(pending) >= sync_every:
-                flush(losses)
-            if on_step is not None:
-                on_step(state)
-            method.on_step(state)
-            if ckpt.due(state.step):  # --save-every: its time is not training time
-                flush(losses)
-                ts, cs = time.perf_counter(), time.process_time()
-                ckpt.save(epoch, i + 1, losses, ts - t0, cs - c0)  # data-parallel: rank 0 writes
-                t0, c0 = t0 + time.perf_counter() - ts, c0 + time.process_time() - cs
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.step += 1
+                done = i + 1
+                pending.append((state.step, micro, norm))
+                micro = []
+                if len(pending) >= sync_every:
+                    flush(losses)
+                if on_step is not None:
+                    on_step(state)
+                method.on_step(state)
+                if ckpt.due(state.step):  # --save-every: its time is not training time
+                    flush(losses)
+                    ts, cs = time.perf_counter(), time.process_time()
+                    ckpt.save(epoch, i + 1, losses, ts - t0, cs - c0)  # data-parallel: rank 0 writes
+                    t0, c0 = t0 + time.perf_counter() - ts, c0 + time.process_time() - cs
+                if stopper.check(state.step):
+                    bar.close()
+                    _preempted(stopper, ckpt, state, flush, losses, epoch, done, t0, c0)
+            if stopper.check(state.step, force=True):  # told between the last step and the evaluation
+                bar.close()
+                _preempted(stopper, ckpt, state, flush, losses, epoch, done, t0, c0)
         ckpt.end_batches()
         flush(losses)
         state.train_seconds += time.perf_counter() - t0
