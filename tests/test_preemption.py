@@ -35,9 +35,14 @@ def env() -> dict:
 
 def run_and_signal(args: list, out: Path, sig=signal.SIGTERM) -> tuple:
     """Start ``tunelab run``; send ``sig`` once its first checkpoint exists; (exit code, stderr)."""
-    proc = subprocess.Popen([sys.executable, "-m", "tunelab.cli", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=env())
-    meta = out / "checkpoint" / "checkpoint.json"
+    return signal_at_checkpoint([sys.executable, "-m", "tunelab.cli", *args], out, sig)
+
+
+def signal_at_checkpoint(cmd: list, run_dir: Path, sig=signal.SIGTERM) -> tuple:
+    """Start ``cmd``; send ``sig`` once ``run_dir`` holds its first checkpoint (a deadline, never a hang);
+    (exit code, stderr)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env())
+    meta = run_dir / "checkpoint" / "checkpoint.json"
     deadline = time.time() + DEADLINE_S
     sent = False
     try:
@@ -51,7 +56,7 @@ def run_and_signal(args: list, out: Path, sig=signal.SIGTERM) -> tuple:
     except subprocess.TimeoutExpired:
         proc.kill()
         _, err = proc.communicate()
-    assert sent, f"the run ended (rc {proc.returncode}) before its first checkpoint: {err[-1500:]}"
+    assert sent, f"the process ended (rc {proc.returncode}) before the first checkpoint: {err[-1500:]}"
     return proc.returncode, err
 
 
@@ -208,21 +213,8 @@ def test_sigterm_to_a_compare_interrupts_its_run_and_the_next_compare_resumes_it
     cmd = [sys.executable, "-m", "tunelab.cli", "compare", str(study), "--output-dir", str(out), "--data-dir",
            glue_data_dir, "--threads", "1", "--no-report"]
     cell = out / "runs" / "sst2--full--minilm--s3"
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env())
-    deadline, sent = time.time() + DEADLINE_S, False
-    try:
-        while proc.poll() is None and time.time() < deadline:
-            if (cell / "checkpoint" / "checkpoint.json").is_file():
-                proc.send_signal(signal.SIGTERM)
-                sent = True
-                break
-            time.sleep(0.02)
-        _, err = proc.communicate(timeout=max(1.0, deadline - time.time()))
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _, err = proc.communicate()
-    assert sent, err[-1500:]
-    assert proc.returncode == 143, err[-2000:]
+    rc, err = signal_at_checkpoint(cmd, cell)
+    assert rc == 143, err[-2000:]
     rec = load(cell)
     assert rec["status"] == "interrupted" and rec["interrupted"]["checkpoint_written"], err[-2000:]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=DEADLINE_S)
