@@ -269,6 +269,11 @@ def shard(rows: list) -> list:
     return rows[rank()::world_size()] if is_distributed() else rows
 
 
+def shard_rows(t):
+    """This rank's rows of a global batch tensor: rows rank, rank + W, ... (all of it in one process)."""
+    return t[rank()::world_size()] if is_distributed() else t
+
+
 def gather_shards(values: list) -> list:
     """Inverse of ``shard`` over all ranks: every value once, in the original order, on every rank."""
     if not is_distributed():
@@ -310,15 +315,19 @@ class GradSync:
     """How the training loop's gradients become the global batch's on every rank (module doc).
     In one process every method is a pass-through."""
 
-    def __init__(self, model, method, device):
+    def __init__(self, model, method, device, extra=()):
         self.on = is_distributed()
         self.model = model  # what the loop calls for training (the DDP wrapper when there is one)
         self.main = is_main()
         self.manual = False
         self.method = method
+        self.extra = list(extra)  # parameters outside the model (a projection head): averaged by hand
         if not self.on:
             return
         self.world = world_size()
+        with torch.no_grad():
+            for t in self.extra:
+                dist.broadcast(t.data, 0)
         if getattr(method, "changes_trainable_set", False):
             self.manual = True
             with torch.no_grad():  # identical already (same seed, same files); made certain
@@ -344,7 +353,10 @@ class GradSync:
         return loss * (n * self.world / stats[1]), stats[0] / stats[1]
 
     def reduce_grads(self, optimizer) -> None:
-        """Dynamic methods: average the gradients over the ranks, then let the method see them."""
+        """Average by hand what DDP does not: the parameters outside the model (``extra``), and for a
+        dynamic method every gradient, then let the method see them."""
+        if self.on and self.extra:
+            all_reduce_mean_([p.grad for p in self.extra if p.grad is not None])
         if not self.manual:
             return
         all_reduce_mean_([p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None])

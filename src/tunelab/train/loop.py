@@ -120,7 +120,8 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
     scaler = precision.grad_scaler()
     sync_every = sync_interval(precision.device_type)
     non_blocking = precision.device_type == "cuda"
-    named = method.optimizer_params(model) + list(extra_params)
+    extra_params = list(extra_params)
+    named = method.optimizer_params(model) + extra_params
     optimizer = build_optimizer(named, lr, cfg.weight_decay, head_lr, set(head_names), fused=cfg.fused_adamw)
     accum = cfg.grad_accum
     lengths = getattr(train_loader, "epoch_lengths", None)  # epochs of their own lengths (self-training rounds)
@@ -131,7 +132,8 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
         total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     state = TrainState(model=model, optimizer=optimizer, total_steps=total_steps)
-    sync = GradSync(model, method, device)  # train/distributed.py: DDP / gradient all-reduce in data-parallel runs
+    # train/distributed.py: DDP / gradient all-reduce in data-parallel runs (extra parameters averaged by hand)
+    sync = GradSync(model, method, device, [p for _, p in extra_params])
     method.on_train_start(state)
     bar = tqdm(total=total_steps, desc=f"train {cfg.task}/{cfg.method}", unit="step", dynamic_ncols=True,
                mininterval=1.0, disable=not sync.main)

@@ -60,7 +60,11 @@ class DINOLoss(nn.Module):
 
     @torch.no_grad()
     def update_center(self, teacher_cat):
-        self.center.mul_(self.center_momentum).add_(teacher_cat.mean(0, keepdim=True), alpha=1 - self.center_momentum)
+        """Running mean of the teacher's outputs; data-parallel: over every rank's rows (the global batch)."""
+        from ...train.distributed import all_reduce_mean
+
+        batch_center = all_reduce_mean(teacher_cat.mean(0, keepdim=True))  # equal shares per rank
+        self.center.mul_(self.center_momentum).add_(batch_center, alpha=1 - self.center_momentum)
 
 
 @torch.no_grad()

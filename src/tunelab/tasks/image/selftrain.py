@@ -152,6 +152,7 @@ def fit_self_training(task, ctx, train_loader, evaluate, aug):
     epoch per round. Returns the FitSummary of both phases (best epoch over both)."""
     from .dino import DINOLoss, ema_update
     from .dino import local_crop_size
+    from ...train import distributed
     from ...train.tracker import EpochTracker
 
     cfg, model, dev = ctx.cfg, ctx.model, ctx.device
@@ -188,23 +189,31 @@ def fit_self_training(task, ctx, train_loader, evaluate, aug):
     batches = RoundBatches(task, ctx, pool, sizes, steps_per_round, teacher)
     parts = {"supervised": [], "distill": [], "agreement": [], "total": [], "distilled_share": []}
 
+    mine = distributed.shard_rows  # data-parallel: this rank's rows of a global batch (all rows in one process)
+
     def loss_fn(model, batch):
-        """Supervised + distillation towards the teacher's soft pseudo-labels + DINO agreement."""
+        """Supervised + distillation towards the teacher's soft pseudo-labels + DINO agreement.
+        Every view is drawn from the whole global batch (the same torch RNG draws on every rank as in
+        one process), then each rank trains on its rows of it."""
         x = batch["unlabelled_pixel_values"]
-        b = x.shape[0]
+        weak = torch.cat([mine(aug.weak(x)), mine(aug.weak(x))])
+        strong = torch.cat([mine(aug.strong(x)), mine(aug.strong(x))])
+        local = torch.cat([mine(aug.local(x, lsize)) for _ in range(LOCAL_CROPS)])
+        labelled = batch["pixel_values"] if task._augment is None else task._augment(batch["pixel_values"])
+        b = weak.shape[0] // 2
         with torch.no_grad():
-            t_logits = teacher(pixel_values=torch.cat([aug.weak(x), aug.weak(x)])).logits.float()
+            t_logits = teacher(pixel_values=weak).logits.float()
             target = F.softmax(t_logits / PSEUDO_TEMPERATURE, -1).view(2, b, -1).mean(0)
             t_out = list(t_proj(t_feat["x"]).chunk(2))
-        s_logits = model(pixel_values=torch.cat([aug.strong(x), aug.strong(x)])).logits.float()
+        s_logits = model(pixel_values=strong).logits.float()
         s_global = proj(s_feat["x"])
         keep = (target.max(-1).values >= cfg.pseudo_threshold).float().repeat(2)  # all when threshold 0
         ce = -(target.repeat(2, 1) * F.log_softmax(s_logits, -1)).sum(-1)
         distill = (ce * keep).sum() / keep.sum().clamp(min=1)
-        model(pixel_values=torch.cat([aug.local(x, lsize) for _ in range(LOCAL_CROPS)]), interpolate_pos_encoding=True)
+        model(pixel_values=local, interpolate_pos_encoding=True)
         s_out = list(s_global.chunk(2)) + list(proj(s_feat["x"]).chunk(LOCAL_CROPS))
         agreement = dino(s_out, t_out, SSL_TEACHER_TEMP)
-        supervised = task.loss(model, {"pixel_values": batch["pixel_values"], "labels": batch["labels"]})
+        supervised = model(pixel_values=mine(labelled), labels=mine(batch["labels"])).loss
         loss = supervised + cfg.distill_weight * distill + cfg.ssl_weight * agreement
         for k, v in (("supervised", supervised), ("distill", distill), ("agreement", agreement), ("total", loss),
                      ("distilled_share", keep.mean())):
@@ -224,7 +233,8 @@ def fit_self_training(task, ctx, train_loader, evaluate, aug):
         t_test = test_eval(teacher)[0] if last else None  # the teacher's test score: last round only (time)
         rounds.append({"round": r, "phase": "self-training", "labelled": len(labelled), "unlabelled": sizes[r - 1],
                        **{k: round(v, 4) for k, v in batches.pseudo.items()}, "steps": steps_per_round[r - 1],
-                       "losses": {k: round(float(np.mean([t.item() for t in v])), 4) for k, v in parts.items()},
+                       "losses": {k: round(distributed.all_reduce_mean(float(np.mean([t.item() for t in v]))), 4)
+                                  for k, v in parts.items()},  # data-parallel: over every rank's rows
                        "validation": val, "test": test, "teacher_validation": t_val,
                        **({"teacher_test": t_test} if last else {}),
                        "seconds": round(time.perf_counter() - batches.started, 1)})
@@ -241,7 +251,7 @@ def fit_self_training(task, ctx, train_loader, evaluate, aug):
     s_feat["hook"].remove()
 
     state = st.state  # both phases' steps, examples and seconds
-    state.samples_seen = batches.examples
+    state.samples_seen = batches.examples  # global batches: the same count on every rank
     for k in ("step", "samples_seen", "train_seconds", "train_cpu_seconds"):
         setattr(state, k, getattr(sup.state, k) + getattr(state, k))
     history = sup.history + st.history

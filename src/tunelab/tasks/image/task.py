@@ -116,7 +116,7 @@ def confusion(predictions, references, classes) -> dict:
 # ------------------------------------------------------------------ the family
 
 class ImageTask(SupervisedTask):
-    data_parallel = True  # train batches sharded per global batch, evaluation sharded and gathered (not --semi-supervised)
+    data_parallel = True  # train batches sharded per global batch, evaluation sharded and gathered (self-training too)
     family = "image"
     shared_options = ("eval_fraction",)  # common options it reads
     head = "image-classification"
@@ -152,11 +152,6 @@ class ImageTask(SupervisedTask):
             raise UserError(f"--group-by-length: images have no length (task {self.name}); drop the option")
         if cfg.labelled_per_class and cfg.max_train_samples:
             raise UserError("--max-train-samples and --labelled-per-class both choose the training images; give one")
-        from ...train import distributed
-
-        if cfg.semi_supervised and distributed.is_distributed():
-            raise UserError("--semi-supervised: the self-training rounds do not run data-parallel yet (the projection "
-                            "head and DINO centre are outside DistributedDataParallel): run it in one process")
         if cfg.semi_supervised and cfg.save_every:
             raise UserError("--save-every: the self-training rounds of --semi-supervised are not checkpointed; drop one")
         if cfg.semi_supervised and not cfg.labelled_per_class:
