@@ -355,9 +355,9 @@ class GradSync:
     def reduce_grads(self, optimizer) -> None:
         """Average by hand what DDP does not: the parameters outside the model (``extra``), and for a
         dynamic method every gradient, then let the method see them."""
-        if self.on and self.extra:
-            all_reduce_mean_([p.grad for p in self.extra if p.grad is not None])
         if not self.manual:
+            if self.on and self.extra:
+                all_reduce_mean_([p.grad for p in self.extra if p.grad is not None])
             return
         all_reduce_mean_([p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None])
         hook = getattr(self.method, "after_grad_sync", None)
