@@ -1,7 +1,9 @@
 """Tokenise and truncate prompt / response pairs once, the same way for every objective.
 
 Prompts keep their last ``max_prompt_length`` tokens and then start at the first ``Human:`` turn
-inside that window when there is one (so a dialogue is cut between turns, not mid-sentence);
+inside that window when there is one (so a dialogue is cut between turns, not mid-sentence; a
+prompt rendered with a chat template whose turns start with the BOS token, as SmolLM2's
+``<|im_start|>``, at the first such turn);
 responses keep their first ``max_response_length`` tokens and end with EOS. Pieces are tokenised
 separately and concatenated, so a completion's tokens are exactly known (what loss masks and
 log-likelihoods need). The truncated texts are kept too: TRL's DPO/RLOO trainers take text.
@@ -42,6 +44,8 @@ def truncate_prompt(tok, prompt: str, max_tokens: int) -> str:
         return prompt
     text = tok.decode(toks[-max_tokens:])
     k = text.find(HUMAN, 1)
+    if k < 0 and tok.bos_token and tok.bos_token in text:  # a chat template's turn marker (e.g. <|im_start|>)
+        k = text.find(tok.bos_token, 1)
     if k > 0:
         text = text[k:]
     return text
@@ -55,6 +59,8 @@ def truncate_response(tok, response: str, max_tokens: int) -> str:
 def encode(tok, prompt: str, response: str | None = None) -> tuple:
     """(prompt_ids, response_ids + [eos]) for already truncated texts."""
     p = special_prefix(tok) + ids(tok, prompt)
+    if not p:  # no prompt (SFT on plain 'text'): the sequence starts from BOS (else EOS, as GPT-2 documents)
+        p = [tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id]
     r = None if response is None else ids(tok, response) + [tok.eos_token_id]
     return p, r
 

@@ -36,6 +36,7 @@ class PairExample:
     chosen: str
     rejected: str | None = None
     line: int = 0  # 1-based line in the source file (0 for hub rows)
+    messages: dict | None = None  # message lists (prompt, chosen, rejected) until rendered (formats.py)
 
 
 def split_dialogues(chosen: str, rejected: str):

@@ -20,6 +20,7 @@ from . import options  # noqa: F401  (declares the family's options)
 from ..base import Split, Task
 from .instruction import load_instructions
 from .preference import load_pairs
+from .userdata import DATA_OPTIONS, UserPairs, has_user_data
 
 # CPU-friendly defaults for causal LMs (a given option always wins): small batches with gradient
 # accumulation (effective batch 8), one epoch, a bounded held-out set.
@@ -30,7 +31,7 @@ BETA = {"dpo": 0.1, "rlhf": 0.05}  # KL strength to the reference (TRL's DPO def
 class AlignmentTask(Task):
     data_parallel_why = "trains through TRL / the HF Trainer (tasks/alignment/bridge.py)"
     family = "alignment"
-    shared_options = ("eval_fraction",)  # common options it reads
+    shared_options = ("eval_fraction",) + DATA_OPTIONS  # common options it reads (own data: userdata.py)
     head = "causal-lm"
     num_labels = 1
     eval_splits = ("validation",)
@@ -40,7 +41,7 @@ class AlignmentTask(Task):
                  metric_names=("pref_accuracy", "chosen_logppl", "win_rate")):
         self.name, self.objective, self.doc, self.data = name, objective, doc, data
         self.head, self.lr_factor, self.metric_names = head, lr_factor, metric_names
-        self.subset, self.eval_fraction = None, 0.1
+        self.subset, self.eval_fraction, self.user = None, 0.1, None
 
     def option_defaults(self, method) -> dict:
         """The family's defaults, its learning rate for ``method`` and the objective's beta."""
@@ -53,6 +54,11 @@ class AlignmentTask(Task):
         """A copy configured for this run (data subset, held-out share)."""
         t = copy.copy(self)
         t.subset, t.eval_fraction = cfg.subset, cfg.eval_fraction
+        if has_user_data(cfg):  # --train-file / --dataset: TRL's formats (formats.py), read and checked now
+            t.user = UserPairs(cfg, t)
+            t.eval_splits = t.user.eval_splits
+            if not t.user.paired:  # SFT data without rejected responses: no preference to rank
+                t.metric_names = tuple(m for m in t.metric_names if m not in ("pref_accuracy", "win_rate")) or ("chosen_logppl",)
         return t
 
     def validate(self, cfg) -> None:
@@ -86,6 +92,8 @@ class AlignmentTask(Task):
         return anchor * self.lr_factor
 
     def load(self, split: str, data_dir) -> Split:
+        if self.user is not None:
+            return self.user.load(split)
         if self.data == "alpaca":
             examples, files, info = load_instructions(split, data_dir, self.eval_fraction)
         else:
@@ -94,8 +102,10 @@ class AlignmentTask(Task):
 
     def fit(self, ctx):
         from .fit import fit_alignment
+        from .userdata import finish, render_context
 
-        return fit_alignment(self, ctx)
+        how = render_context(self, ctx)  # message lists -> text: the model's chat template, else Human/Assistant
+        return finish(self, ctx, fit_alignment(self, ctx), how)
 
     def write_predictions(self, path: str, preds: dict) -> None:
         with open(path, "w", encoding="utf-8") as f:
