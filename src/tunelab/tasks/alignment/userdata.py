@@ -2,16 +2,17 @@
 ``--validation-file`` / ``--test-file``, or ``--dataset`` with ``--*-split``; read by
 tasks/datafiles.py) -> examples in the row formats of formats.py.
 
-No validation data: a share ``--eval-fraction`` of train is held out with the family's fixed split
-seed (preference.SPLIT_SEED: the same pairs for every run seed). A test split, when given, is
+No validation data: a share ``--eval-fraction`` of the usable train examples is held out with the
+family's fixed split seed (preference.seeded_split: the same pairs for every run seed, and for an
+hh-rlhf file the same as the hh-rlhf folder reader's). A test split, when given, is
 evaluated once after training as ``test_*`` metrics and never decides anything (``finish``).
 """
 
 from ...errors import UserError
 from ..base import Split
-from ..datafiles import DATA_OPTIONS, check_options, has_user_data, hold_out, load_user_splits
+from ..datafiles import DATA_OPTIONS, check_options, has_user_data, load_user_splits
 from .formats import detect, render_examples, rows_to_examples
-from .preference import SPLIT_SEED
+from .preference import SPLIT_SEED, seeded_split
 
 __all__ = ["DATA_OPTIONS", "UserPairs", "has_user_data", "render_context", "finish"]
 
@@ -26,10 +27,9 @@ class UserPairs:
         data = load_user_splits(cfg)
         self.kind, self.task = ("sft" if task.objective == "sft" else "preference"), task.name
         self.format = detect(data.splits["train"].column_names, self.kind, data.sources["train"], task.name)
-        if "validation" not in data.splits:
-            self._parse(data, "train")  # bad rows are reported before "too few rows to hold out"
-            hold_out(data, cfg.eval_fraction, seed=SPLIT_SEED)
         self.splits = {name: self._parse(data, name) for name in data.splits}
+        if "validation" not in self.splits:
+            self._hold_out(cfg.eval_fraction)
         self.paired = all(e.rejected is not None or (e.messages and e.messages.get("rejected") is not None)
                           for e in self.splits["validation"].examples)
 
@@ -49,6 +49,20 @@ class UserPairs:
         if skipped:
             info["skipped"] = skipped
         return Split(name, examples, data.files_of(name), info)
+
+    def _hold_out(self, fraction: float) -> None:
+        """A fixed-seed share of the train examples (after skipped rows: as the hh-rlhf folder reader
+        splits one file, so an hh-rlhf file gives the same train / validation pairs)."""
+        train = self.splits["train"]
+        tr, ev = seeded_split(len(train.examples), fraction)
+        if not tr or not ev:
+            raise UserError(f"{train.info.get('source', 'train')}: {len(train.examples)} usable example(s); too few "
+                            "to hold out a validation split (give --validation-file / --validation-split)")
+        record = {"from": "train", "fraction": float(fraction), "seed": SPLIT_SEED, "sizes": {"train": len(tr),
+                  "validation": len(ev)}, "procedure": "tasks/splits.py seeded_split of the usable examples"}
+        for name, idx in (("validation", ev), ("train", tr)):
+            self.splits[name] = Split(name, [train.examples[i] for i in idx], dict(train.files),
+                                      {**train.info, "examples": len(idx), "held_out": record})
 
     @property
     def eval_splits(self) -> tuple:
