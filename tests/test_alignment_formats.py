@@ -154,6 +154,23 @@ def test_sft_formats(tmp_path, smollm2_tokenizer):
         _user("dpo", train_file=str(tmp_path / "pc.jsonl"))
 
 
+def test_implicit_prompt_messages_and_plain_strings():
+    from tunelab.tasks.alignment.formats import rows_to_examples
+
+    u = {"role": "user", "content": "What color is the sky?"}
+    rows = [{"chosen": [u, {"role": "assistant", "content": "Blue."}], "rejected": [u, {"role": "assistant", "content": "Green."}]},
+            {"chosen": [u, {"role": "assistant", "content": "Blue."}], "rejected": [u, {"role": "assistant", "content": "Blue."}]},
+            {"chosen": [{"role": "user", "content": "a"}], "rejected": [{"role": "user", "content": "b"}]}]
+    ex, skipped = rows_to_examples(((i, i + 1, r) for i, r in enumerate(rows)), "implicit", "preference", lambda i: f"f:{i + 1}")
+    assert len(ex) == 1 and ex[0].messages == {"prompt": [u], "chosen": [{"role": "assistant", "content": "Blue."}],
+                                               "rejected": [{"role": "assistant", "content": "Green."}]}
+    assert skipped == {"identical_responses": 1, "no_shared_prompt": 1}
+    # strings without hh-rlhf's Assistant marker: TRL's extract_prompt (shared prefix, backed off to the space)
+    ex, _ = rows_to_examples([(0, 1, {"chosen": "The sky is blue.", "rejected": "The sky is green."})], "implicit",
+                             "preference", str)
+    assert (ex[0].prompt, ex[0].chosen, ex[0].rejected) == ("The sky is", " blue.", " green.")
+
+
 @pytest.mark.parametrize("rows,message", [
     ([{"prompt": "a", "chosen": "b", "rejected": "c"}, {"prompt": "a", "chosen": "b"}],
      r"bad\.jsonl:2: the row has no 'rejected' \(a preference row needs 'chosen' and 'rejected'\)"),
