@@ -95,7 +95,7 @@ GOOD = "EU B-ORG\nrejects O\nGerman B-MISC\n\nPeter B-PER\nBlackburn I-PER\n"
      r"train\.jsonl: no tags column .*the columns are: words, ner"),
     ("train.jsonl:" + json.dumps({"tokens": ["a"], "ner_tags": [1]}) + "\n", "valid.conll:" + GOOD,
      r"train\.jsonl: line 1: integer tags but no label names: give --label-list"),
-    ("train.csv:tokens,ner_tags\n", "valid.conll:" + GOOD, r"--train-file .*train\.csv: unknown file extension"),
+    ("train.xlsx:tokens,ner_tags\n", "valid.conll:" + GOOD, r"--train-file .*train\.xlsx: unknown file extension"),
 ], ids=["length", "columns", "one-column", "scheme", "unseen-type", "missing-column", "ints-no-names", "extension"])
 def test_bad_input_is_one_line_naming_file_and_line(tmp_path, capsys, train, valid, needle):
     (tname, ttext), (vname, vtext) = train.split(":", 1), valid.split(":", 1)

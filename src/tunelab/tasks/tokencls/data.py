@@ -6,8 +6,8 @@ Pure functions; the task calls them. What is read (``Sentence``: words, tags as 
   separated by spaces or tabs, the token first and the tag last (``EU NNP B-NP B-ORG``); a blank line ends a
   sentence; ``-DOCSTART-`` lines are skipped (and end a sentence), as the HF ``conll2003`` loader does. Every
   line of a file has the same number of columns (else: the file, the line, the two counts).
-- **JSON lines / JSON** (``.jsonl``, ``.json``: one object per line or a list of objects) and rows of a hub /
-  ``save_to_disk`` dataset: a list of tokens (``tokens``, else ``words``) and a list of tags of the same length
+- **JSON lines / JSON / Parquet** (``.jsonl``, ``.json``, ``.parquet``: read by tasks/datafiles.py, the
+  reader every family shares) and rows of ``--dataset`` (a hub id or a ``save_to_disk`` folder): a list of tokens (``tokens``, else ``words``) and a list of tags of the same length
   (``ner_tags``, else ``tags``, ``labels``, ``label``); tags are strings, or integers naming
   ``label_names`` (a ``ClassLabel`` sequence, ``--label-list``, or a ``labels.json`` beside the file).
 
@@ -26,7 +26,6 @@ from pathlib import Path
 from ...errors import UserError
 
 CONLL_EXTENSIONS = (".conll", ".conll03", ".txt", ".iob", ".iob1", ".iob2", ".bio", ".bioes", ".iobes", ".tsv")
-JSON_EXTENSIONS = (".jsonl", ".json", ".ndjson")
 TOKEN_COLUMNS = ("tokens", "words")
 TAG_COLUMNS = ("ner_tags", "tags", "labels", "label")
 TAG_RE = re.compile(r"^(?:O|([BIESLU])-(.+))$")
@@ -100,27 +99,6 @@ def read_conll(path) -> list:
     return out
 
 
-def _json_rows(path: Path) -> list:
-    """(line, row) of a JSON lines file or a JSON list of objects."""
-    text = _read_text(path)
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
-        return [(0, r) for r in rows]
-    out = []
-    for n, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            out.append((n, json.loads(line)))
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}: line {n}: not valid JSON ({e.msg})") from None
-    return out
-
-
 def find_columns(columns, source: str, tokens_column: str | None = None, tags_column: str | None = None) -> tuple:
     """(tokens column, tags column) among ``columns``: the given names, else the usual ones."""
     cols = list(columns)
@@ -183,13 +161,37 @@ def rows_to_sentences(rows, source: str, label_names=None, tokens_column=None, t
     return out, {"tokens_column": tok_col, "tags_column": tag_col, "empty_rows_skipped": skipped}
 
 
-def read_json_file(path, label_names=None, tokens_column=None, tags_column=None) -> tuple:
+def class_label_names(ds, tags_column: str):
+    """The names of a ``Sequence(ClassLabel)`` tags column (hub / save_to_disk datasets), else None."""
+    feat = ds.features.get(tags_column)
+    inner = getattr(feat, "feature", None)
+    if isinstance(feat, list) and feat:  # datasets' [ClassLabel] form
+        inner = feat[0]
+    return list(inner.names) if inner is not None and hasattr(inner, "names") else None
+
+
+def dataset_sentences(ds, lines, source: str, label_names=None, tokens_column=None, tags_column=None) -> tuple:
+    """Sentences of a ``datasets.Dataset`` (``lines``: the 1-based line of each row in its file, or None).
+    Integer tags are named by ``label_names``, else the column's ClassLabel names."""
+    tok_col, tag_col = find_columns(ds.column_names, source, tokens_column, tags_column)
+    names = label_names or class_label_names(ds, tag_col)
+    rows = ((lines[i] if lines else 0, row) for i, row in enumerate(ds))
+    return rows_to_sentences(rows, source, names, tok_col, tag_col, columns=ds.column_names)
+
+
+def read_json_file(path, label_names=None, tokens_column=None, tags_column=None, option: str = "train_file") -> tuple:
+    """A JSON lines / JSON / Parquet file (tasks/datafiles.read_file); integer tags named by ``label_names``,
+    else a ``labels.json`` beside the file."""
+    from ..datafiles import _quiet, read_file
+
+    _quiet()  # no progress bars: an error stays one line
     path = Path(path)
     if label_names is None:
         beside = path.parent / "labels.json"
         if beside.is_file():
             label_names = read_label_list(str(beside))
-    return rows_to_sentences(_json_rows(path), str(path), label_names, tokens_column, tags_column)
+    ds, lines = read_file(str(path), option)
+    return dataset_sentences(ds, lines, str(path), label_names, tokens_column, tags_column)
 
 
 def read_label_list(value: str) -> list:

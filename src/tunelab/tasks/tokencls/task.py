@@ -30,8 +30,9 @@ from .. import TASKS, tagging
 from ..base import Split, sha256_file
 from ..supervised import Prediction, SupervisedTask
 from . import options  # noqa: F401  (declares the family's options)
-from .data import (CONLL_EXTENSIONS, JSON_EXTENSIONS, check_known, entity_types, label_list, read_conll,
-                   read_json_file, read_label_list, rows_to_sentences, to_iob2)
+from ..datafiles import DATA_OPTIONS, EXTENSIONS, FILE_OPTIONS, SPLITS, flag, load_user_splits
+from .data import (CONLL_EXTENSIONS, check_known, dataset_sentences, entity_types, label_list, read_conll,
+                   read_json_file, read_label_list, to_iob2)
 
 METRICS = ("f1", "precision", "recall", "accuracy")
 
@@ -67,7 +68,7 @@ class TokenClassificationTask(SupervisedTask):
     head = "token-classification"
     metric_names = METRICS
     report_metrics = ("f1", "precision", "recall", "accuracy", "test_f1")
-    shared_options = ("max_seq_length", "eval_fraction", "dataset", "dataset_config", "text_column")
+    shared_options = DATA_OPTIONS + ("max_seq_length", "eval_fraction", "text_column", "label_column")
     defaults = {"doc_stride": 32}
 
     def __init__(self):
@@ -89,29 +90,43 @@ class TokenClassificationTask(SupervisedTask):
         cfg = getattr(self, "cfg", None)
         return ("validation", "test") if cfg is not None and cfg.test_file else ("validation",)
 
+    @staticmethod
+    def is_conll(path: str) -> bool:
+        return path.lower().endswith(CONLL_EXTENSIONS)
+
     def validate(self, cfg) -> None:
         super().validate(cfg)
         tagging.check_stride(cfg.doc_stride, cfg.max_seq_length)
-        if not cfg.train_file and not cfg.dataset:
-            raise UserError("--task token-classification needs --train-file FILE (CoNLL or JSON lines) or --dataset")
-        for flag, path in (("--train-file", cfg.train_file), ("--validation-file", cfg.validation_file),
-                           ("--test-file", cfg.test_file)):
-            if path and not os.path.isfile(path):
-                raise UserError(f"{flag} {path}: no such file")
-            if path and not path.lower().endswith(CONLL_EXTENSIONS + JSON_EXTENSIONS):
-                raise UserError(f"{flag} {path}: unknown file extension (CoNLL: {', '.join(CONLL_EXTENSIONS)}; "
-                                f"JSON lines: {', '.join(JSON_EXTENSIONS)})")
+        files = {o: getattr(cfg, o) for o in FILE_OPTIONS}
+        if cfg.dataset and any(files.values()):
+            raise UserError(f"{flag(next(o for o, v in files.items() if v))}: give either data files or --dataset, not both")
+        if not cfg.dataset:  # datafiles.check_options, with CoNLL files besides its extensions
+            if not cfg.train_file:
+                raise UserError("--task token-classification needs --train-file FILE (CoNLL, JSON / JSONL or Parquet "
+                                "with tokens + ner_tags) or --dataset NAME_OR_PATH")
+            for o in ("train_split", "validation_split", "test_split", "dataset_config"):
+                if getattr(cfg, o):
+                    raise UserError(f"{flag(o)}: only with --dataset (data files name their split by option)")
+            for o, path in files.items():
+                if not path:
+                    continue
+                ext = os.path.splitext(path)[1].lower()
+                if not self.is_conll(path) and ext not in EXTENSIONS:
+                    raise UserError(f"{flag(o)} {path}: unknown file extension {ext or '(none)'!r} (CoNLL: "
+                                    f"{', '.join(CONLL_EXTENSIONS)}; rows: {', '.join(EXTENSIONS)})")
+                if not os.path.isfile(path):
+                    raise UserError(f"{flag(o)} {path}: no such file")
         if cfg.label_list:
             read_label_list(cfg.label_list)
 
     # ------------------------------------------------------------ data
-    def _read_file(self, path: str, names):
-        if path.lower().endswith(JSON_EXTENSIONS):
-            sents, info = read_json_file(path, names, self.cfg.text_column)
-            info["format"] = "json lines"
-        else:
+    def _read_file(self, path: str, names, option: str):
+        if self.is_conll(path):
             sents, info = read_conll(path), {"format": "CoNLL (token first, tag last)"}
-        return sents, {os.path.abspath(path): sha256_file(path)}, info
+        else:
+            sents, info = read_json_file(path, names, self.cfg.text_column, self.cfg.label_column, option)
+            info["format"] = os.path.splitext(path)[1].lower()[1:] + " rows (tasks/datafiles.py)"
+        return sents, {os.path.abspath(path): sha256_file(path)}, {"source": f"{flag(option)} {path}", **info}
 
     def _load_all(self):
         if self._splits is not None:
@@ -120,20 +135,23 @@ class TokenClassificationTask(SupervisedTask):
         names = read_label_list(cfg.label_list) if cfg.label_list else None
         raw = {}
         if cfg.train_file:
-            for split, path in (("train", cfg.train_file), ("validation", cfg.validation_file),
-                                ("test", cfg.test_file)):
-                if path:
-                    raw[split] = self._read_file(path, names)
-        else:
-            raw = self._read_dataset(cfg, names)
-        if "validation" not in raw:
+            for split, o in zip(SPLITS, FILE_OPTIONS):
+                if getattr(cfg, o):
+                    raw[split] = self._read_file(getattr(cfg, o), names, o)
+        else:  # --dataset: tasks/datafiles.py (save_to_disk folder, folder of files, hub id; split names)
+            data = load_user_splits(cfg)
+            for split, ds in data.splits.items():
+                sents, info = dataset_sentences(ds, data.lines.get(split), data.sources[split], names,
+                                                cfg.text_column, cfg.label_column)
+                raw[split] = (sents, data.files_of(split), {**data.info_of(split), **info})
+        if "validation" not in raw:  # as datafiles.hold_out: a seeded (seed 0, whatever --seed) share of train
             from ..splits import seeded_split, take
 
             sents, files, info = raw["train"]
-            parts, rec = seeded_split(sents, {"validation": cfg.eval_fraction}, cfg.seed)
-            raw["train"] = (take(sents, parts["train"]), files, {**info, "split": rec})
-            raw["validation"] = (take(sents, parts["validation"]), {}, {
-                "split": {**rec, "from": "train (no --validation-file): a seeded --eval-fraction of its sentences"}})
+            parts, rec = seeded_split(sents, {"validation": float(cfg.eval_fraction)}, 0)
+            rec = {"from": "train", "fraction": float(cfg.eval_fraction), **rec}
+            raw["train"] = (take(sents, parts["train"]), files, {**info, "held_out": rec})
+            raw["validation"] = (take(sents, parts["validation"]), dict(files), {**info, "held_out": rec})
         for split, (sents, _, info) in raw.items():
             info.update(to_iob2(sents, split))
             info["sentences"] = len(sents)
@@ -149,46 +167,10 @@ class TokenClassificationTask(SupervisedTask):
         self._splits = raw
         return raw
 
-    def _read_dataset(self, cfg, names) -> dict:
-        """--dataset: a ``save_to_disk`` folder or a hub id (rows of tokens + ner_tags; ClassLabel names)."""
-        try:
-            import datasets
-
-            if os.path.isdir(cfg.dataset):
-                ds = datasets.load_from_disk(cfg.dataset)
-            else:
-                ds = datasets.load_dataset(cfg.dataset, cfg.dataset_config)
-        except Exception as e:  # offline hub, unreadable folder: one line
-            msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-            raise UserError(f"--dataset {cfg.dataset}: could not be loaded ({type(e).__name__}: {msg}); offline, "
-                            "give a local folder (save_to_disk) or --train-file") from None
-        if not isinstance(ds, datasets.DatasetDict):
-            ds = datasets.DatasetDict({"train": ds})
-        out = {}
-        for split, want in (("train", "train"), ("validation", "validation"), ("test", "test")):
-            if want not in ds:
-                if split == "train":
-                    raise UserError(f"--dataset {cfg.dataset}: no train split (splits: {', '.join(ds)})")
-                continue
-            d = ds[want]
-            split_names = names
-            if split_names is None:
-                for col in ("ner_tags", "tags", "labels", "label"):
-                    feat = d.features.get(col)
-                    inner = getattr(feat, "feature", None)
-                    if inner is not None and hasattr(inner, "names"):
-                        split_names = list(inner.names)
-                        break
-            sents, info = rows_to_sentences(((0, r) for r in d), f"{cfg.dataset}[{want}]", split_names,
-                                            cfg.text_column, columns=d.column_names)
-            fp = getattr(d, "_fingerprint", None)
-            out[split] = (sents, {f"{cfg.dataset}#{want}": fp} if fp else {}, {**info, "format": "datasets"})
-        return out
-
     def load(self, split, data_dir) -> Split:
         raw = self._load_all()
         if split not in raw:
-            raise UserError(f"token-classification has no {split} data (give --{split}-file)")
+            raise UserError(f"token-classification has no {split} data (give {flag(split + '_file')})")
         sents, files, info = raw[split]
         return Split(split, list(sents), dict(files), dict(info))
 
