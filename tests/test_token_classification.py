@@ -174,3 +174,44 @@ def test_jsonl_form_trains_and_scores_like_the_conll_files(conll, tmp_path, caps
     assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
     assert a["history"][0]["train_loss"] > 0 and a["metrics"]["accuracy"] > 0.5
     assert a["metrics"] == b["metrics"] and a["token_classification"] == b["token_classification"]
+
+
+def test_no_validation_file_holds_out_a_seeded_share_and_iob1_files_become_iob2(tmp_path):
+    from tunelab.resolve import build_config
+    from tunelab.tasks import get_task
+
+    sents = [f"w{i} I-PER\nx{i} O\ny{i} I-LOC\nz{i} I-LOC\n" for i in range(20)]  # IOB1: no B- at all
+    train = _write(tmp_path / "train.iob", "\n".join(sents))
+    cfg = build_config({"task": "token-classification", "train_file": str(train), "eval_fraction": 0.25})
+    task = get_task("token-classification").configure(cfg)
+    tr, va = task.load("train", None), task.load("validation", None)
+    assert task.eval_splits == ("validation",)
+    assert (len(tr.examples), len(va.examples)) == (15, 5)
+    assert sorted(s.tokens[0] for s in tr.examples + va.examples) == sorted(f"w{i}" for i in range(20))
+    assert tr.info["held_out"] == va.info["held_out"] and va.info["held_out"]["fraction"] == 0.25
+    again = get_task("token-classification").configure(cfg)
+    assert [s.tokens for s in again.load("validation", None).examples] == [s.tokens for s in va.examples]
+    assert all(s.tags == ["B-PER", "O", "B-LOC", "I-LOC"] for s in tr.examples)
+    assert tr.info["scheme_read"] == "IOB1" and tr.info["tags_changed_to_iob2"] == 30
+    assert task.labels == ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"] and task.num_labels == 5
+
+
+def test_a_save_to_disk_dataset_names_its_integer_tags_by_classlabel(tmp_path):
+    import datasets
+
+    from tunelab.resolve import build_config
+    from tunelab.tasks import get_task
+
+    names = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG"]
+    feats = datasets.Features({"tokens": datasets.Sequence(datasets.Value("string")),
+                               "ner_tags": datasets.Sequence(datasets.ClassLabel(names=names))})
+    rows = {"tokens": [["Ann", "Lee", "joined", "Acme"], ["Bob", "left"]], "ner_tags": [[1, 2, 0, 3], [1, 0]]}
+    d = datasets.Dataset.from_dict(rows, features=feats)
+    datasets.DatasetDict({"train": d, "validation": d, "test": d}).save_to_disk(str(tmp_path / "ds"))
+    cfg = build_config({"task": "token-classification", "dataset": str(tmp_path / "ds")})
+    task = get_task("token-classification").configure(cfg)
+    tr = task.load("train", None)
+    assert task.eval_splits == ("validation", "test")
+    assert [s.tags for s in tr.examples] == [["B-PER", "I-PER", "O", "B-ORG"], ["B-PER", "O"]]
+    assert task.labels == ["O", "B-ORG", "I-ORG", "B-PER", "I-PER"]
+    assert tr.files and all(len(v) == 64 for v in tr.files.values())  # the arrow files' sha256
