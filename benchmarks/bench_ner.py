@@ -132,7 +132,6 @@ def main(argv=None) -> int:
         args = []
         for k, v in opts.items():
             args += ["--" + k.replace("_", "-"), str(v)]
-        t0 = time.process_time()
         rec, wall, err = run_tunelab(args, os.path.join(work, f"tunelab-{method}"), f"tunelab {method}")
         if rec:
             m = rec["metrics"]
@@ -149,7 +148,6 @@ def main(argv=None) -> int:
         r = json.loads(line[7:])
         rows.append(("HF Trainer (run_ner.py recipe)", method, r["f1"], r["precision"], r["recall"], r["test_f1"],
                      r["steps"], r["lr"], r["train_seconds"], r["peak_rss_mb"]))
-        del t0
     lines = ["", f"### CoNLL-2003 NER: tunelab vs a run_ner.py-style Trainer ({time.strftime('%Y-%m-%d')})", "",
              f"> Script: `benchmarks/bench_ner.py`. {machine_line(a.threads)}; the machine was shared with other "
              "jobs (wall seconds are noisy; compare within the table).",
