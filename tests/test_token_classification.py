@@ -160,15 +160,20 @@ def test_conll_run_metrics_equal_seqeval_on_its_predictions(conll, tmp_path, cap
 
 
 def test_jsonl_form_trains_and_scores_like_the_conll_files(conll, tmp_path, capsys):
-    """The same sentences, labels and label ids whichever form: the same losses and metrics."""
+    """The same sentences, labels and label ids whichever form: the same losses and metrics (LoRA)."""
     recs = []
     for form, (tr, va) in {"conll": ("train.txt", "valid.txt"), "jsonl": ("train.jsonl", "validation.jsonl")}.items():
         out = tmp_path / form
         args = tiny_args(conll / tr, conll / va, out)
         args[args.index("--max-train-samples") + 1], args[args.index("--epochs") + 1] = "48", "1"
         args[args.index("--max-eval-samples") + 1] = "24"
+        args[args.index("--method") + 1] = "lora"
+        args[args.index("--lr") + 1] = "2e-3"
         assert main(args) == 0, capsys.readouterr().err
         recs.append(json.loads((out / "run.json").read_text()))
+        # adapters only: the base config beside them carries the labels
+        assert (out / "adapter_model.safetensors").is_file() and not (out / "model.safetensors").exists()
+        assert json.loads((out / "config.json").read_text())["id2label"]["7"] == "B-PER"
     a, b = recs
     assert a["data_sizes"] == b["data_sizes"] == {"train": 48, "validation": 24}
     assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]

@@ -180,6 +180,7 @@ class TokenClassificationTask(SupervisedTask):
         model = out[0]
         model.config.id2label = dict(enumerate(self.labels))
         model.config.label2id = {lab: i for i, lab in enumerate(self.labels)}
+        self._model_config = model.config
         return out
 
     # ------------------------------------------------------------ hooks (rows = windows)
@@ -264,7 +265,12 @@ class TokenClassificationTask(SupervisedTask):
 
     def write_predictions(self, path: str, predictions: dict) -> None:
         """One row per sentence: split, index, line (in its file; 0: hub rows), tokens, gold_tags,
-        predicted_tags (the lists as JSON)."""
+        predicted_tags (the lists as JSON). A run whose method saved only adapters (PEFT: no config.json)
+        gets the base model's config.json beside them, with the labels (id2label / label2id)."""
+        folder = os.path.dirname(path)
+        cfg = getattr(self, "_model_config", None)
+        if cfg is not None and not os.path.exists(os.path.join(folder, "config.json")):
+            cfg.save_pretrained(folder)
         with open(path, "w", encoding="utf-8") as f:
             f.write("split\tindex\tline\ttokens\tgold_tags\tpredicted_tags\n")
             for split, pr in predictions.items():
