@@ -25,7 +25,7 @@ def conll(shared_data) -> Path:
 def tiny_args(train, valid, out, *extra, test=None):
     args = ["run", "--task", "token-classification", "--method", "full", "--model", "minilm",
             "--train-file", str(train), "--validation-file", str(valid), "--output-dir", str(out),
-            "--max-train-samples", "160", "--max-eval-samples", "40", "--epochs", "2", "--lr", "5e-4",
+            "--max-train-samples", "96", "--max-eval-samples", "40", "--epochs", "2", "--lr", "6e-4",
             "--batch-size", "8", "--max-seq-length", "32", "--doc-stride", "8", "--threads", "1", "--seed", "0"]
     if test:
         args += ["--test-file", str(test)]
@@ -125,9 +125,9 @@ def test_conll_run_metrics_equal_seqeval_on_its_predictions(conll, tmp_path, cap
     assert rc == 0, capsys.readouterr().err
     rec = json.loads((out / "run.json").read_text())
     assert rec["status"] == "completed" and rec["main_metric"] == "f1"
-    assert rec["data_sizes"] == {"train": 160, "validation": 40, "test": 40}
+    assert rec["data_sizes"] == {"train": 96, "validation": 40, "test": 40}
     m = rec["metrics"]
-    assert m["f1"] > 0.15 and m["test_f1"] > 0.15  # learns something in 40 steps
+    assert m["f1"] > 0.15 and m["test_f1"] > 0.15  # learns something in 24 steps (0.39 / 0.36 measured)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["id2label"] == {"0": "O", "1": "B-LOC", "2": "I-LOC", "3": "B-MISC", "4": "I-MISC", "5": "B-ORG",
                                "6": "I-ORG", "7": "B-PER", "8": "I-PER"}
