@@ -94,6 +94,7 @@ class KeyphraseTask(SupervisedTask):
     eval_splits = ("validation", "test")
     report_metrics = ("f1@10", "f1@5", "f1@M", "test_f1@10", "test_f1@5", "test_f1@M")  # report/tables.py columns
     defaults = {"max_seq_length": 512, "doc_stride": 128, "batch_size": 16, "eval_batch_size": 32}
+    revision = 2  # 2: F1@5 / F1@10 rank candidate spans after the argmax ones (cached compare cells re-run)
 
     def option_defaults(self, method) -> dict:
         out = super().option_defaults(method)  # the family's defaults + length-grouped batches
