@@ -91,10 +91,6 @@ class UserTextClassification(TextClassificationTask):
         if "validation" not in data.splits:
             stratify = (lambda r: _key(r[label])) if kind == "single" else None
             held = hold_out(data, cfg.eval_fraction, seed=0, label=stratify)
-            hint = " (--validation-split test to validate on the test split)" if "test" in data.splits else ""
-            print(f"[text-classification] no validation data: {len(data.splits['validation'])} of "
-                  f"{len(train)} train rows held out (seeded, {'stratified' if held['stratified'] else 'not stratified'})"
-                  f"{hint}", file=sys.stderr)
         label2id = {n: i for i, n in enumerate(names)}
         for split, ds in data.splits.items():
             examples = []
@@ -130,6 +126,9 @@ class UserTextClassification(TextClassificationTask):
             self.record["f1_positive_class"] = names[1]
         if held is not None:
             self.record["validation_held_out"] = held
+            hint = " (--validation-split test to validate on the test split)" if "test" in data.splits else ""
+            print(f"[text-classification] no validation data: {held['sizes']['validation']} of {len(train)} train rows "
+                  f"held out (seed 0, {'stratified' if held['stratified'] else 'not stratified'}){hint}", file=sys.stderr)
 
     def _columns(self, cfg, cols, source):
         text, pair, label = cfg.text_column, getattr(cfg, "text_pair_column", None), cfg.label_column
