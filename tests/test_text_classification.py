@@ -202,3 +202,44 @@ def test_ag_news_lora_well_above_majority(tmp_path, capsys, shared_data):
     p = read_tsv(out / "predictions.tsv")
     majority = Counter(r["label"] for r in p).most_common(1)[0][1] / len(p)
     assert rec["metrics"]["accuracy"] > majority + 0.3 and rec["metrics"]["macro_f1"] > 0.5
+
+
+STUDY = """\
+name: user-data
+tasks:
+  - {name: agnews-mini, task: text-classification, train_file: data/train.csv, validation_file: data/val.jsonl}
+methods: [lora]
+max_train_samples: 32
+max_seq_length: 32
+epochs: 1
+batch_size: 16
+"""
+
+
+def test_compare_study_with_a_user_task_runs_reports_its_name_and_resumes(tmp_path, capsys, ag):
+    import sqlite3
+
+    from tunelab.compare.config import load_compare_config
+
+    train, test = ag
+    (tmp_path / "study" / "data").mkdir(parents=True)
+    write_csv(tmp_path / "study" / "data" / "train.csv", train)
+    (tmp_path / "study" / "data" / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test[:16]))
+    study = tmp_path / "study" / "study.yaml"
+    study.write_text(STUDY)
+    cc = load_compare_config(str(study))  # relative paths resolve against the study file, not the cwd
+    assert cc.tasks[0].label == "agnews-mini" and cc.tasks[0].name == "text-classification"
+    assert cc.tasks[0].options["train_file"] == str(tmp_path / "study" / "data" / "train.csv")
+    out = tmp_path / "out"
+    argv = ["compare", str(study), "--output-dir", str(out), "--isolation", "exec"]
+    assert main(argv) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    with sqlite3.connect(out / "results.sqlite") as con:
+        rows = con.execute("SELECT task, method, status, run_dir FROM runs").fetchall()
+    assert [r[:3] for r in rows] == [("agnews-mini", "lora", "completed")]
+    rec = json.loads((out / "runs" / "agnews-mini--lora--minilm--s0" / "run.json").read_text())
+    assert rec["task"] == "text-classification" and rec["data_sizes"] == {"train": 32, "validation": 16}
+    assert "agnews-mini" in (out / "report.md").read_text()
+    mtime = (out / "runs" / "agnews-mini--lora--minilm--s0" / "run.json").stat().st_mtime_ns
+    assert main(argv) == 0  # the second time: the finished cell is kept, nothing re-runs
+    assert (out / "runs" / "agnews-mini--lora--minilm--s0" / "run.json").stat().st_mtime_ns == mtime
