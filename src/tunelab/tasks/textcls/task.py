@@ -22,7 +22,6 @@
 """
 
 import copy
-import os
 import sys
 
 import numpy as np
@@ -33,7 +32,7 @@ from ...models.heads import Head, register_head
 from .. import TASKS
 from ..base import Example, Split
 from ..datafiles import DATA_OPTIONS, check_options, hold_out, load_user_splits
-from ..supervised import Prediction, TextClassificationTask  # noqa: F401  (Prediction: what write_predictions gets)
+from ..supervised import TextClassificationTask
 
 PAIRS = (("sentence1", "sentence2"), ("question1", "question2"), ("premise", "hypothesis"), ("question", "sentence"),
          ("text", "text_pair"))
