@@ -96,14 +96,15 @@ class UserTextClassification(TextClassificationTask):
             texts = ds[text]
             ids = _classlabel_names(ds.features[label])
             seconds = ds[pair] if pair else None
+            lines = data.lines.get(split) or [0] * len(ds)
             for i, (t1, y) in enumerate(zip(texts, ds[label])):
-                where = data.where(split, i)
+                where = _At(data, split, i)  # file:line, formatted only in an error
                 parts = (t1,) if seconds is None else (t1, seconds[i])
                 for c, v in zip((text, pair), parts):
                     if not isinstance(v, str) or not v.strip():
                         raise UserError(f"{where}: empty text in column {c!r}")
                 examples.append(Example(texts=parts, label=self._encode_label(y, kind, label2id, names, where, label, ids),
-                                        line=(data.lines.get(split) or [0] * len(ds))[i]))
+                                        line=lines[i]))
             self.splits[split] = Split(split, examples, data.files_of(split),
                                        {**data.info_of(split), "columns": {"text": text, "text_pair": pair, "label": label}})
         self.kind, self.id2label = kind, names
@@ -247,6 +248,16 @@ class UserTextClassification(TextClassificationTask):
             for split, pr in predictions.items():
                 for i, (pi, ri, ex) in enumerate(zip(pr.predictions, pr.references, pr.examples)):
                     f.write(f"{split}\t{i}\t{getattr(ex, 'line', 0)}\t{self._name(ri)}\t{self._name(pi)}\n")
+
+
+class _At:
+    """Where row ``i`` of ``split`` is (``UserData.where``), computed when an error message formats it."""
+
+    def __init__(self, data, split, i):
+        self.data, self.split, self.i = data, split, i
+
+    def __str__(self):
+        return self.data.where(self.split, self.i)
 
 
 def _key(v):
