@@ -77,14 +77,29 @@ def trainer_run(method: str, ns, rec: dict) -> dict:
                              save_strategy="no", logging_strategy="no", disable_tqdm=True, seed=cfg.seed,
                              per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.eval_batch_size,
                              learning_rate=cfg.lr, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
-                             max_grad_norm=cfg.max_grad_norm, group_by_length=True)
+                             max_grad_norm=cfg.max_grad_norm, train_sampling_strategy="group_by_length")
     trainer = Trainer(model=net, args=args, train_dataset=encode(train), data_collator=DataCollatorWithPadding(tok))
     out = trainer.train()
     pred = trainer.predict(encode(val))
     p = np.argmax(pred.predictions, -1)
     return {"accuracy": float(accuracy_score(pred.label_ids, p)),
             "macro_f1": float(f1_score(pred.label_ids, p, average="macro")),
-            "train_seconds": out.metrics["train_runtime"], "lr": cfg.lr, "batch": cfg.batch_size, "steps": out.global_step}
+            "train_seconds": out.metrics["train_runtime"], "lr": cfg.lr, "batch": cfg.batch_size, "steps": out.global_step, "group_by_length": True}
+
+
+def _finished(out: str, ns):
+    """A completed tunelab run.json in ``out`` made with this invocation's sizes, epochs and seed (--reuse)."""
+    import json
+
+    try:
+        with open(os.path.join(out, "run.json"), encoding="utf-8") as f:
+            rec = json.load(f)
+    except (OSError, ValueError):
+        return None
+    c = rec.get("config", {})
+    same = (c.get("max_train_samples"), c.get("max_eval_samples"), c.get("epochs"), c.get("seed")) == (
+        ns.train_samples, ns.eval_samples, ns.epochs, ns.seed)
+    return rec if rec.get("status") == "completed" and same else None
 
 
 def main(argv=None):
@@ -98,6 +113,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int)
     ap.add_argument("--out", default="/tmp/bench_user_data")
     ap.add_argument("--append", help="append the table to this markdown file (BENCHMARKS.md)")
+    ap.add_argument("--reuse", action="store_true", help="keep a completed tunelab run of the same sizes in --out")
     ns = ap.parse_args(argv)
     rows = []
     for method in ns.methods.split(","):
@@ -105,7 +121,9 @@ def main(argv=None):
                 "--validation-file", os.path.join(ns.data, "test.csv"), "--method", method, "--model", "minilm",
                 "--max-train-samples", str(ns.train_samples), "--max-eval-samples", str(ns.eval_samples),
                 "--epochs", str(ns.epochs), "--seed", str(ns.seed)] + (["--threads", str(ns.threads)] if ns.threads else [])
-        rec, wall, err = run_tunelab(args, os.path.join(ns.out, method), f"tunelab {method}")
+        rec = _finished(os.path.join(ns.out, method), ns) if ns.reuse else None
+        if rec is None:
+            rec, wall, err = run_tunelab(args, os.path.join(ns.out, method), f"tunelab {method}")
         if rec is None:
             rows.append((method, "tunelab", None))
             continue
