@@ -5,6 +5,8 @@ YAML shape (see ``presets/quick.yaml``)::
 
     name: my-study
     tasks: [sst2, mrpc, {cola: {epochs: 3}}]      # a name, or {name: {run options for this task}}
+    # a user task: {name: LABEL, task: TASK, data options...}; relative file paths resolve against this file
+    #   - {name: trec, task: text-classification, train_file: trec/train.csv, validation_file: trec/test.csv}
     models: [minilm]
     seeds: [0, 1]
     methods:
@@ -41,6 +43,9 @@ EXTENDS = "extends"
 EXEC_KEYS = ("jobs",)  # how the grid runs, not what it computes (not in any run's config hash)
 PER_CELL = {"task": "tasks", "method": "methods", "model": "models", "seed": "seeds"}
 MANAGED = ("output_dir", "overwrite")  # compare decides where each run goes
+# options naming a data file or folder: relative ones resolve against the study file's folder (--dataset only
+# when that path exists: else it stays a hub id)
+PATH_OPTIONS = ("train_file", "validation_file", "test_file")
 
 
 @dataclass
@@ -194,8 +199,17 @@ def _options(items: dict, where: str, key_nodes: dict) -> dict:
         if key not in FIELDS:
             known = list(FIELDS) + list(GRID_KEYS) + list(META_KEYS) + list(EXEC_KEYS)
             raise UserError(f"{at}: unknown key '{raw}'{_did_you_mean(key, known)}")
-        out[key] = _coerce(key, _py(vnode), at)
+        out[key] = _resolve_path(key, _coerce(key, _py(vnode), at), where)
     return out
+
+
+def _resolve_path(key: str, value, where: str):
+    """A relative data path in a study file, as seen from the study file's folder."""
+    if (key not in PATH_OPTIONS + ("dataset",) or not isinstance(value, str) or os.path.isabs(value)
+            or where.startswith("preset ") or not os.path.isfile(where)):
+        return value
+    path = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(where)), value))
+    return path if key in PATH_OPTIONS or os.path.exists(path) else value
 
 
 def _parse_grid_key(key: str, node, where: str):
@@ -225,6 +239,8 @@ def _parse_entry(key: str, node, where: str) -> Entry:
     if not isinstance(node, yaml.MappingNode):
         raise UserError(f"{at}: a {kind} entry is a name or a mapping, not a list")
     pairs = {str(k.value): (k, v) for k, v in node.value}
+    if kind == "task" and "task" in pairs and "name" in pairs and "label" not in pairs:
+        pairs["label"] = pairs.pop("name")  # {name: trec, task: text-classification, ...}: the report's name
     if kind in pairs or "label" in pairs:  # flat form: {label: x, method: y, option: value ...}
         if kind not in pairs:
             raise UserError(f"{at}: entry with 'label' needs '{kind}:' too")
