@@ -90,9 +90,10 @@ def cmd_list() -> None:
     from .tasks import get_task, task_names
 
     print("tasks:")
-    for n in task_names():
-        t = get_task(n)
-        print(f"  {n:<14} {t.family:<12} {t.head:<22} metrics: {', '.join(t.metric_names)}")
+    tasks = [(n, get_task(n)) for n in task_names()]
+    wn, wf, wh = (max(len(x) for x in col) for col in zip(*[(n, t.family, t.head) for n, t in tasks]))
+    for n, t in tasks:
+        print(f"  {n:<{wn}} {t.family:<{wf}} {t.head:<{wh}} metrics: {', '.join(t.metric_names)}")
     print("methods:")
     for n in method_names():
         m = get_method(n)
