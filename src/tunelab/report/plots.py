@@ -128,19 +128,20 @@ def cd_diagram(agg, path: str, title: str = "") -> str | None:
     order = sorted(agg.labels, key=lambda lb: agg.mean_rank[lb])
     groups = cliques(agg)
     half = (k + 1) // 2
-    height = 1.2 + 0.28 * max(half, k - half) + 0.18 * len(groups)
+    rows = max(half, k - half)
+    height = 1.0 + 0.25 * rows + 0.16 * len(groups)
     fig, ax = plt.subplots(figsize=(8, height))
     ax.set_xlim(0.5, k + 0.5)
     top = 0.0
-    ax.set_ylim(-(0.9 + 0.28 * max(half, k - half) + 0.18 * len(groups)), 0.55)
+    ax.set_ylim(-(0.35 + 0.16 * len(groups) + 0.28 * rows), 0.8)
     ax.hlines(top, 1, k, color="black", lw=1)
     for r in range(1, k + 1):
         ax.vlines(r, top, top + 0.08, color="black", lw=1)
         ax.text(r, top + 0.12, str(r), ha="center", va="bottom", fontsize=9)
     # CD bar above the axis, left-aligned at rank 1
-    ax.hlines(top + 0.42, 1, 1 + agg.cd, color="C3", lw=2)
-    ax.vlines([1, 1 + agg.cd], top + 0.37, top + 0.47, color="C3", lw=2)
-    ax.text(1 + agg.cd / 2, top + 0.48, f"CD = {agg.cd:.2f}", ha="center", va="bottom", fontsize=9, color="C3")
+    ax.hlines(top + 0.55, 1, 1 + agg.cd, color="C3", lw=2)
+    ax.vlines([1, 1 + agg.cd], top + 0.5, top + 0.6, color="C3", lw=2)
+    ax.text(1 + agg.cd / 2, top + 0.61, f"CD = {agg.cd:.2f}", ha="center", va="bottom", fontsize=9, color="C3")
     # group bars just below the axis
     for g, members in enumerate(groups):
         y = top - 0.12 - 0.16 * g
