@@ -331,9 +331,6 @@ def recommend_task(c: Column) -> str:
     head = f"{c.title} ({c.metric} {'↑' if c.higher else '↓'})"
     best_txt = (f"best mean {best.label} {best.metrics[c.metric][0]:.4f}" if len(c.best) == 1 else
                 f"best mean {', '.join(c.best)} (tied, {best.metrics[c.metric][0]:.4f})")
-    if not c.tested():
-        return (f"{head}: {best_txt}; {c.seeds()} seed{'s' if c.seeds() != 1 else ''} per method — too few to test "
-                f"which methods are indistinguishable from it, so no recommendation can be claimed.")
     cands = [m for m in c.done if c.tie(m.label)]
     pick = min(cands, key=lambda m: _cost_key(m, ts))
     others = len(cands) - 1
@@ -355,8 +352,8 @@ def recommend_overall(cols: list, agg: Aggregate) -> str:
                 "the best anywhere; run more seeds (e.g. seeds=0,1,2) before choosing by these numbers.")
     ok = [lb for lb in agg.labels if all(c.tie(lb) for c in cols)]
     if untested:
-        return (f"Overall: {', '.join(untested)} {'has' if len(untested) == 1 else 'have'} too few seeds to test, so "
-                "no method can be called indistinguishable from the best on every task.")
+        return ("Overall: with tasks that have one seed, no method can be called indistinguishable from the best "
+                "on every task.")
     if not ok:
         top = min(agg.mean_rank, key=agg.mean_rank.get) if agg.mean_rank else None
         return ("Overall: no method is indistinguishable from the best on every task"
@@ -377,9 +374,11 @@ def recommend_overall(cols: list, agg: Aggregate) -> str:
 
 
 def recommendation(cols: list, agg: Aggregate) -> list:
-    """The recommendation paragraphs: one line per task, then the overall one."""
-    if all(not c.tested() for c in cols):
-        tops = "; ".join(f"{c.title} {', '.join(c.best)} {c.mean(c.best[0]):.4f}" for c in cols)
+    """The recommendation: one sentence per task with >= 2 paired seeds, one for the tasks with too few
+    seeds to test anything, then the overall one."""
+    untested = [c for c in cols if not c.tested()]
+    tops = "; ".join(f"{c.title} {', '.join(c.best)} {c.mean(c.best[0]):.4f}" for c in untested)
+    if len(untested) == len(cols):
         s = (f"one seed per method{' on every task' if len(cols) > 1 else ''}: too few to test which methods are "
              f"indistinguishable from the best, so this report claims no recommendation. Highest mean"
              f"{'s' if len(cols) > 1 else ''} (not tested): {tops}.")
@@ -387,7 +386,10 @@ def recommendation(cols: list, agg: Aggregate) -> list:
             top = min(agg.mean_rank, key=agg.mean_rank.get)
             s += f" Best mean rank: {top} ({agg.mean_rank[top]:.2f})."
         return [s + " Run more seeds (e.g. seeds=0,1,2, the quick-seeds preset) to get one."]
-    out = [recommend_task(c) for c in cols]
+    out = [recommend_task(c) for c in cols if c.tested()]
+    if untested:
+        out.append(f"{', '.join(c.title for c in untested)}: one seed per method, too few to test, so no "
+                   f"recommendation (highest mean{'s' if len(untested) > 1 else ''}, not tested: {tops}).")
     overall = recommend_overall(cols, agg)
     return out + ([overall] if overall else [])
 
