@@ -136,10 +136,11 @@ def heatmap(cols: list, values: dict, path: str) -> str | None:
     if np.all(np.isnan(grid)):
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(cols), 0.9 + 0.38 * len(labels)))
+    fig, ax = plt.subplots(figsize=(2.2 + 1.5 * len(cols), 1.2 + 0.38 * len(labels)))
     span = max(5.0, float(np.nanmax(np.abs(grid - 100))))
     im = ax.imshow(grid, cmap="RdYlGn", vmin=100 - span, vmax=100 + span, aspect="auto")
-    ax.set_xticks(range(len(cols)), [f"{c.title}\n{c.metric} {'↑' if c.higher else '↓'}" for c in cols], fontsize=8)
+    ax.set_xticks(range(len(cols)), [f"{c.title.replace(' (', chr(10) + '(')}\n{c.metric} {'↑' if c.higher else '↓'}" for c in cols],
+                  fontsize=8)
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     for i in range(len(labels)):
         for j in range(len(cols)):
