@@ -11,7 +11,7 @@ h1 { border-bottom: 2px solid #444; padding-bottom: .2em; }
 h2 { border-bottom: 1px solid #bbb; margin-top: 2em; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 13px; }
 th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; white-space: nowrap; }
-th { background: #f0f0f0; }
+th { background: #f0f0f0; white-space: normal; max-width: 11em; vertical-align: bottom; }
 td:first-child, th:first-child { text-align: left; }
 td.best { font-weight: bold; background: #e6f4e6; }
 td.tie { background: #f1f7e9; }
