@@ -145,6 +145,12 @@ def test_recommendation_picks_the_cheapest_tie_and_one_seed_claims_nothing(tmp_p
     out2 = write_store(tmp_path / "c", "one-task", two)
     md2 = open(write_report(str(out2))[0], encoding="utf-8").read()
     assert "Aggregate over tasks (mean rank, Friedman test): not applicable (needs >= 3 methods" in md2
+    noref = {"cola": ("cola", "mcc", {"lora": [0.3, 0.31, 0.29], "selective": [0.31, 0.3, 0.3], "prompt": [0.1, 0.2, 0.1]})}
+    md3 = open(write_report(str(write_store(tmp_path / "d", "no-full", noref)))[0], encoding="utf-8").read()
+    rec3 = md3.split("Recommendation:", 1)[1].split("\n", 1)[0]
+    # selective is best and cheapest (4 s); lora is within noise of it, prompt is not
+    assert "best mean selective 0.3033; selective is also the cheapest of the 2 methods" in rec3
+    assert "no full fine-tuning run on this task to compare with" in rec3
     del summarize, aggregate, columns, recommendation
 
 

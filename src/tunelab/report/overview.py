@@ -310,8 +310,10 @@ def _cost_words(m, ts) -> str:
     ref = reference(ts)
     mem, kind = peak_memory(m)
     if ref is None:
-        return (f"train time {m.train_seconds[0]:.1f} s, {m.params.get('pct', float('nan')):.3g} % of parameters "
-                f"trainable, peak {kind} {mem:.0f} MB; no full fine-tuning run on this task to compare with")
+        parts = ([f"train time {m.train_seconds[0]:.1f} s"] if m.train_seconds[0] is not None else []) + (
+            [f"{m.params['pct']:.3g} % of parameters trainable"] if m.params.get("pct") is not None else []) + (
+            [f"peak {kind} {mem:.0f} MB"] if mem is not None else [])
+        return ", ".join(parts + ["no full fine-tuning run on this task to compare with"])
     if m is ref:
         return "it is full fine-tuning itself"
     parts = []
