@@ -56,7 +56,7 @@ def _extra_commands() -> list:
     mods = []
     import importlib
 
-    for name in ("tunelab.compare.cli", "tunelab.analysis.cli", "tunelab.pretrain.cli"):
+    for name in ("tunelab.compare.cli", "tunelab.analysis.cli", "tunelab.pretrain.cli", "tunelab.report.cli"):
         try:
             mods.append(importlib.import_module(name))
         except ModuleNotFoundError as e:
