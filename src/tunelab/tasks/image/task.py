@@ -157,7 +157,10 @@ class ImageTask(SupervisedTask):
         if cfg.semi_supervised and not cfg.labelled_per_class:
             raise UserError("--semi-supervised needs --labelled-per-class N (the rest of train is the unlabelled pool)")
         if not cfg.semi_supervised:
-            given = [k for k in SEMI_OPTIONS if cfg.sources.get(k) == "given"]
+            from ...config import FIELDS
+
+            # a compare hands its cells every resolved option: a value at its default says nothing
+            given = [k for k in SEMI_OPTIONS if cfg.sources.get(k) == "given" and getattr(cfg, k) != FIELDS[k].default]
             if given:
                 raise UserError(f"--{given[0].replace('_', '-')} applies only with --semi-supervised")
 
