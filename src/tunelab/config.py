@@ -291,6 +291,13 @@ class CommonOptions:
     text_column: str = opt(None, "text column: asr: the transcript column of a hub dataset or an audiofolder's "
                                  "metadata.csv (default transcription); docrep: of a CSV / JSONL file or hub dataset "
                                  "(default text)", reads=tasks_reading("text_column"))
+    report_to: str = opt("none", "experiment trackers, comma-separated: tensorboard, mlflow, wandb (offline) or none: per-"
+                                 "step loss / lr / grad norm, per-epoch and final metrics, the config, run.json and the "
+                                 "plots (train/reporting.py; pip install 'tunelab[trackers]')")
+    logging_dir: str = opt(None, "--report-to tensorboard: the event files' folder (default OUTPUT_DIR/tensorboard); "
+                                 "wandb: its offline folder (default OUTPUT_DIR)")
+    experiment_name: str = opt(None, "--report-to: the MLflow experiment / W&B project (default $MLFLOW_EXPERIMENT_NAME "
+                                     "or $WANDB_PROJECT, else tunelab; a compare: the study's name)")
 
 
 class RunConfig:
