@@ -1,0 +1,92 @@
+"""tunelab predict: a finished run, reloaded from its folder alone (run.json -> base model -> the
+method's saved weights), reproduces its predictions.tsv on the same evaluation inputs, for every
+family and for full / PEFT / layer-method runs; one JSONL line per input, in input order."""
+
+import csv
+import json
+
+import pytest
+
+from conftest import tiny_run_args
+from tunelab.cli import main
+
+
+def read_tsv(path):
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def jsonl(path):
+    return [json.loads(line) for line in open(path, encoding="utf-8")]
+
+
+def glue_subset(src, lines, dst, drop_label=None):
+    """The source file's header and the given 1-based lines, in that order (a label column dropped)."""
+    rows = open(src, encoding="utf-8").read().split("\n")
+    out = [rows[0]] + [rows[i - 1] for i in lines]
+    if drop_label is not None:
+        k = rows[0].lstrip("\ufeff").split("\t").index(drop_label)  # MRPC starts with a BOM
+        out = ["\t".join(c for j, c in enumerate(r.split("\t")) if j != k) for r in out]
+    dst.write_text("\n".join(out) + "\n", encoding="utf-8")
+    return dst
+
+
+@pytest.mark.parametrize("task, method, extra, folder", [
+    ("sst2", "lora", (), "SST-2"),
+    ("sst2", "selective", ("--layers", "top:2"), "SST-2"),
+    ("mrpc", "full", ("--max-train-samples", "32"), "MRPC"),
+])
+def test_glue_predict_reproduces_predictions_tsv(tmp_path, glue_data_dir, task, method, extra, folder):
+    out = tmp_path / "run"
+    assert main(tiny_run_args(task, method, glue_data_dir, str(out), "--max-eval-samples", "48", *extra)) == 0
+    rows = read_tsv(out / "predictions.tsv")
+    # the evaluated lines in a shuffled order, the label column dropped: predict needs neither
+    lines = [int(r["line"]) for r in rows][::-1]
+    label_col = "Quality" if task == "mrpc" else "label"
+    inp = glue_subset(f"{glue_data_dir}/{folder}/dev.tsv", lines, tmp_path / "in.tsv", drop_label=label_col)
+    pred = tmp_path / "pred.jsonl"
+    assert main(["predict", str(out), "--input", str(inp), "--output", str(pred), "--batch-size", "7"]) == 0
+    got = jsonl(pred)
+    assert len(got) == len(lines)
+    want = {int(r["line"]): int(r["prediction"]) for r in rows}
+    assert [g["label_id"] for g in got] == [want[i] for i in lines]
+    names = ["0", "1"]
+    for g in got:
+        assert list(g["probabilities"]) == names and g["label"] == names[g["label_id"]]
+        assert sum(g["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_glue_regression_and_text_inputs(tmp_path, glue_data_dir, capsys):
+    out = tmp_path / "run"
+    assert main(tiny_run_args("stsb", "lora", glue_data_dir, str(out), "--max-eval-samples", "24")) == 0
+    rows = read_tsv(out / "predictions.tsv")
+    lines = [int(r["line"]) for r in rows]
+    inp = glue_subset(f"{glue_data_dir}/STS-B/dev.tsv", lines, tmp_path / "in.tsv")  # with its score column
+    capsys.readouterr()
+    assert main(["predict", str(out), "--input", str(inp)]) == 0  # JSONL on stdout
+    got = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [g["score"] for g in got] == pytest.approx([float(r["prediction"]) for r in rows], abs=1e-4)
+    # --text: a sentence pair as FIRST<TAB>SECOND gives the same score as the file's row
+    src = open(f"{glue_data_dir}/STS-B/dev.tsv", encoding="utf-8").read().split("\n")
+    header = src[0].split("\t")
+    cols = src[lines[0] - 1].split("\t")
+    pair = cols[header.index("sentence1")] + "\t" + cols[header.index("sentence2")]
+    assert main(["predict", str(out), "--text", pair, "--text", pair]) == 0
+    twice = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(twice) == 2 and twice[0]["score"] == pytest.approx(got[0]["score"], abs=1e-4)
+
+
+def test_predict_errors_one_line(tmp_path, glue_data_dir, capsys):
+    out = tmp_path / "run"
+    assert main(tiny_run_args("sst2", "full", glue_data_dir, str(out), "--max-train-samples", "16",
+                              "--max-eval-samples", "16")) == 0
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("words\tlabel\nfine\t1\n")
+    for args, needle in [([str(tmp_path / "nope"), "--text", "x"], "no run.json there"),
+                         ([str(out), "--input", str(bad)], "header lacks column(s) ['sentence']"),
+                         ([str(out)], "give --input FILE or --text TEXT"),
+                         ([str(out), "--input", str(tmp_path / "missing.tsv")], "no such file")]:
+        capsys.readouterr()
+        assert main(["predict", *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err
