@@ -90,3 +90,25 @@ def test_predict_errors_one_line(tmp_path, glue_data_dir, capsys):
         assert main(["predict", *args]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0], err
+
+
+def test_keyphrase_predict_reproduces_predictions_tsv(tmp_path, kp_root):
+    import shutil
+
+    out = tmp_path / "run"
+    assert main(["run", "--task", "inspec", "--method", "lora", "--model", "minilm", "--data-dir", str(kp_root),
+                 "--output-dir", str(out), "--max-train-samples", "16", "--max-eval-samples", "8", "--epochs", "1",
+                 "--batch-size", "8", "--max-seq-length", "64", "--doc-stride", "16", "--lr", "1e-2", "--seed", "0"]) == 0
+    rows = [r for r in read_tsv(out / "predictions.tsv") if r["split"] == "validation"]
+    docs = tmp_path / "in" / "docsutf8"  # the dataset layout, without keys/
+    docs.mkdir(parents=True)
+    for r in rows:
+        shutil.copy(kp_root / "Inspec" / "docsutf8" / f"{r['doc_id']}.txt", docs)
+    pred = tmp_path / "pred.jsonl"
+    assert main(["predict", str(out), "--input", str(tmp_path / "in"), "--output", str(pred)]) == 0
+    got = {g["id"]: g for g in jsonl(pred)}
+    assert list(got) == sorted(r["doc_id"] for r in rows)  # file order
+    assert any(json.loads(r["predicted_keys"]) for r in rows)  # phrases to reproduce (lr 1e-2 finds some)
+    for r in rows:
+        assert got[r["doc_id"]]["keyphrases"] == json.loads(r["predicted_keys"])
+        assert got[r["doc_id"]]["scores"] == pytest.approx(json.loads(r["scores"]), abs=2e-4)
