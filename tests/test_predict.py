@@ -3,6 +3,7 @@ method's saved weights), reproduces its predictions.tsv on the same evaluation i
 family and for full / PEFT / layer-method runs; one JSONL line per input, in input order."""
 
 import csv
+import os
 import json
 
 import pytest
@@ -112,3 +113,26 @@ def test_keyphrase_predict_reproduces_predictions_tsv(tmp_path, kp_root):
     for r in rows:
         assert got[r["doc_id"]]["keyphrases"] == json.loads(r["predicted_keys"])
         assert got[r["doc_id"]]["scores"] == pytest.approx(json.loads(r["scores"]), abs=2e-4)
+
+
+def test_image_predict_reproduces_predictions_tsv(tmp_path, shared_data):
+    import shutil
+
+    src = shared_data / "images" / "chest-xray-sample"
+    out = tmp_path / "run"
+    assert main(["run", "--task", "image-folder", "--method", "lora", "--model", "vit-tiny", "--data-dir", str(src),
+                 "--output-dir", str(out), "--epochs", "1", "--batch-size", "8", "--eval-fraction", "0.25",
+                 "--lr", "1e-2", "--seed", "0"]) == 0
+    rows = read_tsv(out / "predictions.tsv")
+    inp = tmp_path / "in"  # the evaluated images, in ImageFolder layout
+    for r in rows:
+        (inp / os.path.dirname(r["source"])).mkdir(parents=True, exist_ok=True)
+        shutil.copy(src / r["source"], inp / r["source"])
+    pred = tmp_path / "pred.jsonl"
+    assert main(["predict", str(out), "--input", str(inp), "--output", str(pred), "--batch-size", "3"]) == 0
+    got = {g["source"]: g for g in jsonl(pred)}
+    assert sorted(got) == sorted(r["source"] for r in rows)
+    for r in rows:
+        g = got[r["source"]]
+        assert (g["label_id"], g["label"]) == (int(r["prediction"]), r["prediction_name"])
+        assert list(g["probabilities"]) == ["NORMAL", "PNEUMONIA"]

@@ -57,6 +57,7 @@ def load_run(run_dir: str, device: str = "cpu", what: str = "tunelab predict"):
     rec = read_run(run_dir, what)
     cfg = run_config(rec)
     task = get_task(cfg.task).configure(cfg)
+    task.restore(rec)  # what load() would have set from the data (image classes ...)
     model, processor, _layout, _source = task.load_model(cfg.model, allow_pickle=cfg.allow_pickle)
     if os.path.isfile(os.path.join(run_dir, "adapter_config.json")):
         from peft import PeftModel

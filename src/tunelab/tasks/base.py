@@ -172,6 +172,11 @@ class Task(ABC):
         """Class names by id (``id2label`` of a predicting or exported model); None: no classes."""
         return None
 
+    def restore(self, record: dict) -> None:
+        """Before ``load_model`` on a finished run (predict / export): take back what ``load`` would
+        have set from the data and the model needs (e.g. the class names of an image folder) from its
+        run.json ``record``. Default: nothing."""
+
     def read_inputs(self, path: str, cfg) -> list:
         """``tunelab predict --input PATH``: the inputs in a file (or folder) of the format and columns
         this family trains on (a label column may be there or not), in file order."""
