@@ -136,3 +136,24 @@ def test_image_predict_reproduces_predictions_tsv(tmp_path, shared_data):
         g = got[r["source"]]
         assert (g["label_id"], g["label"]) == (int(r["prediction"]), r["prediction_name"])
         assert list(g["probabilities"]) == ["NORMAL", "PNEUMONIA"]
+
+
+@pytest.mark.slow  # ~80 s of CPU (whisper-tiny: the base model's evaluation on three splits, training, decoding)
+def test_asr_predict_reproduces_predictions_tsv(tmp_path, shared_data):
+    import shutil
+
+    speech = shared_data / "speech"
+    out = tmp_path / "run"
+    assert main(["run", "--task", "speech-accents", "--method", "lora", "--model", "whisper-tiny", "--data-dir",
+                 str(speech), "--output-dir", str(out), "--max-train-samples", "4", "--max-eval-samples", "3",
+                 "--epochs", "1", "--batch-size", "4", "--eval-batch-size", "12", "--lr", "1e-2"]) == 0
+    rows = [r for r in read_tsv(out / "predictions.tsv") if r["split"] == "validation"]
+    inp = tmp_path / "in"  # a folder of audio files, no metadata.csv
+    inp.mkdir()
+    for r in rows:
+        shutil.copy(speech / "accents" / "validation" / r["file"], inp / r["file"])
+    pred = tmp_path / "pred.jsonl"
+    assert main(["predict", str(out), "--input", str(inp), "--output", str(pred)]) == 0
+    got = {g["file"]: g["transcript"] for g in jsonl(pred)}
+    assert got == {r["file"]: r["hypothesis"] for r in rows}
+    assert any(r["hypothesis"] != r["base_hypothesis"] for r in rows)  # the adapter changed what it says
