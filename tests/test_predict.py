@@ -57,6 +57,21 @@ def test_glue_predict_reproduces_predictions_tsv(tmp_path, glue_data_dir, task, 
         assert sum(g["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.slow  # one tiny run per method (~4 s of CPU each)
+@pytest.mark.parametrize("method, extra", [("prefix", ()), ("prompt", ()), ("alf", ("--alf-interval", "2")),
+                                           ("lisa", ()), ("autofreeze", ()), ("badam", ()),
+                                           ("alf", ("--adapter", "lora", "--alf-interval", "2"))])
+def test_every_method_predicts_its_predictions_tsv(tmp_path, glue_data_dir, method, extra):
+    out = tmp_path / "run"
+    assert main(tiny_run_args("sst2", method, glue_data_dir, str(out), "--max-eval-samples", "32", *extra)) == 0
+    rows = read_tsv(out / "predictions.tsv")
+    lines = [int(r["line"]) for r in rows]
+    inp = glue_subset(f"{glue_data_dir}/SST-2/dev.tsv", lines, tmp_path / "in.tsv")
+    pred = tmp_path / "pred.jsonl"
+    assert main(["predict", str(out), "--input", str(inp), "--output", str(pred)]) == 0
+    assert [g["label_id"] for g in jsonl(pred)] == [int(r["prediction"]) for r in rows]
+
+
 def test_glue_regression_and_text_inputs(tmp_path, glue_data_dir, capsys):
     out = tmp_path / "run"
     assert main(tiny_run_args("stsb", "lora", glue_data_dir, str(out), "--max-eval-samples", "24")) == 0

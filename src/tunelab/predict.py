@@ -60,9 +60,13 @@ def load_run(run_dir: str, device: str = "cpu", what: str = "tunelab predict"):
     task.restore(rec)  # what load() would have set from the data (image classes ...)
     model, processor, _layout, _source = task.load_model(cfg.model, allow_pickle=cfg.allow_pickle)
     if os.path.isfile(os.path.join(run_dir, "adapter_config.json")):
+        import warnings
+
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, run_dir, is_trainable=False)
+        with warnings.catch_warnings():  # transformers' deprecation notes from inside PEFT: not the user's to act on
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            model = PeftModel.from_pretrained(model, run_dir, is_trainable=False)
     else:
         files = weight_files(run_dir)
         if not files:
