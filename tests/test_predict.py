@@ -34,7 +34,6 @@ def glue_subset(src, lines, dst, drop_label=None):
 
 @pytest.mark.parametrize("task, method, extra, folder", [
     ("sst2", "lora", (), "SST-2"),
-    ("sst2", "selective", ("--layers", "top:2"), "SST-2"),
     ("mrpc", "full", ("--max-train-samples", "32"), "MRPC"),
 ])
 def test_glue_predict_reproduces_predictions_tsv(tmp_path, glue_data_dir, task, method, extra, folder):
@@ -58,7 +57,8 @@ def test_glue_predict_reproduces_predictions_tsv(tmp_path, glue_data_dir, task, 
 
 
 @pytest.mark.slow  # one tiny run per method (~4 s of CPU each)
-@pytest.mark.parametrize("method, extra", [("prefix", ()), ("prompt", ()), ("alf", ("--alf-interval", "2")),
+@pytest.mark.parametrize("method, extra", [("prefix", ()), ("prompt", ()), ("selective", ("--layers", "top:2")),
+                                           ("alf", ("--alf-interval", "2")),
                                            ("lisa", ()), ("autofreeze", ()), ("badam", ()),
                                            ("alf", ("--adapter", "lora", "--alf-interval", "2"))])
 def test_every_method_predicts_its_predictions_tsv(tmp_path, glue_data_dir, method, extra):
@@ -108,6 +108,7 @@ def test_predict_errors_one_line(tmp_path, glue_data_dir, capsys):
         assert len(err) == 1 and needle in err[0], err
 
 
+@pytest.mark.slow  # ~25 s of CPU: reading and stemming the 2,000 Inspec documents, windows, two eval splits
 def test_keyphrase_predict_reproduces_predictions_tsv(tmp_path, kp_root):
     import shutil
 
