@@ -308,6 +308,13 @@ class CommonOptions:
     validation_split: str = opt(None, "--dataset's validation split (default: validation, valid, dev or eval, the one it "
                                       "has; none: held out from train)", reads=tasks_reading("validation_split"))
     test_split: str = opt(None, "--dataset's test split (default test, when it has one)", reads=tasks_reading("test_split"))
+    report_to: str = opt("none", "experiment trackers, comma-separated: tensorboard, mlflow, wandb (offline) or none: per-"
+                                 "step loss / lr / grad norm, per-epoch and final metrics, the config, run.json and the "
+                                 "plots (train/reporting.py; pip install 'tunelab[trackers]')")
+    logging_dir: str = opt(None, "--report-to tensorboard: the event files' folder (default OUTPUT_DIR/tensorboard); "
+                                 "wandb: its offline folder (default OUTPUT_DIR)")
+    experiment_name: str = opt(None, "--report-to: the MLflow experiment / W&B project (default $MLFLOW_EXPERIMENT_NAME "
+                                     "or $WANDB_PROJECT, else tunelab; a compare: the study's name)")
 
 
 class RunConfig:

@@ -29,6 +29,10 @@ def add_parser(sub) -> None:
     p.add_argument("--gpus-per-run", type=float, help="GPUs each run gets. --executor ray: GPUs each run reserves "
                                                       "(default 0: runs see no GPU); local: whole GPUs, one run per N "
                                                       "GPUs at a time, each with its own CUDA_VISIBLE_DEVICES")
+    p.add_argument("--report-to", metavar="TRACKERS", help="tensorboard,mlflow,wandb: every run reports to them, one "
+                   "experiment per study (its name), one run per cell (train/reporting.py)")
+    p.add_argument("--logging-dir", metavar="DIR", help="with --report-to tensorboard: DIR/<run id>/ per cell "
+                   "(default: each run's folder /tensorboard)")
     p.add_argument("--dry-run", action="store_true", help="list the grid and what is done, run nothing")
     p.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
     p.set_defaults(func=cmd_compare)
@@ -53,7 +57,8 @@ def _command(ns, path, overrides) -> list:
     for flag, v in (("--data-dir", ns.data_dir), ("--output-dir", ns.output_dir), ("--threads", ns.threads),
                     ("--jobs", ns.jobs), ("--isolation", ns.isolation),
                     ("--executor", None if ns.executor == "local" else ns.executor), ("--address", ns.address),
-                    ("--cpus-per-run", ns.cpus_per_run), ("--gpus-per-run", ns.gpus_per_run)):
+                    ("--cpus-per-run", ns.cpus_per_run), ("--gpus-per-run", ns.gpus_per_run),
+                    ("--report-to", ns.report_to), ("--logging-dir", ns.logging_dir)):
         if v is not None:
             cmd += [flag, str(v)]
     return cmd
@@ -84,7 +89,13 @@ def cmd_compare(ns) -> int:
     from .execute import completed_record, run_grid
     from .grid import expand
 
-    cells = expand(cc, out, ns.data_dir, ns.threads)
+    if ns.report_to is not None:
+        from ..train.reporting import check
+
+        check(ns.report_to)  # known trackers, installed: one line now rather than in every run's log
+    elif ns.logging_dir is not None:
+        raise UserError("--logging-dir: only with --report-to")
+    cells = expand(cc, out, ns.data_dir, ns.threads, ns.report_to, ns.logging_dir)
     if ns.dry_run:
         done = 0
         for c in cells:

@@ -31,7 +31,8 @@ from ..resolve import applies, build_config
 from ..errors import UserError
 from .config import CompareConfig
 
-NOT_HASHED = ("output_dir", "overwrite", "data_dir", "threads", "device", "save_every")
+NOT_HASHED = ("output_dir", "overwrite", "data_dir", "threads", "device", "save_every",
+              "report_to", "logging_dir", "experiment_name")  # where it is logged (--report-to) neither
 
 
 @dataclass
@@ -99,8 +100,11 @@ def cell_values(cc: CompareConfig, task, model, m, task_obj) -> dict:
     return values
 
 
-def expand(cc: CompareConfig, output_dir: str, data_dir: str | None = None, threads: int | None = None) -> list:
-    """All cells, model-major then seed, task, method (full FT first where listed first)."""
+def expand(cc: CompareConfig, output_dir: str, data_dir: str | None = None, threads: int | None = None,
+           report_to: str | None = None, logging_dir: str | None = None) -> list:
+    """All cells, model-major then seed, task, method (full FT first where listed first). ``report_to``
+    (compare --report-to): every cell reports to those trackers, in one experiment named after the study
+    (``experiment_name``), its TensorBoard files under ``logging_dir``/<run id> when given."""
     from ..methods import get_method
     from ..tasks import get_task
 
@@ -115,6 +119,10 @@ def expand(cc: CompareConfig, output_dir: str, data_dir: str | None = None, thre
                     if threads is not None:
                         values["threads"] = threads
                     rid = run_id(task.label, m.label, model.label, seed)
+                    if report_to is not None:
+                        values.update(report_to=report_to, experiment_name=values.get("experiment_name") or cc.name)
+                        if logging_dir is not None:
+                            values["logging_dir"] = os.path.join(logging_dir, rid)
                     values.update(task=task.name, method=m.name, model=model.name, seed=seed,
                                   output_dir=os.path.join(output_dir, "runs", rid), overwrite=True)
                     try:

@@ -97,6 +97,22 @@ class AlignmentTask(Task):
 
         return fit_alignment(self, ctx)
 
+    # tunelab predict (predict.py): generations and the evaluation's scores
+    def read_inputs(self, path, cfg) -> list:
+        from .predict import read_inputs
+
+        return read_inputs(self, path)
+
+    def text_inputs(self, texts, cfg) -> list:
+        from .predict import text_inputs
+
+        return text_inputs(self, texts)
+
+    def predict_inputs(self, model, processor, inputs, cfg, device, batch_size, progress=None):
+        from .predict import predict_inputs
+
+        return predict_inputs(self, model, processor, inputs, cfg, device, batch_size, progress)
+
     def write_predictions(self, path: str, preds: dict) -> None:
         with open(path, "w", encoding="utf-8") as f:
             f.write("split\tindex\tline\tchosen_score\trejected_score\tchosen_tokens\trejected_tokens\n")

@@ -283,6 +283,53 @@ class KeyphraseTask(SupervisedTask):
     def after_fit(self, ctx, summary, before) -> dict:
         return self._record  # windows, documents, the ceiling (set by build_data)
 
+    # ------------------------------------------------------------ tunelab predict
+    def label_names(self) -> list:
+        return list(LABELS)
+
+    def read_inputs(self, path, cfg) -> list:
+        """Documents: a dataset folder (docsutf8/<id>.txt; keys/ not needed), a folder of .txt files
+        or one .txt file; ids are the file names' stems, in sorted order."""
+        from .data import Doc, _read_utf8, tokenize_words
+
+        p = Path(path)
+        files = [p] if p.is_file() else sorted((p / "docsutf8" if (p / "docsutf8").is_dir() else p).glob("*.txt"))
+        if not files:
+            raise UserError(f"--input {path}: no .txt documents (a docsutf8/ folder, a folder of .txt files or one file)")
+        docs = []
+        for f in files:
+            text = _read_utf8(f)
+            if not tokenize_words(text):
+                raise UserError(f"{f}: empty document")
+            docs.append(Doc(id=f.stem, text=text, keys=[], path=str(f), words=tokenize_words(text)))
+        return docs
+
+    def text_inputs(self, texts, cfg) -> list:
+        from .data import Doc, tokenize_words
+
+        for i, t in enumerate(texts, 1):
+            if not tokenize_words(t):
+                raise UserError(f"--text #{i}: no words in it")
+        return [Doc(id=str(i), text=t, keys=[], words=tokenize_words(t)) for i, t in enumerate(texts)]
+
+    def predict_inputs(self, model, processor, inputs, cfg, device, batch_size, progress=None):
+        """Ranked keyphrases (best first) with their scores, per document: the evaluation's decoding
+        (sliding windows of the run's size, word probabilities merged, spans ranked)."""
+        from ..base import progress_bar
+
+        tok = getattr(processor, "tokenizer", processor)
+        window, collate = self.window_tokens(model, tok, cfg), self.collator(processor)
+        bar = progress_bar(len(inputs), f"predict {self.name}", progress)
+        group = 256  # documents decoded together (windows length-sorted across them, as in evaluation)
+        for b in range(0, len(inputs), group):
+            docs = inputs[b:b + group]
+            wins = [encode_windows(d.words, None, tok, window, cfg.doc_stride) for d in docs]
+            pr = self.predict_docs(model, docs, wins, collate, batch_size, device)
+            for d, phrases, scores in zip(docs, pr.predictions, pr.scores):
+                yield {"id": d.id, "keyphrases": phrases, "scores": scores}
+            bar.update(len(docs))
+        bar.close()
+
     def write_predictions(self, path: str, predictions: dict) -> None:
         """One row per document: split, doc_id, gold_keys, predicted_keys (the argmax phrases, ranked, best
         first: F1@M) and their scores, ranked_keys (the list F1@5 / F1@10 cut: those phrases, then the most
