@@ -286,11 +286,28 @@ class CommonOptions:
                                above=0, below=1, reads=tasks_reading("eval_fraction"))
     dataset: str = opt(None, "asr / docrep: Hugging Face hub dataset id, instead of --data-dir (asr: an audiofolder; "
                              "docrep: a corpus folder or file; bbc-docrep without either: a local "
-                             "shared/data/news/bbc, else SetFit/bbc-news)", reads=tasks_reading("dataset"))
+                             "shared/data/news/bbc, else SetFit/bbc-news); tasks reading --train-file (text-"
+                             "classification ...): a hub id, a save_to_disk folder or a folder of data files", reads=tasks_reading("dataset"))
     dataset_config: str = opt(None, "asr / docrep: the hub dataset's configuration name (e.g. clean, en)", reads=tasks_reading("dataset_config"))
     text_column: str = opt(None, "text column: asr: the transcript column of a hub dataset or an audiofolder's "
                                  "metadata.csv (default transcription); docrep: of a CSV / JSONL file or hub dataset "
-                                 "(default text)", reads=tasks_reading("text_column"))
+                                 "(default text); text-classification: the (first) text (default: text, sentence, "
+                                 "sentence1, question, ... whichever the data has)", reads=tasks_reading("text_column"))
+    label_column: str = opt(None, "label column: docrep: of a CSV / JSONL file or hub dataset (default label; "
+                                  "bbc-docrep from the hub: label_text); text-classification: default label (or labels)",
+                            reads=tasks_reading("label_column"))
+    # The user's own data (tasks/datafiles.py), as HF's run_glue.py / run_ner.py: files, or --dataset + split names.
+    train_file: str = opt(None, "training data file: CSV, TSV, JSON / JSONL or Parquet (by extension)",
+                          reads=tasks_reading("train_file"))
+    validation_file: str = opt(None, "validation data file (decides the best epoch and early stopping); none: a seeded "
+                                     "--eval-fraction of train (stratified when the labels allow), recorded in run.json",
+                               reads=tasks_reading("validation_file"))
+    test_file: str = opt(None, "test data file: evaluated alongside as test_* metrics, never decides anything",
+                         reads=tasks_reading("test_file"))
+    train_split: str = opt(None, "--dataset's training split (default train)", reads=tasks_reading("train_split"))
+    validation_split: str = opt(None, "--dataset's validation split (default: validation, valid, dev or eval, the one it "
+                                      "has; none: held out from train)", reads=tasks_reading("validation_split"))
+    test_split: str = opt(None, "--dataset's test split (default test, when it has one)", reads=tasks_reading("test_split"))
 
 
 class RunConfig:

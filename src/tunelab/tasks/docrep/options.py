@@ -26,5 +26,4 @@ class DocrepOptions:
     docrep_test_fraction: float = opt(0.2, "docrep: share of documents in the test split", above=0, below=1)
     docrep_max_docs: int = opt(None, "docrep: a stratified seeded subset of the corpus, taken before the split (bounds "
                                      "training and the evaluation's embedding on CPU)", min=4)
-    label_column: str = opt(None, "docrep: label column of a CSV / JSONL file or hub dataset (default label; "
-                                  "bbc-docrep from the hub: label_text)")
+    # label_column: a common option (config.py), read through DocrepTask.shared_options

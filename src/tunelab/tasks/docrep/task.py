@@ -80,7 +80,7 @@ class DocPredictions:
 class DocrepTask(Task):
     data_parallel = True  # ShardedPairs + all-gathered InfoNCE; embeddings for evaluation sharded and gathered
     resumable = True  # trained by train.loop.train, which checkpoints
-    shared_options = ("dataset", "dataset_config", "text_column")  # common options it reads
+    shared_options = ("dataset", "dataset_config", "text_column", "label_column")  # common options it reads
     family = "docrep"
     head = "feature-extraction"
     num_labels = 0
