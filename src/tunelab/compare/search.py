@@ -181,7 +181,8 @@ def choose(group: SearchGroup, store=None) -> dict:
             metric = rec.get("main_metric")
             score = (rec.get("metrics") or {}).get(metric)
             entry["score"] = score if isinstance(score, (int, float)) and math.isfinite(score) else None
-            split = split or {"sizes": rec.get("data_sizes"), **((rec.get("data_notes") or {}).get("selection") or {})}
+            split = split or {**((rec.get("data_notes") or {}).get("selection") or {}),
+                              "used": rec.get("data_sizes")}  # after max_train/eval_samples
         elif store is not None:
             entry["status"], entry["error"] = "failed", store.error(cell.run_id)
         points.append(entry)
