@@ -12,7 +12,9 @@ def add_parser(sub) -> None:
                                    "store the results in OUTPUT_DIR/results.sqlite and write report.md / report.html. "
                                    "Re-running skips completed runs and redoes unfinished ones.")
     p.add_argument("args", nargs="*", metavar="[CONFIG.yaml] [key=value ...]",
-                   help="a compare YAML and/or overrides: tasks=sst2,mrpc methods=full,lora seeds=0,1 epochs=1 ...")
+                   help="a compare YAML and/or overrides: tasks=sst2,mrpc methods=full,lora seeds=0,1 epochs=1 ...; "
+                        "search=auto tunes each method's lr (x 1/3, 1, 3) on a selection split carved from the "
+                        "training data before the grid (search='{lr: [1e-4, 3e-4]}' for a grid of your own)")
     p.add_argument("--preset", help="a shipped config: " + ", ".join(_preset_names()))
     p.add_argument("--data-dir", help="local data folder (default: $TUNELAB_DATA_DIR, else the Hugging Face hub)")
     p.add_argument("--output-dir", help="study folder (default: runs/compare-<name>)")
