@@ -67,12 +67,19 @@ def main() -> int:
     p.add_argument("--epochs", type=float, default=1)
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--out-dir", required=True)
+    p.add_argument("--same-folder", action="store_true",
+                   help="the search arm runs in the untuned arm's folder (a chosen default reuses the untuned cell: "
+                        "cheaper, but the cost columns then do not measure a first search)")
     a = p.parse_args()
     os.makedirs(a.out_dir, exist_ok=True)
-    u_out, s_out = os.path.join(a.out_dir, "untuned"), os.path.join(a.out_dir, "search")
+    u_out = os.path.join(a.out_dir, "untuned")
+    s_out = u_out if a.same_folder else os.path.join(a.out_dir, "search")
     wall_u = compare(a, u_out, [])
+    _, ur = rows(u_out)  # before the search arm (which, with --same-folder, replaces a cell whose lr changed)
+    maj = majority(u_out, a.task)
+    ur = [r for r in ur if not r["run_id"].startswith("search--")]
     wall_s = compare(a, s_out, ["search=auto"])
-    (_, ur), (sm, sr) = rows(u_out), rows(s_out)
+    sm, sr = rows(s_out)
     n_search = len(sm.get("search_grid") or [])
     res = {"task": a.task, "methods": a.methods, "train": a.train, "eval": a.eval, "epochs": a.epochs,
            # per arm: the compare command's wall (includes skipped cached cells: ~0 when re-run) and the
@@ -83,7 +90,7 @@ def main() -> int:
            "search": {"runs": len(sr), "search_runs": n_search, "compare_wall_s": wall_s,
                       "run_wall_s": round(sum(r["process_wall_seconds"] or 0 for r in sr), 1),
                       "cpu_s": round(sum(r["process_cpu_seconds"] or 0 for r in sr), 1)},
-           "majority": majority(u_out, a.task), "methods_result": []}
+           "majority": maj, "methods_result": []}
     res["run_wall_ratio"] = round(res["search"]["run_wall_s"] / res["untuned"]["run_wall_s"], 2)
     res["cpu_ratio"] = round(res["search"]["cpu_s"] / res["untuned"]["cpu_s"], 2) if res["untuned"]["cpu_s"] else None
     grid = set(sm.get("grid") or [])

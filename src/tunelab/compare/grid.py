@@ -130,17 +130,23 @@ def config_hash(config: dict, revisions: dict | None = None, code: dict | None =
     """Hash of a resolved run config (a RunConfig dict or run.json's "config"): every option the run's
     method and task read (``resolve.applies``; defaults included), the revisions of its method and
     task (``{"method": 2}``) and ``code`` (``cell_code``: the fingerprints of their source)."""
+    from ..methods import get_method
+    from ..resolve import _reads
     from ..tasks import get_task
 
     cfg = dict(config)
     task = get_task(cfg["task"]) if cfg.get("task") else None
-    method = cfg.get("method") or FIELDS["method"].default
+    method = get_method(cfg.get("method") or FIELDS["method"].default)
+
+    def applies(k):  # resolve.applies, with the method looked up once
+        reads = FIELDS[k].metadata["reads"]
+        return not reads or any(_reads(r, task, method) for r in reads)
     keep = {f"{k}_revision": r for k, r in (revisions or {}).items()}
     keep.update(code or {})
     for k, v in cfg.items():
         if k in NOT_HASHED or k not in FIELDS:
             continue
-        if task is not None and k not in ("task", "method", "model", "seed") and not applies(k, task, method):
+        if task is not None and k not in ("task", "method", "model", "seed") and not applies(k):
             continue
         keep[k] = _norm(v)
     blob = json.dumps(keep, sort_keys=True, separators=(",", ":"), default=str)
