@@ -175,3 +175,13 @@ def test_the_choice_is_unchanged_when_the_dev_labels_are_shuffled(tmp_path, glue
     assert "runs: 0 run now, 1 already done" in out
     report = (outs["real"] / "report.md").read_text()
     assert "## Tuning (search)" in report and f"lr={r['choice']['lr']:.3g}" in report
+
+
+def test_search_metric_is_a_registered_metric_and_reaches_the_groups(tmp_path):
+    cc = parse_compare_yaml("tasks: [mrpc]\nmethods: [full]\nsearch: auto\nsearch_metric: accuracy\n", "s.yaml")
+    (g,) = expand_search(cc, str(tmp_path))
+    assert g.metric == "accuracy" and cc.as_dict()["search_metric"] == "accuracy"
+    with pytest.raises(UserError, match=r"s.yaml:4: search_metric: 'acc' is not a registered metric"):
+        parse_compare_yaml("tasks: [mrpc]\nmethods: [full]\nsearch: auto\nsearch_metric: acc\n", "s.yaml")
+    cc = load_compare_config(preset="quick", overrides=["search=auto", "search_metric=mcc"])
+    assert cc.search_metric == "mcc"

@@ -42,7 +42,7 @@ from ..textio import read_text
 GRID_KEYS = ("tasks", "methods", "models", "seeds")
 META_KEYS = ("name", "description")
 EXTENDS = "extends"
-SEARCH_KEYS = ("search", "search_fraction")  # tuning before the grid (compare/search.py)
+SEARCH_KEYS = ("search", "search_fraction", "search_metric")  # tuning before the grid (compare/search.py)
 EXEC_KEYS = ("jobs",)  # how the grid runs, not what it computes (not in any run's config hash)
 PER_CELL = {"task": "tasks", "method": "methods", "model": "models", "seed": "seeds"}
 MANAGED = ("output_dir", "overwrite")  # compare decides where each run goes
@@ -73,6 +73,7 @@ class CompareConfig:
     jobs: int = 1  # runs at a time (each its own process); set threads so jobs x threads <= cores
     search: object = None  # None / "off": no tuning; "auto"; {option: [values] | "auto"} (compare/search.py)
     search_fraction: float = 0.1  # share of the train split held out to choose on
+    search_metric: str = ""  # the metric the search chooses on (a key of run.json's metrics); "": each task's main
     text: str = ""  # the YAML as read
 
     def as_dict(self) -> dict:
@@ -81,6 +82,7 @@ class CompareConfig:
                 "tasks": ent(self.tasks), "methods": ent(self.methods), "models": ent(self.models),
                 "seeds": self.seeds, "shared": self.shared, "overrides": self.overrides, "jobs": self.jobs,
                 **({"search": self.search, "search_fraction": self.search_fraction,
+                    **({"search_metric": self.search_metric} if self.search_metric else {}),
                     "method_search": {e.label: e.search for e in self.methods if e.search is not None}}
                    if self.search not in (None, "off") or any(e.search not in (None, "off") for e in self.methods)
                    else {})}
@@ -167,7 +169,7 @@ def parse_compare_yaml(text: str, where: str, _chain: tuple = ()) -> CompareConf
         b = _base_study(base, where, _chain)
         cc.description, cc.tasks, cc.methods, cc.models = b.description, b.tasks, b.methods, b.models
         cc.seeds, cc.shared, cc.jobs = b.seeds, dict(b.shared), b.jobs
-        cc.search, cc.search_fraction = b.search, b.search_fraction
+        cc.search, cc.search_fraction, cc.search_metric = b.search, b.search_fraction, b.search_metric
         cc.text = text + f"\n# ---- extends: {_py(base)} ----\n" + "".join(f"# {x}\n" for x in b.text.splitlines())
     seen = set()
     for knode, vnode in root.value:
@@ -188,6 +190,8 @@ def parse_compare_yaml(text: str, where: str, _chain: tuple = ()) -> CompareConf
             cc.search = parse_search(_py(vnode), at)
         elif key == "search_fraction":
             cc.search_fraction = _parse_fraction(_py(vnode), at)
+        elif key == "search_metric":
+            cc.search_metric = _parse_metric(_py(vnode), at)
         else:
             cc.shared.update(_options({knode.value: vnode}, where, {knode.value: knode}))
     for key in ("tasks", "methods"):
@@ -318,6 +322,18 @@ def parse_search(value, at: str):
     return out
 
 
+def _parse_metric(value, at: str) -> str:
+    """A registered metric name (its direction decides the choice), or empty for each task's main metric."""
+    from ..metrics import METRICS
+
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str) or value not in METRICS:
+        raise UserError(f"{at}: search_metric: {value!r} is not a registered metric "
+                        f"({', '.join(sorted(METRICS.names()))})")
+    return value
+
+
 def _parse_fraction(value, at: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
         raise UserError(f"{at}: search_fraction: {value!r} is not a number between 0 and 1 (exclusive)")
@@ -390,6 +406,8 @@ def apply_overrides(cc: CompareConfig, items) -> None:
             if cc.search == "off":  # the command line switches every method's search off
                 for e in cc.methods:
                     e.search = None
+        elif key == "search_metric":
+            cc.search_metric = _parse_metric(value.strip(), where)
         elif key == "search_fraction":
             try:
                 cc.search_fraction = _parse_fraction(yaml.safe_load(value), where)

@@ -15,7 +15,8 @@ share of the *training* split (stratified by label, seeded by ``tasks.splits.SEL
 it is the same split for every method, point and seed; run.json's ``data_notes.selection``
 records it), trains on the rest and evaluates on the held-out part instead of dev. Search runs use
 the study's first seed and its sizes (``max_train_samples`` of the rest, ``max_eval_samples`` of
-the held-out part). The best point in the task's main-metric direction wins; a tie goes to the
+the held-out part). The best point in the task's main-metric direction wins (``search_metric:
+accuracy`` chooses on another registered metric: MRPC's main metric F1 favours the majority class); a tie goes to the
 unsearched (default) point, else to the first in grid order; failed points (a diverged lr) do not
 compete. Then the chosen configuration runs with every seed as an ordinary grid cell and is
 reported on the dev/test split as without search (a chosen point equal to the default is the
@@ -57,6 +58,7 @@ class SearchGroup:
     default: dict  # the searched options' values in the untuned cell
     points: list = field(default_factory=list)  # [{option: value}]
     cells: list = field(default_factory=list)  # [Cell], one per point
+    metric: str = ""  # the study's search_metric; "": the task's main metric
 
     @property
     def key(self) -> tuple:
@@ -132,7 +134,7 @@ def expand_search(cc: CompareConfig, output_dir: str, data_dir: str | None = Non
                 if grid.get("lr") == AUTO:
                     grid["lr"] = list(dict.fromkeys(_sig(base.lr * f) for f in AUTO_LR_FACTORS))
                 g = SearchGroup(task.label, m.label, m.name, model.label, seed, where,
-                                {k: getattr(base, k) for k in grid})
+                                {k: getattr(base, k) for k in grid}, metric=cc.search_metric)
                 for combo in itertools.product(*grid.values()):
                     point = dict(zip(grid, combo))
                     rid = PREFIX + run_id(task.label, m.label, model.label, seed) + "--" + _point_slug(point)
@@ -178,8 +180,10 @@ def choose(group: SearchGroup, store=None) -> dict:
         rec = completed_record(cell)
         entry = {"values": point, "run_id": cell.run_id, "status": "completed" if rec else "failed", "score": None}
         if rec is not None:
-            metric = rec.get("main_metric")
+            metric = group.metric or rec.get("main_metric")
             score = (rec.get("metrics") or {}).get(metric)
+            if score is None:
+                entry["error"] = f"the run recorded no metric {metric!r}"
             entry["score"] = score if isinstance(score, (int, float)) and math.isfinite(score) else None
             split = split or {**((rec.get("data_notes") or {}).get("selection") or {}),
                               "used": rec.get("data_sizes")}  # after max_train/eval_samples
