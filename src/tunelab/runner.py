@@ -64,7 +64,16 @@ def run(cfg: RunConfig) -> dict:
     device = distributed.local_device(resolve_device(cfg.device))
 
     train_split = task.load("train", cfg.data_dir)
-    eval_splits = [task.load(s, cfg.data_dir) for s in task.eval_splits]
+    if cfg.selection_split:  # a validation split carved from train; the dev/test split is never read
+        from .tasks.base import Split
+        from .tasks.splits import selection_split
+
+        rest, held, how = selection_split(train_split.examples, cfg.selection_split,
+                                          stratify=task.head == "classification")
+        train_split.examples = rest
+        eval_splits = [Split("selection", held, dict(train_split.files), how)]
+    else:
+        eval_splits = [task.load(s, cfg.data_dir) for s in task.eval_splits]
     train_examples = subsample(train_split.examples, cfg.max_train_samples, cfg.seed)
     for s in eval_splits:
         s.examples = subsample(s.examples, cfg.max_eval_samples, cfg.seed)

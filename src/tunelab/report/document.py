@@ -18,6 +18,7 @@ from .findings import significance_notes
 from .overview import overview_blocks, task_bullet
 from ..tasks.keyphrase.report import keyphrase_blocks
 from .plots import make_plots
+from .search import search_blocks
 from .tables import Table, runs_table, summarize, task_table
 
 ASSETS = "report_files"
@@ -119,6 +120,7 @@ def build(output_dir: str, store) -> tuple:
         blocks.append(("h", 2, "Attention analysis"))
         blocks += att
 
+    blocks += search_blocks(meta)  # compare search: (report/search.py)
     blocks += _reproduce_blocks(meta, rows, output_dir)
     blocks.append(("h", 2, "All runs"))
     blocks.append(("p", "Every run of the grid; each folder's run.json holds the full record."))

@@ -100,6 +100,7 @@ class Task(ABC):
     defaults: dict = {}  # the family's option defaults (see option_defaults)
     report_metrics: tuple = ()  # the report's metric columns; empty: every metric in run.json
     revision = 1  # raise when results change at unchanged options (compare re-runs its cached cells)
+    holds_out_selection = False  # --selection-split (a validation split carved from train) supported
     # what the runner and the option checks ask of a task (attributes, not lists of names elsewhere):
     # common options (config.py) that only the tasks listing them here read (config.tasks_reading):
     # max_seq_length, eval_fraction, dataset, dataset_config, text_column

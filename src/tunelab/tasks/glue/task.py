@@ -108,6 +108,7 @@ def local_glue_dir(folder: str) -> str | None:
 class GlueTask(TextClassificationTask):
     family = "glue"
     shared_options = ("max_seq_length",)  # common options it reads
+    holds_out_selection = True  # --selection-split: a validation split carved from train (runner.py)
 
     def __init__(self, spec: GlueSpec):
         self.spec = spec
