@@ -44,7 +44,7 @@ def present_oracle(docs) -> list:
 
 
 def run_rows(run_dirs, dataset, docs):
-    from tunelab.tasks.keyphrase.task import read_predictions
+    from tunelab.tasks.keyphrase.task import read_predictions, read_ranked
     from tunelab.tasks.keyphrase.metrics import keyphrase_scores
 
     rows, seen = [], set()
@@ -66,7 +66,8 @@ def run_rows(run_dirs, dataset, docs):
             rows.append(score_rows(f"YAKE on the {len(sub)} test docs of {os.path.basename(os.path.normpath(rd))}",
                                    [yake_keyphrases(d.text, n=10) for d in sub], sub,
                                    round(time.perf_counter() - t0, 1)))
-        s = keyphrase_scores([p for _, _, p in test], [g for _, g, _ in test])
+        ranked = read_ranked(os.path.join(rd, "predictions.tsv")).get("test", [])
+        s = keyphrase_scores([p for _, _, p in test], [g for _, g, _ in test], ranked)
         for k in ("f1@5", "f1@10", "f1@M"):
             assert abs(s[k] - rec["metrics"]["test_" + k]) < 1e-9, (rd, k, s[k], rec["metrics"]["test_" + k])
         model = os.path.basename(os.path.normpath(rec["model"]))

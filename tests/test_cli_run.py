@@ -148,6 +148,8 @@ def test_list_shows_registries(capsys):
     out = capsys.readouterr().out
     for name in ("sst2", "stsb", "mnli", "full", "lora", "prompt", "prefix", "selective", "minilm"):
         assert name in out
+    task_lines = out.split("methods:")[0].splitlines()[1:]
+    assert len({line.index("metrics:") for line in task_lines}) == 1  # one column, however long a task's name
 
 
 def test_task_folder_we_were_not_given_runs(tmp_path, glue_data_dir):

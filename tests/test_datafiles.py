@@ -97,6 +97,9 @@ def test_dataset_folders_and_offline_hub(tmp_path, monkeypatch):
     assert all(len(data.files_of(s)) >= 1 for s in data.splits)
     with pytest.raises(UserError, match=r"--validation-split valid: .* has no such split \(splits: train, dev, test\)"):
         datafiles.load_user_splits(cfg(dataset=str(tmp_path / "saved"), validation_split="valid"))
+    datasets.DatasetDict({k: dd[k] for k in ("train", "test")}).save_to_disk(str(tmp_path / "train-test"))  # no dev
+    data = datafiles.load_user_splits(cfg(dataset=str(tmp_path / "train-test"), validation_split="test"))
+    assert sorted(data.splits) == ["train", "validation"] and data.sources["validation"].endswith("/test")
     folder = tmp_path / "files"
     folder.mkdir()
     write_csv(folder / "train.csv", ROWS)

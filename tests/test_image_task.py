@@ -248,7 +248,13 @@ def test_vision_quick_preset_expands_to_valid_runs(tmp_path, images):
     cc = parse_compare_yaml(preset_text("vision-quick"), "preset vision-quick")
     cells = expand(cc, str(tmp_path), data_dir=str(images))  # check_names would build vit-tiny-dino: not here
     assert len(cells) == 8 and {c.model for c in cells} == {"vit-tiny", "vit-tiny-dino"}
+    from tunelab.cli import build_parser, config_from_args
+    from tunelab.compare.execute import run_args
+
     for c in cells:
         get_task(c.config.task).configure(c.config).validate(c.config)
+        # what the child process is given: every resolved option, semi-supervised ones at their defaults too
+        child = config_from_args(build_parser().parse_args(run_args(c)))
+        get_task(child.task).configure(child).validate(child)
     assert sorted((c.config.labelled_per_class, c.config.semi_supervised) for c in cells) == \
         [(20, False), (20, False), (20, True), (20, True), (100, False), (100, False), (100, True), (100, True)]

@@ -13,7 +13,7 @@ SRC = pathlib.Path(__file__).resolve().parent.parent / "src"
 LAYERS = [
     ("app", ("tunelab.cli", "tunelab.__main__", "tunelab.compare", "tunelab.report", "tunelab.analysis",
              "tunelab.pretrain")),
-    ("run", ("tunelab.runner", "tunelab.resume", "tunelab.resolve")),
+    ("run", ("tunelab.runner", "tunelab.resume", "tunelab.resolve", "tunelab.predict", "tunelab.export")),
     ("tasks", ("tunelab.tasks",)),
     ("methods", ("tunelab.methods",)),
     ("train", ("tunelab.train",)),

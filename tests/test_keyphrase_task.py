@@ -58,7 +58,7 @@ def test_inspec_run_end_to_end_reproduces_its_metrics(tmp_path, kp_root, method,
     assert split_note["sizes"] == {"train": 1000, "validation": 500, "test": 500} and "Hulth" in split_note["rule"]
 
     header, rows = read_tsv(out / "predictions.tsv")
-    assert header == ["split", "doc_id", "gold_keys", "predicted_keys", "scores"]
+    assert header == ["split", "doc_id", "gold_keys", "predicted_keys", "scores", "ranked_keys", "ranked_scores"]
     by_split = {s: [r for r in rows if r["split"] == s] for s in ("validation", "test")}
     assert len(by_split["validation"]) == len(by_split["test"]) == 16 and len(rows) == 32
     docs = {d.id: d for d in read_keyphrase_dir(find_dataset(kp_root, "inspec"))[0]}
@@ -68,7 +68,10 @@ def test_inspec_run_end_to_end_reproduces_its_metrics(tmp_path, kp_root, method,
         assert gold == [docs[r["doc_id"]].keys for r in by_split[split]]  # the key files, as read
         scores = [json.loads(r["scores"]) for r in by_split[split]]
         assert all(s == sorted(s, reverse=True) and len(s) == len(p) for s, p in zip(scores, preds))  # ranked
-        again = keyphrase_scores(preds, gold)
+        ranked = [json.loads(r["ranked_keys"]) for r in by_split[split]]
+        # the @k list: the argmax phrases first, then other spans, up to 10 (fewer only for a short text)
+        assert all(rk[:len(p)] == p[:10] and len(rk) == 10 for rk, p in zip(ranked, preds))
+        again = keyphrase_scores(preds, gold, ranked)
         for m in METRICS:
             assert again[m] == pytest.approx(rec["metrics"][prefix + m], abs=1e-12), (split, m)
         # the ceiling: gold keys absent from the evaluated documents, recounted independently
@@ -76,9 +79,9 @@ def test_inspec_run_end_to_end_reproduces_its_metrics(tmp_path, kp_root, method,
         ceiling = rec["keyphrase"]["ceiling"][split]
         assert (ceiling["n_present"], ceiling["n_keys"]) == (sum(p for p, _ in counts), sum(n for _, n in counts))
         # every predicted phrase is a span of its document's words
-        for r, p in zip(by_split[split], preds):
+        for r, p, rk in zip(by_split[split], preds, ranked):
             text = " " + " ".join(docs[r["doc_id"]].words) + " "
-            assert all(f" {phrase} " in text for phrase in p)
+            assert all(f" {phrase} " in text for phrase in p + rk)
     if method[0] == "full":  # 2 epochs: it predicts something, so the recomputation above is not 0 == 0
         assert sum(len(json.loads(r["predicted_keys"])) for r in rows) > 0
         assert rec["metrics"]["f1@M"] + rec["metrics"]["test_f1@M"] > 0

@@ -46,9 +46,55 @@ def build_parser() -> argparse.ArgumentParser:
                    "checkpoint (--save-every), with its recorded options")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     sub.add_parser("list", help="known tasks, methods and model aliases")
+    _add_use_commands(sub)
     for extra in _extra_commands():
         extra.add_parser(sub)
     return parser
+
+
+def _add_use_commands(sub) -> None:
+    """``tunelab predict`` and ``tunelab export``: use a finished run (predict.py, export.py)."""
+    p = sub.add_parser("predict", help="predict with a finished run on new inputs (JSONL, one line per input)")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--input", metavar="FILE", help="inputs in the format the task trains on (a TSV / JSONL file; "
+                   "audio files or an audiofolder for ASR; images or an ImageFolder for image tasks)")
+    p.add_argument("--text", action="append", metavar="TEXT", help="one text input (repeatable; text tasks; "
+                   "a sentence pair as FIRST<TAB>SECOND)")
+    p.add_argument("--output", metavar="FILE", help="write the JSONL here (default: stdout)")
+    p.add_argument("--batch-size", type=int, metavar="N", help="inputs per batch (default: the run's eval batch size)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar on stderr (default: on long inputs at a terminal)")
+    p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("export", help="a finished run as a plain Hugging Face model folder (+ model card)")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--output", required=True, metavar="DIR", help="the folder to write (new or empty)")
+    p.add_argument("--merge", action="store_true", help="merge PEFT adapters into the base weights "
+                   "(merge_and_unload) where PEFT can; otherwise the adapter folder is written with a note")
+    p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="cast the weights (default: as trained, fp32)")
+    p.add_argument("--push-to-hub", metavar="REPO", help="also upload the folder to the Hugging Face Hub "
+                   "(needs the internet and a token)")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_predict(ns) -> int:
+    from .predict import predict, write_jsonl
+
+    if ns.batch_size is not None and ns.batch_size < 1:
+        raise UserError(f"--batch-size {ns.batch_size}: must be >= 1")
+    rows = predict(ns.run_dir, ns.input, ns.text, ns.device, ns.batch_size, ns.progress)
+    write_jsonl(rows, ns.output)
+    if ns.output:
+        print(f"{len(rows)} predictions -> {ns.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_export(ns) -> int:
+    from .export import export
+
+    info = export(ns.run_dir, ns.output, merge=ns.merge, dtype=ns.dtype, push_to_hub=ns.push_to_hub)
+    print(f"exported {info['kind']} -> {ns.output}" + (f" (pushed to {ns.push_to_hub})" if ns.push_to_hub else ""))
+    return 0
 
 
 def _extra_commands() -> list:
@@ -56,7 +102,7 @@ def _extra_commands() -> list:
     mods = []
     import importlib
 
-    for name in ("tunelab.compare.cli", "tunelab.analysis.cli", "tunelab.pretrain.cli"):
+    for name in ("tunelab.compare.cli", "tunelab.analysis.cli", "tunelab.pretrain.cli", "tunelab.report.cli"):
         try:
             mods.append(importlib.import_module(name))
         except ModuleNotFoundError as e:
@@ -90,9 +136,10 @@ def cmd_list() -> None:
     from .tasks import get_task, task_names
 
     print("tasks:")
-    for n in task_names():
-        t = get_task(n)
-        print(f"  {n:<14} {t.family:<12} {t.head:<22} metrics: {', '.join(t.metric_names)}")
+    tasks = [(n, get_task(n)) for n in task_names()]
+    wn, wf, wh = (max(len(x) for x in col) for col in zip(*[(n, t.family, t.head) for n, t in tasks]))
+    for n, t in tasks:
+        print(f"  {n:<{wn}} {t.family:<{wf}} {t.head:<{wh}} metrics: {', '.join(t.metric_names)}")
     print("methods:")
     for n in method_names():
         m = get_method(n)

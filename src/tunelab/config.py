@@ -254,6 +254,11 @@ class CommonOptions:
                                    "sliding window's size (default 512)", min=8, reads=tasks_reading("max_seq_length"))
     max_train_samples: int = opt(None, "seeded random subset of the train split", min=1)
     max_eval_samples: int = opt(None, "seeded random subset of each eval split", min=1)
+    selection_split: float = opt(None, "hold out this share of the train split (stratified by label, seeded by a fixed "
+                                       "seed, the same for every method and seed) and evaluate on it instead of the "
+                                       "dev/test split: model selection that never sees the reported split (compare's "
+                                       "search: uses it; tasks whose family supports it: glue)", above=0, below=1,
+                                 reads=tasks_with("holds_out_selection"))
     early_stopping_patience: int = opt(None, "stop after N epochs without main-metric improvement", min=1)
     divergence_factor: float = opt(10.0, "flag the run as diverged when a 5-step mean loss exceeds this x the first "
                                          "5-step mean (a non-finite loss or gradient norm always stops the run)", above=1)
@@ -308,6 +313,13 @@ class CommonOptions:
     validation_split: str = opt(None, "--dataset's validation split (default: validation, valid, dev or eval, the one it "
                                       "has; none: held out from train)", reads=tasks_reading("validation_split"))
     test_split: str = opt(None, "--dataset's test split (default test, when it has one)", reads=tasks_reading("test_split"))
+    report_to: str = opt("none", "experiment trackers, comma-separated: tensorboard, mlflow, wandb (offline) or none: per-"
+                                 "step loss / lr / grad norm, per-epoch and final metrics, the config, run.json and the "
+                                 "plots (train/reporting.py; pip install 'tunelab[trackers]')")
+    logging_dir: str = opt(None, "--report-to tensorboard: the event files' folder (default OUTPUT_DIR/tensorboard); "
+                                 "wandb: its offline folder (default OUTPUT_DIR)")
+    experiment_name: str = opt(None, "--report-to: the MLflow experiment / W&B project (default $MLFLOW_EXPERIMENT_NAME "
+                                     "or $WANDB_PROJECT, else tunelab; a compare: the study's name)")
 
 
 class RunConfig:

@@ -18,7 +18,7 @@ from .errors import UserError
 from .results.record import read_record
 from .train.checkpoint import find_checkpoint, read_meta
 
-CAN_DIFFER = ("threads", "save_every", "data_dir")
+CAN_DIFFER = ("threads", "save_every", "data_dir", "report_to", "logging_dir", "experiment_name")
 
 
 def _norm(v):

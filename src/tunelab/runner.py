@@ -23,6 +23,7 @@ from .tasks.base import FitContext
 from .train import distributed
 from .train.grad_checkpointing import apply_gradient_checkpointing
 from .train.loop import seed_everything
+from .train import reporting
 from .train.resources import peak_cuda_mb, peak_rss_mb, resolve_device
 
 
@@ -38,6 +39,14 @@ def subsample(examples: list, n: int | None, seed: int) -> list:
     return [examples[i] for i in idx]
 
 
+def _close_reporting(record: dict) -> None:
+    """A failed or interrupted run's trackers end with its status (never masking the run's error)."""
+    try:
+        reporting.finish(record, None)
+    except Exception as e:  # noqa: BLE001
+        print(f"tunelab: warning: closing the --report-to trackers failed ({type(e).__name__}: {e})")
+
+
 def run(cfg: RunConfig) -> dict:
     """Execute one run and return its record (also written to OUTPUT_DIR/run.json)."""
     task = get_task(cfg.task).configure(cfg)
@@ -45,6 +54,7 @@ def run(cfg: RunConfig) -> dict:
     distributed.check_task(task)  # data-parallel runs: only tasks trained by tunelab's loop
     method = get_method(cfg.method)()
     method.validate(cfg)
+    reporting.check(cfg.report_to)  # --report-to: known trackers whose libraries are installed
     cfg.output_dir = cfg.output_dir or default_output_dir(cfg)
     resuming = cfg.resume_checkpoint  # tunelab run --resume (resume.py)
     if not resuming:
@@ -54,7 +64,16 @@ def run(cfg: RunConfig) -> dict:
     device = distributed.local_device(resolve_device(cfg.device))
 
     train_split = task.load("train", cfg.data_dir)
-    eval_splits = [task.load(s, cfg.data_dir) for s in task.eval_splits]
+    if cfg.selection_split:  # a validation split carved from train; the dev/test split is never read
+        from .tasks.base import Split
+        from .tasks.splits import selection_split
+
+        rest, held, how = selection_split(train_split.examples, cfg.selection_split,
+                                          stratify=task.head == "classification")
+        train_split.examples = rest
+        eval_splits = [Split("selection", held, dict(train_split.files), how)]
+    else:
+        eval_splits = [task.load(s, cfg.data_dir) for s in task.eval_splits]
     train_examples = subsample(train_split.examples, cfg.max_train_samples, cfg.seed)
     for s in eval_splits:
         s.examples = subsample(s.examples, cfg.max_eval_samples, cfg.seed)
@@ -102,6 +121,9 @@ def run(cfg: RunConfig) -> dict:
     write_record = write_json_atomic if main else (lambda _path, _rec: None)
     write_record(run_json, record)
     try:
+        if main:
+            reporting.start(cfg, record)  # --report-to: the trackers' run opens (train/reporting.py)
+
         def on_epoch(rec, _preds):
             record["history"].append(rec)
             write_record(run_json, record)
@@ -138,6 +160,7 @@ def run(cfg: RunConfig) -> dict:
         record["figures"] = plot_record(record, out) if main else []
         record["status"] = "completed"
         write_record(run_json, record)
+        reporting.finish(record, out)
         from .train.checkpoint import remove_checkpoints
 
         if main:
@@ -156,6 +179,7 @@ def run(cfg: RunConfig) -> dict:
             info["resumable_from_step"] = None
         record["interrupted"] = info
         write_record(run_json, record)
+        _close_reporting(record)
         raise
     except BaseException as e:
         record["status"] = "failed"
@@ -164,5 +188,6 @@ def run(cfg: RunConfig) -> dict:
             write_record(run_json, record)
         except OutputError:
             pass  # the disk is what failed: the previous run.json ("running") stays, never "completed"
+        _close_reporting(record)
         raise
     return record

@@ -12,7 +12,9 @@ def add_parser(sub) -> None:
                                    "store the results in OUTPUT_DIR/results.sqlite and write report.md / report.html. "
                                    "Re-running skips completed runs and redoes unfinished ones.")
     p.add_argument("args", nargs="*", metavar="[CONFIG.yaml] [key=value ...]",
-                   help="a compare YAML and/or overrides: tasks=sst2,mrpc methods=full,lora seeds=0,1 epochs=1 ...")
+                   help="a compare YAML and/or overrides: tasks=sst2,mrpc methods=full,lora seeds=0,1 epochs=1 ...; "
+                        "search=auto tunes each method's lr (x 1/3, 1, 3) on a selection split carved from the "
+                        "training data before the grid (search='{lr: [1e-4, 3e-4]}' for a grid of your own)")
     p.add_argument("--preset", help="a shipped config: " + ", ".join(_preset_names()))
     p.add_argument("--data-dir", help="local data folder (default: $TUNELAB_DATA_DIR, else the Hugging Face hub)")
     p.add_argument("--output-dir", help="study folder (default: runs/compare-<name>)")
@@ -29,6 +31,10 @@ def add_parser(sub) -> None:
     p.add_argument("--gpus-per-run", type=float, help="GPUs each run gets. --executor ray: GPUs each run reserves "
                                                       "(default 0: runs see no GPU); local: whole GPUs, one run per N "
                                                       "GPUs at a time, each with its own CUDA_VISIBLE_DEVICES")
+    p.add_argument("--report-to", metavar="TRACKERS", help="tensorboard,mlflow,wandb: every run reports to them, one "
+                   "experiment per study (its name), one run per cell (train/reporting.py)")
+    p.add_argument("--logging-dir", metavar="DIR", help="with --report-to tensorboard: DIR/<run id>/ per cell "
+                   "(default: each run's folder /tensorboard)")
     p.add_argument("--dry-run", action="store_true", help="list the grid and what is done, run nothing")
     p.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
     p.set_defaults(func=cmd_compare)
@@ -53,7 +59,8 @@ def _command(ns, path, overrides) -> list:
     for flag, v in (("--data-dir", ns.data_dir), ("--output-dir", ns.output_dir), ("--threads", ns.threads),
                     ("--jobs", ns.jobs), ("--isolation", ns.isolation),
                     ("--executor", None if ns.executor == "local" else ns.executor), ("--address", ns.address),
-                    ("--cpus-per-run", ns.cpus_per_run), ("--gpus-per-run", ns.gpus_per_run)):
+                    ("--cpus-per-run", ns.cpus_per_run), ("--gpus-per-run", ns.gpus_per_run),
+                    ("--report-to", ns.report_to), ("--logging-dir", ns.logging_dir)):
         if v is not None:
             cmd += [flag, str(v)]
     return cmd
@@ -84,9 +91,24 @@ def cmd_compare(ns) -> int:
     from .execute import completed_record, run_grid
     from .grid import expand
 
-    cells = expand(cc, out, ns.data_dir, ns.threads)
+    if ns.report_to is not None:
+        from ..train.reporting import check
+
+        check(ns.report_to)  # known trackers, installed: one line now rather than in every run's log
+    elif ns.logging_dir is not None:
+        raise UserError("--logging-dir: only with --report-to")
+    cells = expand(cc, out, ns.data_dir, ns.threads, ns.report_to, ns.logging_dir)
+    from .search import expand_search
+
+    groups = expand_search(cc, out, ns.data_dir, ns.threads)  # [] without search:
+    scells = [c for g in groups for c in g.cells]
     if ns.dry_run:
         done = 0
+        for c in scells:
+            print(f"{'done' if completed_record(c) is not None else 'todo'}  {c.run_id}  {c.config_hash}")
+        if scells:
+            print(f"{len(scells)} search runs (the grid's runs below are those of the default points until the "
+                  f"search has chosen)")
         for c in cells:
             ok = completed_record(c) is not None
             done += ok
@@ -118,6 +140,10 @@ def cmd_compare(ns) -> int:
                 print(f"compare {cc.name}: {len(cells)} runs ({len(cc.tasks)} tasks x {len(cc.methods)} methods x "
                       f"{len(cc.models)} models x {len(cc.seeds)} seeds), {executor.slots} at a time"
                       f"{'' if executor.name == 'local' else ' on ' + executor.name} -> {out}", flush=True)
+                if not scells and store.meta().get("search"):  # an earlier compare here searched; this one does not
+                    store.set_meta(search=None, search_grid=[])
+                if scells:
+                    cells = _search(cc, groups, scells, cells, store, out, ns, jobs, executor)
                 res = run_grid(cells, store, out, isolation=ns.isolation, jobs=jobs, executor=executor)
             store.set_meta(finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         finally:
@@ -134,6 +160,40 @@ def cmd_compare(ns) -> int:
               f"re-run the same command to retry them", flush=True)
         return 1
     return 0
+
+
+def _search(cc, groups, scells, cells, store, out, ns, jobs, executor) -> list:
+    """Run the search cells, choose per (model, task, method), record it; -> the grid's cells with
+    the chosen configurations."""
+    from ..results.record import write_json_atomic
+    from .execute import run_grid
+    from .grid import expand
+    from .search import choose, chosen
+
+    print(f"search: {len(scells)} runs ({len(groups)} method x task x model, on a selection split of "
+          f"{cc.search_fraction:g} of each task's training data), then the grid", flush=True)
+    store.set_meta(search_grid=[c.run_id for c in scells])
+    sres = run_grid(scells, store, out, isolation=ns.isolation, jobs=jobs, executor=executor)
+    outcomes = [choose(g, store) for g in groups]
+    by_key = {(o["task"], o["label"], o["model"]): o for o in outcomes}
+    new = expand(cc, out, ns.data_dir, ns.threads, ns.report_to, ns.logging_dir, chosen=chosen(outcomes))
+    for c in new:
+        c.search = by_key.get((c.task, c.label, c.model))
+    store.set_meta(search=outcomes, search_fraction=cc.search_fraction)
+    write_json_atomic(os.path.join(out, "search.json"), {"search_fraction": cc.search_fraction, "outcomes": outcomes})
+    for o in outcomes:
+        pts = "  ".join(f"{_pt(p['values'])}: {'failed' if p['score'] is None else format(p['score'], '.4f')}"
+                        for p in o["points"])
+        print(f"search {o['task']}/{o['label']}: {pts} -> "
+              f"{_pt(o['choice']) if o['choice'] else 'no point completed: the default'}", flush=True)
+    if sres["failed"]:
+        print(f"search: {len(sres['failed'])} point(s) failed (e.g. diverged; in the report); the choice is among "
+              f"the others", flush=True)
+    return new
+
+
+def _pt(point: dict) -> str:
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
 
 
 def cmd_report(ns) -> int:

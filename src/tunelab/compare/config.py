@@ -5,6 +5,8 @@ YAML shape (see ``presets/quick.yaml``)::
 
     name: my-study
     tasks: [sst2, mrpc, {cola: {epochs: 3}}]      # a name, or {name: {run options for this task}}
+    # a user task: {name: LABEL, task: TASK, data options...}; relative file paths resolve against this file
+    #   - {name: trec, task: text-classification, train_file: trec/train.csv, validation_file: trec/test.csv}
     models: [minilm]
     seeds: [0, 1]
     methods:
@@ -14,6 +16,10 @@ YAML shape (see ``presets/quick.yaml``)::
       - {label: lora-r16, method: lora, lora_r: 16}
     epochs: 2                                     # any other key: a `tunelab run` option shared by all cells
     max_train_samples: 500
+
+``search: auto`` (or ``search: {lr: [1e-4, 3e-4, 1e-3], lora_r: [4, 16]}``, at study level or in a
+method entry) tunes each method on each task first, on a selection split carved from the training
+data (``search_fraction``, default 0.1), then runs the chosen point with every seed (compare/search.py).
 
 ``extends: quick`` (a preset name, or a YAML path relative to this file) starts from that study:
 every key given here replaces the base's key of the same name (``seeds: [0, 1, 2]`` replaces the
@@ -31,16 +37,20 @@ from importlib import resources
 import yaml
 
 from .. import tasks  # noqa: F401  (registers the loader of every declared option: FIELDS is complete)
-from ..config import FIELDS, _coerce, _key
+from ..config import FIELDS, _coerce, _key, check_option
 from ..errors import UserError
 from ..textio import read_text
 
 GRID_KEYS = ("tasks", "methods", "models", "seeds")
 META_KEYS = ("name", "description")
 EXTENDS = "extends"
+SEARCH_KEYS = ("search", "search_fraction", "search_metric")  # tuning before the grid (compare/search.py)
 EXEC_KEYS = ("jobs",)  # how the grid runs, not what it computes (not in any run's config hash)
 PER_CELL = {"task": "tasks", "method": "methods", "model": "models", "seed": "seeds"}
 MANAGED = ("output_dir", "overwrite")  # compare decides where each run goes
+# options naming a data file or folder: relative ones resolve against the study file's folder (--dataset only
+# when that path exists: else it stays a hub id)
+PATH_OPTIONS = ("train_file", "validation_file", "test_file")
 
 
 @dataclass
@@ -51,6 +61,7 @@ class Entry:
     name: str
     options: dict = field(default_factory=dict)
     where: str = ""
+    search: object = None  # methods: None = the study's search; "off"; "auto"; {option: [values] | "auto"}
 
 
 @dataclass
@@ -65,13 +76,21 @@ class CompareConfig:
     shared: dict = field(default_factory=dict)  # run options for every cell
     overrides: dict = field(default_factory=dict)  # command-line run options (win over everything)
     jobs: int = 1  # runs at a time (each its own process); set threads so jobs x threads <= cores
+    search: object = None  # None / "off": no tuning; "auto"; {option: [values] | "auto"} (compare/search.py)
+    search_fraction: float = 0.1  # share of the train split held out to choose on
+    search_metric: str = ""  # the metric the search chooses on (a key of run.json's metrics); "": each task's main
     text: str = ""  # the YAML as read
 
     def as_dict(self) -> dict:
         ent = lambda es: [{"label": e.label, "name": e.name, "options": e.options} for e in es]  # noqa: E731
         return {"source": self.source, "name": self.name, "description": self.description,
                 "tasks": ent(self.tasks), "methods": ent(self.methods), "models": ent(self.models),
-                "seeds": self.seeds, "shared": self.shared, "overrides": self.overrides, "jobs": self.jobs}
+                "seeds": self.seeds, "shared": self.shared, "overrides": self.overrides, "jobs": self.jobs,
+                **({"search": self.search, "search_fraction": self.search_fraction,
+                    **({"search_metric": self.search_metric} if self.search_metric else {}),
+                    "method_search": {e.label: e.search for e in self.methods if e.search is not None}}
+                   if self.search not in (None, "off") or any(e.search not in (None, "off") for e in self.methods)
+                   else {})}
 
 
 def preset_names() -> list:
@@ -155,6 +174,7 @@ def parse_compare_yaml(text: str, where: str, _chain: tuple = ()) -> CompareConf
         b = _base_study(base, where, _chain)
         cc.description, cc.tasks, cc.methods, cc.models = b.description, b.tasks, b.methods, b.models
         cc.seeds, cc.shared, cc.jobs = b.seeds, dict(b.shared), b.jobs
+        cc.search, cc.search_fraction, cc.search_metric = b.search, b.search_fraction, b.search_metric
         cc.text = text + f"\n# ---- extends: {_py(base)} ----\n" + "".join(f"# {x}\n" for x in b.text.splitlines())
     seen = set()
     for knode, vnode in root.value:
@@ -171,6 +191,12 @@ def parse_compare_yaml(text: str, where: str, _chain: tuple = ()) -> CompareConf
             setattr(cc, key, "" if _py(vnode) is None else str(_py(vnode)))
         elif key in EXEC_KEYS:
             cc.jobs = _parse_jobs(_py(vnode), at)
+        elif key == "search":
+            cc.search = parse_search(_py(vnode), at)
+        elif key == "search_fraction":
+            cc.search_fraction = _parse_fraction(_py(vnode), at)
+        elif key == "search_metric":
+            cc.search_metric = _parse_metric(_py(vnode), at)
         else:
             cc.shared.update(_options({knode.value: vnode}, where, {knode.value: knode}))
     for key in ("tasks", "methods"):
@@ -192,10 +218,19 @@ def _options(items: dict, where: str, key_nodes: dict) -> dict:
         if key in MANAGED:
             raise UserError(f"{at}: '{raw}' is chosen by compare (runs go to OUTPUT_DIR/runs/<run-id>)")
         if key not in FIELDS:
-            known = list(FIELDS) + list(GRID_KEYS) + list(META_KEYS) + list(EXEC_KEYS)
+            known = list(FIELDS) + list(GRID_KEYS) + list(META_KEYS) + list(EXEC_KEYS) + list(SEARCH_KEYS)
             raise UserError(f"{at}: unknown key '{raw}'{_did_you_mean(key, known)}")
-        out[key] = _coerce(key, _py(vnode), at)
+        out[key] = _resolve_path(key, _coerce(key, _py(vnode), at), where)
     return out
+
+
+def _resolve_path(key: str, value, where: str):
+    """A relative data path in a study file, as seen from the study file's folder."""
+    if (key not in PATH_OPTIONS + ("dataset",) or not isinstance(value, str) or os.path.isabs(value)
+            or where.startswith("preset ") or not os.path.isfile(where)):
+        return value
+    path = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(where)), value))
+    return path if key in PATH_OPTIONS or os.path.exists(path) else value
 
 
 def _parse_grid_key(key: str, node, where: str):
@@ -225,14 +260,17 @@ def _parse_entry(key: str, node, where: str) -> Entry:
     if not isinstance(node, yaml.MappingNode):
         raise UserError(f"{at}: a {kind} entry is a name or a mapping, not a list")
     pairs = {str(k.value): (k, v) for k, v in node.value}
+    if kind == "task" and "task" in pairs and "name" in pairs and "label" not in pairs:
+        pairs["label"] = pairs.pop("name")  # {name: trec, task: text-classification, ...}: the report's name
     if kind in pairs or "label" in pairs:  # flat form: {label: x, method: y, option: value ...}
         if kind not in pairs:
             raise UserError(f"{at}: entry with 'label' needs '{kind}:' too")
         name = str(_py(pairs[kind][1]))
         label = str(_py(pairs["label"][1])) if "label" in pairs else name
         rest = {k: v for k, (_, v) in pairs.items() if k not in (kind, "label")}
+        search = _entry_search(kind, rest, pairs, where)
         opts = _options(rest, where, {k: kn for k, (kn, _) in pairs.items()})
-        return Entry(label, name, opts, at)
+        return Entry(label, name, opts, at, search)
     if len(pairs) != 1:
         raise UserError(f"{at}: a {kind} entry is 'name', '{{label: {{options}}}}' or "
                         f"'{{label: x, {kind}: y, options...}}'; found keys {sorted(pairs)}")
@@ -246,8 +284,76 @@ def _parse_entry(key: str, node, where: str) -> Entry:
     name = label
     if kind in inner:
         name = str(_py(inner.pop(kind)[1]))
-    opts = _options({k: v for k, (_, v) in inner.items()}, where, {k: kn for k, (kn, _) in inner.items()})
-    return Entry(str(label), name, opts, at)
+    rest = {k: v for k, (_, v) in inner.items()}
+    search = _entry_search(kind, rest, inner, where)
+    opts = _options(rest, where, {k: kn for k, (kn, _) in inner.items()})
+    return Entry(str(label), name, opts, at, search)
+
+
+def _entry_search(kind: str, rest: dict, pairs: dict, where: str):
+    """A method entry's own ``search:`` (removed from ``rest``); None when it has none."""
+    if "search" not in rest:
+        return None
+    vnode = rest.pop("search")
+    at = _line(where, pairs["search"][0])
+    if kind != "method":
+        raise UserError(f"{at}: 'search' belongs to the study or to a method entry, not to a {kind}")
+    value = _py(vnode)
+    return "off" if value is None else parse_search(value, at)
+
+
+AUTO = "auto"
+NOT_SEARCHED = ("task", "method", "model", "seed", "output_dir", "overwrite", "data_dir", "threads", "device",
+                "save_every", "selection_split", "resume_checkpoint")
+
+
+def parse_search(value, at: str):
+    """``auto`` | ``off`` (also false / null) | {option: [values] or "auto" (lr only)} -> the same, checked:
+    each option declared and searchable, each list non-empty with values valid for the option."""
+    if value is None or value is False or (isinstance(value, str) and value.strip().lower() in ("off", "none", "")):
+        return "off"
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
+    if not isinstance(value, dict) or not value:
+        raise UserError(f"{at}: search: expected 'auto', 'off' or a mapping option: [values] "
+                        f"(e.g. search: {{lr: [1.0e-4, 3.0e-4, 1.0e-3]}}), got {value!r}")
+    out = {}
+    for raw, vals in value.items():
+        key = _key(str(raw))
+        if key not in FIELDS:
+            raise UserError(f"{at}: search: unknown option '{raw}'{_did_you_mean(key, FIELDS)}")
+        if key in NOT_SEARCHED:
+            raise UserError(f"{at}: search: '{raw}' cannot be searched (it names the run or where it runs)")
+        if isinstance(vals, str) and vals.strip().lower() == AUTO:
+            if key != "lr":
+                raise UserError(f"{at}: search: '{raw}: auto': only lr has an automatic grid; list the values")
+            out[key] = AUTO
+            continue
+        if not isinstance(vals, list) or not vals:
+            raise UserError(f"{at}: search: '{raw}' needs a non-empty list of values, got {vals!r}")
+        coerced = [check_option(key, v, f"{at}: search: {raw}") for v in vals]
+        if len(set(map(repr, coerced))) != len(coerced):
+            raise UserError(f"{at}: search: '{raw}' lists a value twice")
+        out[key] = coerced
+    return out
+
+
+def _parse_metric(value, at: str) -> str:
+    """A registered metric name (its direction decides the choice), or empty for each task's main metric."""
+    from ..metrics import METRICS
+
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str) or value not in METRICS:
+        raise UserError(f"{at}: search_metric: {value!r} is not a registered metric "
+                        f"({', '.join(sorted(METRICS.names()))})")
+    return value
+
+
+def _parse_fraction(value, at: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise UserError(f"{at}: search_fraction: {value!r} is not a number between 0 and 1 (exclusive)")
+    return float(value)
 
 
 def _parse_seeds(value, at: str) -> list:
@@ -306,6 +412,23 @@ def apply_overrides(cc: CompareConfig, items) -> None:
             setattr(cc, key, value)
         elif key in EXEC_KEYS:
             cc.jobs = _parse_jobs(yaml.safe_load(value) if value.strip() else None, where)
+        elif key == "search":
+            try:
+                parsed = yaml.safe_load(value) if value.strip() else None
+            except yaml.YAMLError:
+                raise UserError(f"{where}: search: not valid YAML (search=auto, search=off or "
+                                f"search='{{lr: [1e-4, 3e-4]}}')") from None
+            cc.search = parse_search(parsed, where)
+            if cc.search == "off":  # the command line switches every method's search off
+                for e in cc.methods:
+                    e.search = None
+        elif key == "search_metric":
+            cc.search_metric = _parse_metric(value.strip(), where)
+        elif key == "search_fraction":
+            try:
+                cc.search_fraction = _parse_fraction(yaml.safe_load(value), where)
+            except yaml.YAMLError:
+                raise UserError(f"{where}: search_fraction: not a number") from None
         elif key in PER_CELL:
             raise UserError(f"{where}: '{raw}' is set per run; use {PER_CELL[key]}=...")
         elif key in MANAGED:
@@ -313,7 +436,7 @@ def apply_overrides(cc: CompareConfig, items) -> None:
         elif key in FIELDS:
             cc.overrides[key] = _coerce(key, yaml.safe_load(value) if value.strip() else None, where)
         else:
-            known = list(FIELDS) + list(GRID_KEYS) + list(META_KEYS) + list(EXEC_KEYS)
+            known = list(FIELDS) + list(GRID_KEYS) + list(META_KEYS) + list(EXEC_KEYS) + list(SEARCH_KEYS)
             raise UserError(f"{where}: unknown key '{raw}'{_did_you_mean(key, known)}")
 
 

@@ -63,7 +63,8 @@ def mark_completed(cell: Cell) -> dict | None:
         return None
     write_json_atomic(os.path.join(cell.run_dir, CELL_FILE), {
         "run_id": cell.run_id, "config_hash": cell.config_hash, "label": cell.label, "task": cell.task,
-        "model": cell.model, "seed": cell.seed, "started_at": rec.get("started_at")})
+        "model": cell.model, "seed": cell.seed, "started_at": rec.get("started_at"), "code": cell.code,
+        **({"search": cell.search} if cell.search else {})})
     return rec
 
 

@@ -14,9 +14,11 @@ import time
 
 from ..tasks import REPORT_SECTIONS, load_families
 from .budget import TOLERANCE, study_budget
-from .findings import overall_findings
+from .findings import significance_notes
+from .overview import overview_blocks, task_bullet
 from ..tasks.keyphrase.report import keyphrase_blocks
 from .plots import make_plots
+from .search import search_blocks
 from .tables import Table, runs_table, summarize, task_table
 
 ASSETS = "report_files"
@@ -47,7 +49,10 @@ def build(output_dir: str, store) -> tuple:
     for ts in summaries:
         ts.layer_budget = budget
     done = [r for r in rows if r["status"] == "completed"]
-    blocks = [("h", 1, title)]
+    blocks = [("h", 1, title), ("h", 2, "Overview")]
+    top, cols, _agg = overview_blocks(summaries, os.path.join(output_dir, ASSETS), output_dir)
+    blocks += top
+    blocks.append(("h", 2, "Study"))
     labels = list(dict.fromkeys(r["label"] for r in rows))
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     models = list(dict.fromkeys(r["model"] for r in rows))
@@ -62,7 +67,10 @@ def build(output_dir: str, store) -> tuple:
         blocks.append(("p", meta["description"]))
 
     blocks.append(("h", 2, "Findings"))
-    blocks += [("p", s) for s in overall_findings(summaries)]
+    blocks.append(("ul", [task_bullet(c) for c in cols], "findings"))
+    notes = significance_notes(summaries)
+    if notes:
+        blocks.append(("p", " ".join(notes), "small"))
 
     blocks.append(("h", 2, "Results per task"))
     blocks.append(("p", "Dev-set metrics as mean ± sample std over seeds (one seed: the run's value). "
@@ -72,7 +80,9 @@ def build(output_dir: str, store) -> tuple:
                         "model, none for causal-LM objectives and Whisper, whose LM head is tied to the token "
                         "embeddings); the % is of all model parameters. Train time excludes model loading and "
                         "evaluation; peak RSS is the run process's high-water mark. "
-                        "Best value per column in bold." + _share_note(summaries, budget)))
+                        "Best value per column in bold; train time × full = the ratio of mean train times; the "
+                        "verdict vs full is the findings' (significant only from the paired t-test over seeds)."
+                        + _share_note(summaries, budget)))
     plots = make_plots(summaries, os.path.join(output_dir, ASSETS))
     for ts in summaries:
         blocks.append(("h", 3, f"{ts.task} — {ts.model} (main metric: {ts.main_metric or 'n/a'})"))
@@ -110,6 +120,7 @@ def build(output_dir: str, store) -> tuple:
         blocks.append(("h", 2, "Attention analysis"))
         blocks += att
 
+    blocks += search_blocks(meta)  # compare search: (report/search.py)
     blocks += _reproduce_blocks(meta, rows, output_dir)
     blocks.append(("h", 2, "All runs"))
     blocks.append(("p", "Every run of the grid; each folder's run.json holds the full record."))

@@ -39,6 +39,15 @@ VERDICTS = {  # verdict -> the findings' wording (in this order)
     "untested": "Without a p-value",
 }
 
+SHORT_VERDICTS = {  # the same verdicts in a table cell
+    "same": "within noise (t-test)",
+    "below": "worse (t-test)",
+    "above": "better (t-test)",
+    "noise": "within noise (1 seed, bootstrap)",
+    "one-seed": "1 seed: not tested",
+    "untested": "no p-value",
+}
+
 
 def verdict(sig, higher_is_better_: bool) -> str:
     """A method-vs-full-FT verdict: significant only from the across-seed t-test."""
@@ -117,6 +126,12 @@ def overall_findings(summaries: list) -> list:
         if ok:
             out.append("Not significantly worse than full FT across seeds on any task: "
                        + ", ".join(label for _, label in sorted(ok)) + " (fewest trainable parameters first).")
+    return out + significance_notes(summaries)
+
+
+def significance_notes(summaries: list) -> list:
+    """What the p-values vs full FT in the tables measure."""
+    out = []
     tests = sorted({m.significance.test for ts in summaries for m in ts.methods if m.significance and m.significance.p is not None})
     if "bootstrap" in tests:
         out.append("p-values marked 'bootstrap' come from a paired bootstrap over the dev examples of one seed; "

@@ -113,3 +113,54 @@ def make_plots(summaries: list, out_dir: str) -> dict:
             "curves": curves_plot(ts, os.path.join(out_dir, f"curves-{stem}.png")),
         }
     return out
+
+
+def cd_diagram(agg, path: str, title: str = "") -> str | None:
+    """Critical-difference diagram (Demšar 2006): each method at its mean rank on a rank axis (1 = best,
+    left), the Nemenyi CD as a bar above the axis, and thick bars joining methods whose mean ranks
+    differ by less than the CD (report/overview.py ``cliques``). None when the Friedman test did not apply."""
+    from .overview import cliques
+
+    if agg.cd is None or not agg.labels:
+        return None
+    plt = _plt()
+    k = len(agg.labels)
+    order = sorted(agg.labels, key=lambda lb: agg.mean_rank[lb])
+    groups = cliques(agg)
+    half = (k + 1) // 2
+    rows = max(half, k - half)
+    height = 1.0 + 0.25 * rows + 0.16 * len(groups)
+    fig, ax = plt.subplots(figsize=(8, height))
+    ax.set_xlim(0.5, k + 0.5)
+    top = 0.0
+    ax.set_ylim(-(0.35 + 0.16 * len(groups) + 0.28 * rows), 0.8)
+    ax.hlines(top, 1, k, color="black", lw=1)
+    for r in range(1, k + 1):
+        ax.vlines(r, top, top + 0.08, color="black", lw=1)
+        ax.text(r, top + 0.12, str(r), ha="center", va="bottom", fontsize=9)
+    # CD bar above the axis, left-aligned at rank 1
+    ax.hlines(top + 0.55, 1, 1 + agg.cd, color="C3", lw=2)
+    ax.vlines([1, 1 + agg.cd], top + 0.5, top + 0.6, color="C3", lw=2)
+    ax.text(1 + agg.cd / 2, top + 0.61, f"CD = {agg.cd:.2f}", ha="center", va="bottom", fontsize=9, color="C3")
+    # group bars just below the axis
+    for g, members in enumerate(groups):
+        y = top - 0.12 - 0.16 * g
+        ax.hlines(y, agg.mean_rank[members[0]] - 0.03, agg.mean_rank[members[-1]] + 0.03, color="grey", lw=4, alpha=0.7)
+    base = top - 0.2 - 0.16 * len(groups)
+    for i, lb in enumerate(order):
+        r = agg.mean_rank[lb]
+        left = i < half
+        row = i if left else k - 1 - i
+        y = base - 0.28 * row
+        xend = 0.55 if left else k + 0.45
+        ax.plot([r, r, xend], [top, y, y], color="black", lw=0.8)
+        ax.text(xend + (-0.02 if left else 0.02), y, f"{lb} ({r:.2f})", ha="right" if left else "left",
+                va="center", fontsize=9)
+    ax.axis("off")
+    p = "< 0.001" if agg.p < 0.001 else f"= {agg.p:.3f}"
+    ax.set_title((title + ": " if title else "") + f"mean rank over {len(agg.tasks)} tasks "
+                 f"(Friedman χ² = {agg.statistic:.2f}, p {p})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return path

@@ -11,9 +11,13 @@ h1 { border-bottom: 2px solid #444; padding-bottom: .2em; }
 h2 { border-bottom: 1px solid #bbb; margin-top: 2em; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 13px; }
 th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; white-space: nowrap; }
-th { background: #f0f0f0; }
+th { background: #f0f0f0; white-space: normal; max-width: 11em; vertical-align: bottom; }
 td:first-child, th:first-child { text-align: left; }
 td.best { font-weight: bold; background: #e6f4e6; }
+td.tie { background: #f1f7e9; }
+ul.findings li { margin: .2em 0; }
+p.rec { background: #f4f8ff; border-left: 4px solid #3b6fb6; padding: .4em .8em; margin: .3em 0; }
+p.small { font-size: 12px; color: #555; }
 td.flag { font-weight: bold; background: #fde2e2; color: #9b1c1c; }
 figure { margin: 1em 0; }
 figure img { max-width: 100%; border: 1px solid #ddd; }
@@ -34,7 +38,8 @@ def table_html(t) -> str:
     body = []
     for i, row in enumerate(t.rows):
         cells = "".join(f'<td class="best">{_e(v)}</td>' if (i, j) in t.best else
-                        f'<td class="flag">{_e(v)}</td>' if (i, j) in t.flagged else f"<td>{_e(v)}</td>"
+                        f'<td class="flag">{_e(v)}</td>' if (i, j) in t.flagged else
+                        f'<td class="tie">{_e(v)}</td>' if (i, j) in getattr(t, "tied", ()) else f"<td>{_e(v)}</td>"
                         for j, v in enumerate(row))
         body.append(f"<tr>{cells}</tr>")
     notes = "".join(f"<p><em>{_e(n)}</em></p>" for n in t.notes)
@@ -55,12 +60,15 @@ def render_html(blocks: list, title: str) -> str:
         kind = b[0]
         if kind == "h":
             out.append(f"<h{b[1]}>{_e(b[2])}</h{b[1]}>")
-        elif kind == "p":
-            out.append(f"<p>{_e(b[1])}</p>")
+        elif kind == "p":  # ("p", text[, css class])
+            out.append(f'<p class="{_e(b[2])}">{_e(b[1])}</p>' if len(b) > 2 else f"<p>{_e(b[1])}</p>")
+        elif kind == "ul":  # ("ul", [item, ...][, css class])
+            cls = f' class="{_e(b[2])}"' if len(b) > 2 else ""
+            out.append(f"<ul{cls}>" + "".join(f"<li>{_e(x)}</li>" for x in b[1]) + "</ul>")
         elif kind == "table":
             out.append(table_html(b[1]))
         elif kind == "img":
-            _, path, _rel, caption = b
+            _, path, _rel, caption = b[:4]
             out.append(f'<figure><img src="{image_data_uri(path)}" alt="{_e(caption)}">'
                        f"<figcaption>{_e(caption)}</figcaption></figure>")
         elif kind == "code":

@@ -26,10 +26,12 @@ def render_md(blocks: list) -> str:
             out.append("#" * b[1] + " " + b[2])
         elif kind == "p":
             out.append(b[1])
+        elif kind == "ul":
+            out.append("\n".join(f"- {x}" for x in b[1]))
         elif kind == "table":
             out.append(table_md(b[1]))
         elif kind == "img":
-            _, _abs, rel, caption = b
+            _, _abs, rel, caption = b[:4]
             out.append(f"![{caption}]({rel})\n\n_{caption}_")
         elif kind == "code":
             out.append("```" + (b[2] if len(b) > 2 else "") + "\n" + b[1].rstrip("\n") + "\n```")

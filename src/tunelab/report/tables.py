@@ -145,6 +145,7 @@ class Table:
     best: set = field(default_factory=set)  # (row, col) marked best
     notes: list = field(default_factory=list)
     flagged: set = field(default_factory=set)  # (row, col) marked as a warning (off the study's layer budget)
+    tied: set = field(default_factory=set)  # (row, col) not distinguishable from the best (report/overview.py)
 
 
 def task_table(ts: TaskSummary) -> Table:
@@ -157,7 +158,7 @@ def task_table(ts: TaskSummary) -> Table:
     header = (["method", "seeds"] + [n if higher_is_better(n) else f"{n} (lower is better)" for n in mm] + share_head
               + [f"Δ {ts.main_metric} vs full", "p vs full", "trainable params",
               "trainable %", "trainable excl. head", "excl. head %", "train time (s)", "samples/s", "peak RSS (MB)"]
-              + (["peak GPU (MB)"] if has_cuda else []))
+              + (["peak GPU (MB)"] if has_cuda else []) + ["train time × full", "verdict vs full"])
     # (column index, value getter, higher is better)
     cols = [(2 + i, (lambda m, n=n: m.metrics.get(n, (None,))[0]), higher_is_better(n)) for i, n in enumerate(mm)]
     base = 2 + len(mm) + len(share_head)
@@ -189,6 +190,11 @@ def task_table(ts: TaskSummary) -> Table:
             fmt(m.train_seconds, 3), fmt(m.samples_per_second, 3), fmt(m.peak_rss_mb, 1)]
         if has_cuda:
             row.append(fmt(m.peak_cuda_mb, 1))
+        ref = ts.get(ts.reference) if ts.reference else None
+        ratio = (m.train_seconds[0] / ref.train_seconds[0] if ref is not None and ref.train_seconds[0]
+                 and m.train_seconds[0] is not None else None)
+        row += ["—" if ratio is None else f"{ratio:.2f}",
+                "(reference)" if m.label == ts.reference else _verdict_cell(sig, ts.main_metric)]
         rows.append(row)
     done = [(i, m) for i, m in enumerate(ts.methods) if m.rows]
     if len(done) > 1:
@@ -207,6 +213,15 @@ def task_table(ts: TaskSummary) -> Table:
         t.rows.append(["majority class (dev labels)", "—"] + [f"{ts.majority[n]:.4f}" if n in ts.majority else "—" for n in mm]
                       + ["—"] * (len(header) - 2 - len(mm)))
     return t
+
+
+def _verdict_cell(sig, main) -> str:
+    """The findings' verdict vs full FT in a few words (report/findings.py ``verdict``)."""
+    from .findings import SHORT_VERDICTS, verdict
+
+    if sig is None or sig.delta is None:
+        return "—"
+    return SHORT_VERDICTS[verdict(sig, higher_is_better(main))]
 
 
 def _share_cell(m: MethodSummary, budget: float | None) -> str:

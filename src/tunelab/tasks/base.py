@@ -36,6 +36,18 @@ def sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
+def progress_bar(total: int, desc: str, progress=None):
+    """``tunelab predict``'s bar (tqdm, stderr): shown when ``progress`` is True, hidden when False,
+    by default when there are more than 256 inputs and stderr is a terminal."""
+    import sys
+
+    from tqdm import tqdm
+
+    show = progress if progress is not None else (total > 256 and sys.stderr.isatty())
+    return tqdm(total=total, desc=desc, unit="input", file=sys.stderr, dynamic_ncols=True, mininterval=1.0,
+                disable=not show)
+
+
 @dataclass
 class Example:
     texts: tuple  # one or two strings
@@ -88,6 +100,7 @@ class Task(ABC):
     defaults: dict = {}  # the family's option defaults (see option_defaults)
     report_metrics: tuple = ()  # the report's metric columns; empty: every metric in run.json
     revision = 1  # raise when results change at unchanged options (compare re-runs its cached cells)
+    holds_out_selection = False  # --selection-split (a validation split carved from train) supported
     # what the runner and the option checks ask of a task (attributes, not lists of names elsewhere):
     # common options (config.py) that only the tasks listing them here read (config.tasks_reading):
     # max_seq_length, eval_fraction, dataset, dataset_config, text_column
@@ -154,6 +167,37 @@ class Task(ABC):
     @abstractmethod
     def write_predictions(self, path: str, predictions: dict) -> None:
         """Write ``predictions.tsv`` from the summary's ``final_predictions``."""
+
+    # ------------------------------------------------------------ tunelab predict (predict.py)
+    def label_names(self) -> list | None:
+        """Class names by id (``id2label`` of a predicting or exported model); None: no classes."""
+        return None
+
+    def restore(self, record: dict) -> None:
+        """Before ``load_model`` on a finished run (predict / export): take back what ``load`` would
+        have set from the data and the model needs (e.g. the class names of an image folder) from its
+        run.json ``record``. Default: nothing."""
+
+    def read_inputs(self, path: str, cfg) -> list:
+        """``tunelab predict --input PATH``: the inputs in a file (or folder) of the format and columns
+        this family trains on (a label column may be there or not), in file order."""
+        from ..errors import UserError
+
+        raise UserError(f"tunelab predict: task {self.name} does not predict on new inputs (no read_inputs)")
+
+    def text_inputs(self, texts: list, cfg) -> list:
+        """``tunelab predict --text TEXT`` (repeatable): the inputs, for text families."""
+        from ..errors import UserError
+
+        raise UserError(f"tunelab predict --text: task {self.name} does not take text inputs; use --input FILE")
+
+    def predict_inputs(self, model, processor, inputs: list, cfg, device, batch_size: int, progress=None):
+        """One JSON-ready dict per input, in input order (a list or a generator), from the run's model
+        (eval mode, the method's weights loaded) in batches of ``batch_size``; ``progress``: show a
+        bar (``predict.progress_bar``-like; None: when long)."""
+        from ..errors import UserError
+
+        raise UserError(f"tunelab predict: task {self.name} does not predict on new inputs (no predict_inputs)")
 
     def metrics(self, predictions, references) -> dict:
         from ..metrics import compute

@@ -251,18 +251,20 @@ def _load_dataset(cfg) -> UserData:
         loaded = datasets.DatasetDict({"train": loaded})
     available = list(loaded.keys())
     data = UserData({}, {})
+    used = {getattr(cfg, o, None) for o in SPLIT_OPTIONS} - {None}
     for split, o in zip(SPLITS, SPLIT_OPTIONS):
         chosen = getattr(cfg, o, None)
         if chosen:
             if chosen not in loaded:
                 raise UserError(f"{flag(o)} {chosen}: --dataset {where} has no such split (splits: {', '.join(available)})")
-        else:
-            chosen = next((s for s in DEFAULT_SPLIT_NAMES[split] if s in loaded), None)
+        else:  # a split already taken (--validation-split test) is not read twice
+            chosen = next((s for s in DEFAULT_SPLIT_NAMES[split] if s in loaded and s not in used), None)
             if chosen is None:
                 if split == "train":
                     raise UserError(f"--dataset {where}: no train split (splits: {', '.join(available)}); name it "
                                     "with --train-split")
                 continue
+        used.add(chosen)
         ds = loaded[chosen]
         if len(ds) == 0:
             raise UserError(f"--dataset {where}: split {chosen} has no rows")

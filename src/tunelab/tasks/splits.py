@@ -79,3 +79,16 @@ def _count(v, n: int, min_held: int) -> int:
 def take(items, indices) -> list:
     """``[items[i] for i in indices]``."""
     return [items[i] for i in indices]
+
+
+SELECTION_SEED = 0  # the selection split is one fixed split of the train data, whatever the run's seed
+
+
+def selection_split(examples, fraction: float, stratify: bool) -> tuple:
+    """(rest, held, record): ``fraction`` of ``examples`` held out as a selection (validation) split,
+    stratified by ``example.label`` when ``stratify``, seeded by ``SELECTION_SEED`` (the same for
+    every method and seed); ``record`` says how (run.json's ``data_notes``)."""
+    parts, record = seeded_split(examples, {"selection": fraction}, SELECTION_SEED,
+                                 label=(lambda e: e.label) if stratify else None, rest="train")
+    record["carved_from"] = "train"
+    return take(examples, parts["train"]), take(examples, parts["selection"]), record

@@ -212,3 +212,47 @@ class TextClassificationTask(SupervisedTask):
     def decode(self, outputs, batch) -> list:
         logits = outputs.logits.float().cpu()
         return logits.squeeze(-1).tolist() if self.head == "regression" else logits.argmax(-1).tolist()
+
+    # ------------------------------------------------------------ tunelab predict
+    text_fields = 1  # strings per example: 2 for sentence-pair tasks (--text "first<TAB>second")
+
+    def text_inputs(self, texts, cfg) -> list:
+        from ..errors import UserError
+        from .base import Example
+
+        out = []
+        for i, t in enumerate(texts, 1):
+            parts = tuple(t.split("\t")) if self.text_fields > 1 else (t,)
+            if len(parts) != self.text_fields:
+                raise UserError(f"--text #{i}: task {self.name} takes {self.text_fields} texts per input, "
+                                f"separated by a TAB; found {len(parts)}")
+            out.append(Example(texts=parts, label=None, line=0))
+        return out
+
+    def predict_inputs(self, model, processor, inputs, cfg, device, batch_size, progress=None):
+        """Classification: label, label_id and the probability of every label; regression: score."""
+        from dataclasses import replace
+
+        from .base import progress_bar
+
+        collate = self.collator(processor)
+        names = self.label_names() or [str(i) for i in range(self.num_labels)]
+        bar = progress_bar(len(inputs), f"predict {self.name}", progress)
+        for b in range(0, len(inputs), batch_size):
+            chunk = [replace(e, label=0) for e in inputs[b:b + batch_size]]
+            rows = self.encode(chunk, processor, cfg)
+            for r in rows:
+                r.pop("labels", None)
+            batch = collate(rows)
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
+            if self.head == "regression":
+                for v in logits.squeeze(-1).tolist():
+                    yield {"score": v}
+            else:
+                probs = torch.softmax(logits, -1)
+                for p in probs.tolist():
+                    k = max(range(len(p)), key=p.__getitem__)
+                    yield {"label": names[k], "label_id": k, "probabilities": dict(zip(names, p))}
+            bar.update(len(chunk))
+        bar.close()
+

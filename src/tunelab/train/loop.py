@@ -113,6 +113,7 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
     from .health import LossWatch
     from .precision import resolve_precision
     from .preempt import Stopper, deferring
+    from . import reporting
     from .tracker import EpochTracker
 
     precision = resolve_precision(cfg.precision, device)
@@ -144,17 +145,21 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
     first_epoch = ckpt.restore()  # --resume: weights, optimizer, method, tracker ... from the checkpoint
     bar.update(state.step)
     stopper = Stopper(sync_every)  # SIGTERM / SIGINT: stop at the next step boundary (train/preempt.py)
-    pending = []  # (step, [micro-batch loss tensors], gradient norm tensor or None), not yet read back
+    pending = []  # (step, [micro-batch loss tensors], gradient norm tensor or None, lr, norm read), not yet read back
+    reporter = reporting.active() if sync.main else None
 
     def flush(losses):
         """Read back the pending steps' losses (and norms): health checks, progress bar, state.loss."""
-        for step, micro, norm in pending:
+        for step, micro, norm, step_lr, norm_value in pending:
             if norm is not None:
-                watch.check_finite(float(norm), "gradient norm", step)
+                norm_value = float(norm)
+                watch.check_finite(norm_value, "gradient norm", step)
             values = [m.item() for m in micro]
             state.loss = values[0] if accum == 1 else float(np.mean(values))
             watch.step(state.loss, step)
             losses.append(state.loss)
+            if reporter is not None:  # --report-to (train/reporting.py)
+                reporter.step(step, state.loss, step_lr, norm_value)
         if pending:
             bar.update(len(pending))
             bar.set_postfix(loss=f"{state.loss:.4f}", refresh=False)
@@ -186,7 +191,7 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
                     continue
                 sync.reduce_grads(optimizer)
                 trainable = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-                norm = None
+                norm = norm_value = None
                 if cfg.max_grad_norm and trainable:
                     if scaler:
                         scaler.unscale_(optimizer)
@@ -194,8 +199,10 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
                     if scaler:
                         norm = None  # fp16: the scaler skips steps with inf/nan gradients by design
                     elif sync_every == 1:  # CPU: check before the step, as the weights must not take it
-                        watch.check_finite(float(norm), "gradient norm", state.step + 1)
+                        norm_value = float(norm)
+                        watch.check_finite(norm_value, "gradient norm", state.step + 1)
                         norm = None
+                step_lr = optimizer.param_groups[0]["lr"]  # the rate this step used
                 if scaler:
                     scaler.step(optimizer)
                     scaler.update()
@@ -205,7 +212,7 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
                 optimizer.zero_grad(set_to_none=True)
                 state.step += 1
                 done = i + 1
-                pending.append((state.step, micro, norm))
+                pending.append((state.step, micro, norm, step_lr, norm_value))
                 micro = []
                 if len(pending) >= sync_every:
                     flush(losses)

@@ -49,6 +49,10 @@ class EpochTracker:
                    + " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, (int, float))))
         if self.on_epoch:
             self.on_epoch(rec, predictions)
+            from .reporting import active
+
+            if active() is not None:  # --report-to (train/reporting.py); silent trackers (best_of) have no on_epoch
+                active().epoch(rec)
         main = self.main or next(iter(metrics), None)
         self.main = main
         score = metrics.get(main) if main else None

@@ -94,6 +94,10 @@ class MethodBridge(TrainerCallback):
             self._bar.set_postfix(loss=f"{self.state.loss:.4f}", refresh=False)
         if "train_runtime" not in logs:  # the final summary line is not a step
             self.curve.append({"step": state.global_step, **{k: _num(v) for k, v in logs.items()}})
+            from ...train.reporting import active
+
+            if active() is not None and "loss" in logs:  # --report-to: TRL's per-step values (logging_steps=1)
+                active().step(state.global_step, logs.get("loss"), logs.get("learning_rate"), logs.get("grad_norm"))
 
     def on_epoch_end(self, args, state, control, model=None, **kw):
         if self._eval(state, model):

@@ -56,9 +56,10 @@ def reward_preference_metrics(model, pairs, pad_id, batch_size, device):
     return metrics, [{"chosen_score": a, "rejected_score": b} for a, b in zip(c, r)]
 
 
-def base_evaluation(base, tok, pairs, n_generate: int, cfg, device, source: str) -> dict:
-    """The base model on the held-out pairs: preference metrics + greedy generations of the first
-    ``n_generate`` prompts. Cached under $TUNELAB_CACHE/base-eval/ (pure function of its inputs)."""
+def base_evaluation(get_base, tok, pairs, n_generate: int, cfg, device, source: str) -> dict:
+    """The base model (``get_base()``, called only on a cache miss) on the held-out pairs: preference
+    metrics + greedy generations of the first ``n_generate`` prompts. Cached under
+    $TUNELAB_CACHE/base-eval/ (pure function of its inputs)."""
     key_src = {"v": 2, "model": model_fingerprint(source), "pairs": pairs_digest(pairs), "n_generate": n_generate,
                "max_new_tokens": cfg.max_response_length}
     key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:20]
@@ -68,6 +69,7 @@ def base_evaluation(base, tok, pairs, n_generate: int, cfg, device, source: str)
             out = json.load(f)
         out["cached"] = True
         return out
+    base = get_base()
     metrics, rows = lm_preference_metrics(base, pairs, tok.pad_token_id, cfg.eval_batch_size, device)
     gens = generate(base, tok, [p.prompt_ids for p in pairs[:n_generate]], cfg.max_response_length,
                     cfg.eval_batch_size, device)

@@ -1,13 +1,17 @@
 """What an alignment task's ``fit`` does, in order:
 
 1. tokenise + truncate train / held-out pairs (data.py);
-2. load the frozen base model (base metrics, base generations, DPO reference for non-PEFT methods);
+2. load the frozen base model only when needed (base metrics and generations not cached yet; the
+   DPO / KTO reference for non-PEFT methods), and drop it before training when no reference needs it
+   (reference-free objectives, PEFT methods), so that training memory shows what the objective holds;
 3. get the judge (trained once and cached, judge.py) when a win rate or an RLHF reward is needed;
 4. evaluate the base model on the held-out pairs (cached);
-5. train with the objective's trainer (objectives.py), evaluating after every epoch;
+5. train with the objective's trainer (objectives.py), evaluating after every epoch; the peak RSS of
+   the training phase alone is recorded (``alignment.train_memory``);
 6. final metrics: the last epoch's evaluation + win rate vs the base + base metrics + samples.
 """
 
+import gc
 import os
 import random
 import warnings
@@ -20,12 +24,89 @@ from .data import tokenize_pairs
 from .evaluate import (N_SAMPLES, base_evaluation, lm_preference_metrics, reward_preference_metrics,
                        win_rate_and_samples)
 from .judge import get_judge
-from .objectives import train_dpo, train_lm, train_reward, train_rlhf
+from .objectives import (is_peft, train_dpo, train_grpo, train_kto, train_lm, train_orpo, train_reward, train_rlhf,
+                         train_simpo)
 from .scoring import clean_generation
 
-CURVE_KEY = {"dpo": "rewards/accuracies", "reward": "accuracy", "rlhf": "reward", "sft": "loss", "coh": "loss"}
+CURVE_KEY = {"dpo": "rewards/accuracies", "reward": "accuracy", "rlhf": "reward", "sft": "loss", "coh": "loss",
+             "grpo": "reward", "kto": "rewards/margins", "orpo": "rewards/accuracies", "simpo": "rewards/accuracies"}
 TRAINER = {"sft": "transformers.Trainer + tunelab SFTCollator", "coh": "transformers.Trainer + tunelab CoHCollator",
-           "reward": "trl.RewardTrainer", "dpo": "trl.DPOTrainer", "rlhf": "trl.RLOOTrainer"}
+           "reward": "trl.RewardTrainer", "dpo": "trl.DPOTrainer", "rlhf": "trl.RLOOTrainer",
+           "grpo": "trl.GRPOTrainer", "kto": "trl.KTOTrainer", "orpo": "trl.experimental.orpo.ORPOTrainer",
+           "simpo": "trl.experimental.cpo.CPOTrainer (loss_type simpo, cpo_alpha 0)"}
+REFERENCED = ("dpo", "kto")  # offline objectives with a frozen reference (rlhf / grpo: TRL loads its own)
+ONLINE = ("rlhf", "grpo")
+
+
+def reference_of(obj, model) -> str:
+    if obj in ("orpo", "simpo"):
+        return "none (reference-free objective)"
+    if obj in REFERENCED or obj in ONLINE:
+        return "the adapter-free base (adapter disabled)" if is_peft(model) else "a frozen copy of the base model"
+    return "none"
+
+
+class RSSSampler:
+    """Peak resident memory of a phase: /proc/self/statm read every ``interval`` seconds by a thread
+    (the kernel's own peak mark covers the whole process, and resetting it would lose the run's
+    ``memory.peak_rss_mb``). A sampled peak can miss a spike shorter than the interval."""
+
+    def __init__(self, interval=0.02):
+        import threading
+
+        self.interval, self.peak, self.ok = interval, 0, os.path.isfile("/proc/self/statm")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        if self.ok:
+            self.peak = self._rss()
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.ok:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, self._rss())
+
+    @property
+    def peak_mb(self):
+        return round(self.peak / 2**20, 1) if self.ok else None
+
+
+def train_objective(obj, common, ref, rl_reward, unpaired_examples):
+    """The objective's training function (objectives.py) -> run_trainer's summary."""
+    tok, cfg = common["tok"], common["cfg"]
+    if obj == "sft":
+        return train_lm(collator=SFTCollator(tok), **common)
+    if obj == "coh":
+        return train_lm(collator=CoHCollator(tok, seed=cfg.seed), **common)
+    if obj == "reward":
+        return train_reward(**common)
+    if obj == "dpo":
+        return train_dpo(ref_model=ref, **common)
+    if obj == "kto":
+        labels = [e.label for e in unpaired_examples] if unpaired_examples else None
+        return train_kto(ref_model=ref, labels=labels, **common)
+    if obj == "orpo":
+        return train_orpo(**common)
+    if obj == "simpo":
+        return train_simpo(**common)
+    if obj == "rlhf":
+        return train_rlhf(reward_fn=reward_fn_from(rl_reward), **common)
+    if obj == "grpo":
+        return train_grpo(reward_fn=reward_fn_from(rl_reward), **common)
+    raise ValueError(f"unknown objective {obj!r}")
 
 
 def load_base_lm(source, tok, device):
@@ -75,17 +156,29 @@ def fit_alignment(task, ctx) -> FitSummary:
     generative = obj != "reward"
     context = (lambda ids: coh_inference_ids(tok, ids)) if obj == "coh" else list
 
-    base = load_base_lm(ctx.model_source, tok, device)
+    loaded = {}
+
+    def get_base():
+        if "base" not in loaded:
+            loaded["base"] = load_base_lm(ctx.model_source, tok, device)
+        return loaded["base"]
+
+    unpaired = train and train[0].rejected is None
     n_win = cfg.win_rate_prompts if (generative and paired and cfg.judge != "none") else 0
     judge = rl_reward = None
-    if n_win or (obj == "rlhf" and not cfg.reward_model):
-        judge_train = tokenize_pairs(seeded_subset(ctx.train_all or ctx.train_examples,
-                                                   cfg.judge_train_samples or len(ctx.train_examples)), tok, *lens)
+    if n_win or (obj in ONLINE and not cfg.reward_model):
+        judge_src = ctx.train_all or ctx.train_examples
+        if unpaired:  # kto --unpaired-file: the judge still learns from the hh-rlhf train pairs
+            from .preference import load_pairs
+
+            judge_src = load_pairs("train", cfg.data_dir, cfg.subset, cfg.eval_fraction)[0]
+        judge_train = tokenize_pairs(seeded_subset(judge_src, cfg.judge_train_samples or len(ctx.train_examples)),
+                                     tok, *lens)
         judge = get_judge(cfg.judge, ctx.model_source, tok, judge_train, evalp, cfg, device)
-    if obj == "rlhf":
+    if obj in ONLINE:
         rl_reward = get_judge(cfg.reward_model, ctx.model_source, tok, [], evalp, cfg, device,
                               option="--reward-model") if cfg.reward_model else judge
-    base_eval = base_evaluation(base, tok, evalp, max(n_win, N_SAMPLES) if generative else 0, cfg, device,
+    base_eval = base_evaluation(get_base, tok, evalp, max(n_win, N_SAMPLES) if generative else 0, cfg, device,
                                 ctx.model_source)
 
     def evaluate(m):
@@ -100,18 +193,21 @@ def fit_alignment(task, ctx) -> FitSummary:
                           head_names=ctx.head_names, divergence_factor=cfg.divergence_factor)
     common = dict(model=model, tok=tok, pairs=train, method=ctx.method, lr=cfg.lr, cfg=cfg, device=device,
                   workdir=os.path.join(ctx.out_dir, "trainer"), bridge=bridge)
-    if obj == "sft":
-        summary = train_lm(collator=SFTCollator(tok), **common)
-    elif obj == "coh":
-        summary = train_lm(collator=CoHCollator(tok, seed=cfg.seed), **common)
-    elif obj == "reward":
-        summary = train_reward(**common)
-    elif obj == "dpo":
-        summary = train_dpo(ref_model=base, **common)
-    elif obj == "rlhf":
-        summary = train_rlhf(reward_fn=reward_fn_from(rl_reward), **common)
-    else:
-        raise ValueError(f"unknown objective {obj!r}")
+    ref = get_base() if obj in REFERENCED and not is_peft(model) else None
+    if ref is None and loaded:
+        loaded.clear()  # no reference needs the base model: free it before training
+        gc.collect()
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats(device)
+    with RSSSampler() as rss:
+        summary = train_objective(obj, common, ref, rl_reward, ctx.train_examples if unpaired else None)
+    train_memory = {"peak_rss_mb": rss.peak_mb,
+                    "what": "peak RSS of the training phase (epoch evaluations included; sampled every 20 ms); the "
+                            "base model is freed before it unless it is the reference"}
+    if device.type == "cuda":
+        train_memory["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
 
     if getattr(model, "config", None) is not None:
         model.config.use_cache = True  # Trainer switched it off; generation and the saved config want it on
@@ -143,9 +239,11 @@ def fit_alignment(task, ctx) -> FitSummary:
         "pref_accuracy_by": "reward model score" if obj == "reward" else "summed response log-likelihood",
         "base_eval_cached": base_eval["cached"],
         "train_curve_summary": curve_summary(summary["curve"], CURVE_KEY[obj]),
+        "reference_model": reference_of(obj, model), "train_memory": train_memory,
     }
-    if "beta" in summary:
-        details["beta"] = summary["beta"]
+    for k in ("beta", "loss_type", "simpo_gamma", "group_size", "kto_examples"):
+        if k in summary:
+            details[k] = summary[k]
     if judge is not None:
         details["judge"] = {**judge.info, "used_for": ["win_rate"] * bool(n_win) + ["rlhf_reward"] * (rl_reward is judge)}
     if rl_reward is not None and rl_reward is not judge:

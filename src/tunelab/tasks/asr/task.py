@@ -344,6 +344,64 @@ class SpeechRecognitionTask(SupervisedTask):
         distributed.barrier()
         return {**out, "cached": False}
 
+    # ------------------------------------------------------------ tunelab predict
+    def read_inputs(self, path, cfg) -> list:
+        """Audio: one file, a folder of audio files (sorted by name) or an audiofolder (metadata.csv's
+        ``file_name`` rows, in file order; the transcript column is not needed)."""
+        exts = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".aiff", ".aif")
+        if os.path.isfile(path):
+            return [Utterance("", os.path.abspath(path), 0, os.path.basename(path))]
+        meta = os.path.join(path, "metadata.csv")
+        if os.path.isfile(meta):
+            out = []
+            with open(meta, newline="", encoding="utf-8-sig") as f:
+                reader = csv.reader(f)
+                header = next(reader, None) or []
+                if "file_name" not in header:
+                    raise UserError(f"{meta}:1: no column 'file_name' (columns: {', '.join(header)})")
+                k = header.index("file_name")
+                for fields in reader:
+                    if not any(x.strip() for x in fields):
+                        continue
+                    where = f"{meta}:{reader.line_num}"
+                    name = fields[k].strip() if len(fields) > k else ""
+                    file = os.path.abspath(os.path.join(path, name))
+                    if not name or not os.path.isfile(file):
+                        raise UserError(f"{where}: audio file {name!r} not found in {path}")
+                    out.append(Utterance("", file, reader.line_num, where))
+            if not out:
+                raise UserError(f"{meta}: no rows")
+            return out
+        files = sorted(f for f in os.listdir(path) if f.lower().endswith(exts))
+        if not files:
+            raise UserError(f"--input {path}: no audio files ({', '.join(exts)}) and no metadata.csv")
+        return [Utterance("", os.path.abspath(os.path.join(path, f)), 0, f) for f in files]
+
+    @torch.no_grad()
+    def predict_inputs(self, model, processor, inputs, cfg, device, batch_size, progress=None):
+        """The transcript of each recording: the run's evaluation decoding (greedy, --max-new-tokens,
+        its language), 30-s windows as in training (longer audio is refused)."""
+        from ..base import progress_bar
+
+        fe, tok, core = processor.feature_extractor, processor.tokenizer, _core(model)
+        bar = progress_bar(len(inputs), f"predict {self.name}", progress)
+        for b in range(0, len(inputs), batch_size):
+            chunk = inputs[b:b + batch_size]
+            audio = []
+            for u in chunk:
+                a = u.audio()
+                if len(a) > MAX_SECONDS * SAMPLING_RATE:
+                    raise UserError(f"{u.where}: {len(a) / SAMPLING_RATE:.1f} s long; Whisper transcribes "
+                                    f"{MAX_SECONDS}-s windows: split the recording")
+                audio.append(a)
+            feats = fe(audio, sampling_rate=SAMPLING_RATE, return_tensors="pt").input_features
+            ids = core.generate(input_features=feats.to(device), max_new_tokens=cfg.max_new_tokens, num_beams=1,
+                                do_sample=False, **self.generate_kwargs)
+            for u, t in zip(chunk, tok.batch_decode(ids, skip_special_tokens=True)):
+                yield {"file": os.path.basename(u.file), "transcript": t.strip()}
+            bar.update(len(chunk))
+        bar.close()
+
     def write_predictions(self, path: str, predictions: dict) -> None:
         """One row per utterance and eval split: file, reference, hypothesis of the fine-tuned model and
         of the base model (tab-separated, csv-quoted where a transcript needs it)."""

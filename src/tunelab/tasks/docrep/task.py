@@ -292,6 +292,63 @@ class DocrepTask(Task):
                            samples_seen=0 if encoder else len(clf_train))
         return tracker.summary(state, record)
 
+    # ------------------------------------------------------------ tunelab predict
+    def read_inputs(self, path, cfg) -> list:
+        """Documents: one .txt file, a folder of them (a folder-per-category corpus: recursively, sorted),
+        or a CSV / JSON Lines file with the text column (--text-column of the run, default text)."""
+        from .news import decode_text
+
+        col = cfg.text_column or "text"
+        if os.path.isfile(path) and path.endswith((".csv", ".jsonl", ".json")):
+            import csv
+            import json
+
+            with open(path, "rb") as f:
+                text, _ = decode_text(f.read(), path)
+            rows = ([(i, json.loads(x)) for i, x in enumerate(text.splitlines(), 1) if x.strip()]
+                    if not path.endswith(".csv") else [(i + 2, r) for i, r in enumerate(csv.DictReader(text.splitlines()))])
+            out = []
+            for line, r in rows:
+                if not isinstance(r, dict) or not isinstance(r.get(col), str) or not r[col].strip():
+                    raise UserError(f"{path}:{line}: needs a non-empty {col!r} column (--text-column of the run)")
+                out.append((f"{os.path.basename(path)}:{line}", r[col].strip()))
+            return out
+        files = [path] if os.path.isfile(path) else sorted(
+            os.path.join(root, f) for root, _, fs in os.walk(path) for f in fs if f.endswith(".txt"))
+        if not files:
+            raise UserError(f"--input {path}: no .txt documents (a file, a folder of them, or a CSV / JSONL file)")
+        out = []
+        for f in files:
+            with open(f, "rb") as fh:
+                text, _ = decode_text(fh.read(), f, fallback="latin-1")
+            if not text.strip():
+                raise UserError(f"{f}: empty document")
+            out.append((os.path.relpath(f, path) if os.path.isdir(path) else os.path.basename(f), text.strip()))
+        return out
+
+    def text_inputs(self, texts, cfg) -> list:
+        return [(str(i), t) for i, t in enumerate(texts)]
+
+    def predict_inputs(self, model, processor, inputs, cfg, device, batch_size, progress=None):
+        """The document vector (the representation the run trained: every chunk's pooled vector,
+        averaged), as the evaluation embeds documents for its classifiers."""
+        from ..base import progress_bar
+        from .chunks import chunk_documents, model_length
+        from .embed import document_vectors
+
+        tok = getattr(processor, "tokenizer", processor)
+        length = min(cfg.docrep_chunk_length, model_length(tok, model.config))
+        bar = progress_bar(len(inputs), f"predict {self.name}", progress)
+        group = 256
+        for b in range(0, len(inputs), group):
+            chunk = inputs[b:b + group]
+            vecs = document_vectors(model, chunk_documents(tok, [t for _, t in chunk], length), batch_size,
+                                    tok.pad_token_id or 0, cfg.docrep_pooling)
+            for (src, _), v in zip(chunk, vecs):
+                yield {"source": src, "embedding": [round(float(x), 7) for x in v]}
+            bar.update(len(chunk))
+        bar.close()
+
     def write_predictions(self, path: str, predictions: dict) -> None:
         """One row per test document: class ids (``label``, ``prediction`` = logistic regression, as the
         report's paired bootstrap reads them), the 5-NN vote, the KMeans cluster, category names, source."""

@@ -48,8 +48,9 @@ SPECS = [
 ]
 
 
-def read_glue_tsv(path: str, spec: GlueSpec) -> list:
-    """Parse one GLUE TSV file into Examples; any malformed row is a UserError naming file:line."""
+def read_glue_tsv(path: str, spec: GlueSpec, need_label: bool = True) -> list:
+    """Parse one GLUE TSV file into Examples; any malformed row is a UserError naming file:line.
+    ``need_label=False`` (tunelab predict): a file without the label column gives label None."""
     lines = read_text(path, what="GLUE TSV").split("\n")  # BOM (MRPC) dropped; "\r" kept, stripped below
     if lines and lines[-1] == "":
         lines.pop()
@@ -58,12 +59,12 @@ def read_glue_tsv(path: str, spec: GlueSpec) -> list:
         if not lines:
             raise UserError(f"{path}: empty file (expected a header line)")
         header = lines[0].rstrip("\r").split("\t")
-        need = list(spec.text_cols) + [spec.label_col]
+        need = list(spec.text_cols) + ([spec.label_col] if need_label or spec.label_col in header else [])
         missing = [c for c in need if c not in header]
         if missing:
             raise UserError(f"{path}:1: header lacks column(s) {missing}; found {header}")
         idx = [header.index(c) for c in spec.text_cols]
-        lab = header.index(spec.label_col)
+        lab = header.index(spec.label_col) if spec.label_col in header else None
         ncols = len(header)
         start = 1
     else:
@@ -76,8 +77,10 @@ def read_glue_tsv(path: str, spec: GlueSpec) -> list:
         cols = line.split("\t")
         if len(cols) != ncols:
             raise UserError(f"{path}:{i}: expected {ncols} tab-separated columns, found {len(cols)}")
-        raw_label = cols[lab].strip()
-        if spec.labels is None:
+        raw_label = cols[lab].strip() if lab is not None else None
+        if raw_label is None:
+            label = None
+        elif spec.labels is None:
             try:
                 label = float(raw_label)
             except ValueError:
@@ -105,6 +108,7 @@ def local_glue_dir(folder: str) -> str | None:
 class GlueTask(TextClassificationTask):
     family = "glue"
     shared_options = ("max_seq_length",)  # common options it reads
+    holds_out_selection = True  # --selection-split: a validation split carved from train (runner.py)
 
     def __init__(self, spec: GlueSpec):
         self.spec = spec
@@ -113,6 +117,16 @@ class GlueTask(TextClassificationTask):
         self.num_labels = 1 if spec.labels is None else len(spec.labels)
         self.metric_names = spec.metrics
         self.eval_splits = tuple(s for s, _ in spec.eval_files)
+        self.text_fields = len(spec.text_cols)
+
+    def label_names(self) -> list | None:
+        return None if self.spec.labels is None else sorted(self.spec.labels, key=self.spec.labels.get)
+
+    def read_inputs(self, path: str, cfg) -> list:
+        """A GLUE TSV file of this task (its text columns by header name; the label column optional)."""
+        if os.path.isdir(path):
+            raise UserError(f"--input {path}: a folder; task {self.name} reads a GLUE TSV file")
+        return read_glue_tsv(path, self.spec, need_label=False)
 
     def _local_dir(self, data_dir: str) -> str:
         for cand in (os.path.join(data_dir, self.spec.folder), os.path.join(data_dir, "glue", self.spec.folder)):

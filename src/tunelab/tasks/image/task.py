@@ -157,7 +157,10 @@ class ImageTask(SupervisedTask):
         if cfg.semi_supervised and not cfg.labelled_per_class:
             raise UserError("--semi-supervised needs --labelled-per-class N (the rest of train is the unlabelled pool)")
         if not cfg.semi_supervised:
-            given = [k for k in SEMI_OPTIONS if cfg.sources.get(k) == "given"]
+            from ...config import FIELDS
+
+            # a compare hands its cells every resolved option: a value at its default says nothing
+            given = [k for k in SEMI_OPTIONS if cfg.sources.get(k) == "given" and getattr(cfg, k) != FIELDS[k].default]
             if given:
                 raise UserError(f"--{given[0].replace('_', '-')} applies only with --semi-supervised")
 
@@ -290,6 +293,47 @@ class ImageTask(SupervisedTask):
         pr = summary.final_predictions[last]
         return {"confusion_matrix": {"split": last, **confusion(pr.predictions, pr.references, self.classes)},
                 "test_evaluated": "once, on the final model" if len(ctx.eval_splits) > 1 else "no test split"}
+
+    # ---------------------------------------------------------------- tunelab predict
+    def restore(self, record: dict) -> None:
+        classes = (record.get("confusion_matrix") or {}).get("labels") or \
+            ((record.get("data_notes") or {}).get("train") or {}).get("classes")
+        if classes:
+            self.classes, self.num_labels = tuple(classes), len(classes)
+
+    def label_names(self) -> list | None:
+        return list(self.classes) or None
+
+    def read_inputs(self, path, cfg) -> list:
+        """Image files: one file, a folder of them, or an ImageFolder (``DIR/<class>/*``, recursively),
+        in sorted path order; ``source`` is the path relative to the folder given."""
+        from .data import IMAGE_EXTENSIONS, ImageExample
+
+        if os.path.isfile(path):
+            return [ImageExample(None, 0, os.path.basename(path), path=os.path.abspath(path))]
+        found = []
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            found += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
+        if not found:
+            raise UserError(f"--input {path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in it")
+        return [ImageExample(None, 0, os.path.relpath(f, path), path=os.path.abspath(f)) for f in found]
+
+    def predict_inputs(self, model, processor, inputs, cfg, device, batch_size, progress=None):
+        """label (class name), label_id and every class's probability, per image."""
+        from ..base import progress_bar
+
+        collate, names = self.collator(processor), list(self.classes)
+        bar = progress_bar(len(inputs), f"predict {self.name}", progress)
+        for b in range(0, len(inputs), batch_size):
+            chunk = inputs[b:b + batch_size]
+            batch = collate([{"example": e, "labels": 0} for e in chunk])
+            logits = model(pixel_values=batch["pixel_values"].to(device)).logits.float().cpu()
+            for e, p in zip(chunk, torch.softmax(logits, -1).tolist()):
+                k = max(range(len(p)), key=p.__getitem__)
+                yield {"source": e.source, "label": names[k], "label_id": k, "probabilities": dict(zip(names, p))}
+            bar.update(len(chunk))
+        bar.close()
 
     def write_predictions(self, path: str, predictions: dict) -> None:
         names = list(self.classes)

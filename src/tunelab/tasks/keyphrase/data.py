@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import UserError
+from .. import tagging
 from ..base import sha256_file
 from ..splits import seeded_split, take
 
@@ -268,89 +269,17 @@ def presence_counts(docs) -> dict:
             "absent_share": absent / total if total else 0.0}
 
 
-# --- sliding windows for a fast tokenizer ---
+# --- sliding windows for a fast tokenizer (tasks/tagging.py, shared with token-classification) ---
 
 def encode_windows(words, labels, tokenizer, max_length: int = 512, stride: int = 128) -> list:
-    """Cut one document into model inputs of at most `max_length` tokens (special tokens included).
-
-    Windows hold whole words (a window never starts or ends inside a word, unless one word alone is longer
-    than a window: then its extra sub-tokens are cut). Consecutive windows overlap by about `stride`
-    tokens (rounded to whole words); words in the overlap are labelled in both windows (two contexts for
-    training) and their predictions are averaged by merge_word_probs. Every word appears in some window.
-
-    Each window: input_ids, attention_mask, labels (label id on a word's first sub-token, -100 on other
-    sub-tokens and special tokens; all -100 when `labels` is None), word_ids (index into `words` of every
-    token, -1 for special tokens). Needs a fast tokenizer (word_ids); for byte-level BPE tokenizers
-    (RoBERTa, GPT-2) load it with add_prefix_space=True."""
-    if stride < 0 or max_length < 3:
-        raise ValueError("encode_windows: need max_length >= 3 and stride >= 0")
-    budget = max_length - tokenizer.num_special_tokens_to_add(pair=False)
-    if stride >= budget:
-        raise UserError(f"--doc-stride {stride} must be smaller than the window ({budget} tokens without special tokens)")
-    if not words:
-        return []
-    enc = tokenizer(list(words), is_split_into_words=True, add_special_tokens=False, verbose=False)
-    wids = enc.word_ids()
-    n_tok_word = [0] * len(words)
-    for w in wids:
-        n_tok_word[w] += 1
-    starts = np.concatenate([[0], np.cumsum(n_tok_word)])  # token position of each word start (and the end)
-    n_tok = int(starts[-1])
-
-    def first_word_at_or_after(tok):  # first word whose start token >= tok
-        return int(np.searchsorted(starts[:-1], tok, side="left"))
-
-    windows, w0 = [], 0
-    while w0 < len(words):
-        tok0 = int(starts[w0])
-        w1 = int(np.searchsorted(starts, tok0 + budget, side="right")) - 1  # words w0..w1-1 fit entirely
-        w1 = min(max(w1, w0 + 1), len(words))  # at least one word (truncated if too long)
-        windows.append(_encode_window(words, labels, tokenizer, w0, w1, max_length))
-        if w1 >= len(words) or starts[w1] >= n_tok:
-            break
-        nxt = first_word_at_or_after(int(starts[w1]) - stride)  # overlap of ~stride tokens
-        w0 = min(max(nxt, w0 + 1), w1)  # progress, and never skip a word
-    return windows
-
-
-def _encode_window(words, labels, tokenizer, w0, w1, max_length) -> dict:
-    enc = tokenizer(list(words[w0:w1]), is_split_into_words=True, truncation=True, max_length=max_length)
-    word_ids, lab = [], []
-    prev = None
-    for w in enc.word_ids():
-        if w is None:
-            word_ids.append(-1)
-            lab.append(-100)
-        else:
-            word_ids.append(w0 + w)
-            first = w != prev
-            lab.append(LABEL2ID[labels[w0 + w]] if first and labels is not None else -100)
-        prev = w
-    return {"input_ids": list(enc["input_ids"]), "attention_mask": list(enc["attention_mask"]),
-            "labels": lab, "word_ids": word_ids}
+    """tagging.encode_windows with this family's B/I/O labels (strings, or None for prediction)."""
+    ids = None if labels is None else [LABEL2ID[lab] for lab in labels]
+    return tagging.encode_windows(words, ids, tokenizer, max_length, stride)
 
 
 def merge_word_probs(windows, token_probs, n_words: int) -> np.ndarray:
-    """Per-word label probabilities [n_words, len(LABELS)] from per-token probabilities of each window.
-
-    token_probs[i] is an array [>= len(windows[i]['input_ids']), n_labels] (padded rows are ignored).
-    A word's probability is read at its first sub-token and averaged over the windows that contain it.
-    A word no window covers (a word the tokenizer maps to no token) gets P(O) = 1."""
-    acc = np.zeros((n_words, len(LABELS)), dtype=np.float64)
-    cnt = np.zeros(n_words, dtype=np.int64)
-    for win, probs in zip(windows, token_probs):
-        probs = np.asarray(probs, dtype=np.float64)
-        prev = -1
-        for t, w in enumerate(win["word_ids"]):
-            if w >= 0 and w != prev:
-                acc[w] += probs[t]
-                cnt[w] += 1
-            prev = w
-    out = np.zeros_like(acc)
-    out[:, LABEL2ID["O"]] = 1.0
-    seen = cnt > 0
-    out[seen] = acc[seen] / cnt[seen, None]
-    return out
+    """tagging.merge_word_probs over B/I/O: [n_words, 3]; a word no window covers gets P(O) = 1."""
+    return tagging.merge_word_probs(windows, token_probs, n_words, len(LABELS), LABEL2ID["O"])
 
 
 # --- decoding ---
@@ -382,6 +311,54 @@ def decode_spans(words, word_probs) -> list:
         if key not in best or score > best[key]["score"]:
             best[key] = {"phrase": phrase, "score": score, "start": s, "end": e}
     return sorted(best.values(), key=lambda d: (-d["score"], d["start"]))
+
+
+MAX_CANDIDATE_WORDS = 6  # longest candidate span ranked after the argmax spans (Inspec's gold keys: 99 % <= 6 words)
+
+
+def rank_candidates(words, word_probs, k: int = 10, spans: list | None = None) -> list:
+    """The ranked list F1@5 / F1@10 cut: up to `k` phrases, so that @k has k candidates when the text has them.
+
+    First the argmax spans (``decode_spans``, by their score: what the model tags outranks what it does not),
+    then every other span of 1..MAX_CANDIDATE_WORDS words (no word without a letter or digit) by the
+    probability that the words' independent tag distributions give exactly that span: P(B) at its first
+    word x P(I) at each following word x (1 - P(I)) at the word after it. Deduplicated after stemming.
+    Returns [{'phrase', 'score', 'start', 'end', 'argmax'}] (score: the argmax spans' mean P(B)+P(I),
+    the others' span probability)."""
+    word_probs = np.asarray(word_probs, dtype=np.float64)
+    spans = decode_spans(words, word_probs) if spans is None else spans
+    out = [dict(s, argmax=True) for s in spans[:k]]
+    seen = {phrase_key(s["phrase"]) for s in spans}
+    n = len(words)
+    if len(out) >= k or n == 0:
+        return out
+    eps = 1e-12
+    log_b = np.log(word_probs[:, LABEL2ID["B"]] + eps)
+    log_i = np.log(word_probs[:, LABEL2ID["I"]] + eps)
+    log_not_i = np.log(np.clip(1.0 - word_probs[:, LABEL2ID["I"]], eps, None))
+    ok = np.array([any(ch.isalnum() for ch in w) for w in words])
+    cum_i = np.concatenate([[0.0], np.cumsum(log_i)])  # cum_i[e] - cum_i[s+1]: sum of log P(I) over s+1..e-1
+    starts, ends, scores = [], [], []
+    for length in range(1, min(MAX_CANDIDATE_WORDS, n) + 1):
+        s = np.arange(0, n - length + 1)
+        e = s + length
+        valid = np.array([ok[a:b].all() for a, b in zip(s, e)])
+        lp = log_b[s] + (cum_i[e] - cum_i[s + 1]) + np.where(e < n, log_not_i[np.minimum(e, n - 1)], 0.0)
+        starts.append(s[valid])
+        ends.append(e[valid])
+        scores.append(lp[valid])
+    starts, ends, scores = np.concatenate(starts), np.concatenate(ends), np.concatenate(scores)
+    for j in np.lexsort((starts, -scores)):  # best first, ties by position
+        phrase = " ".join(words[starts[j]:ends[j]])
+        key = phrase_key(phrase)
+        if not key or key in seen:
+            continue
+        seen.add(key)
+        out.append({"phrase": phrase, "score": float(np.exp(scores[j])), "start": int(starts[j]),
+                    "end": int(ends[j]), "argmax": False})
+        if len(out) >= k:
+            break
+    return out
 
 
 def decode_keyphrases(words, word_probs) -> list:

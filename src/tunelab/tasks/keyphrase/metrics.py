@@ -47,16 +47,22 @@ def _prf(pred_keys, gold_set, cutoff):
     return p, r, f
 
 
-def keyphrase_scores(pred_lists, gold_lists) -> dict:
-    """Macro P/R/F1 @5, @10, @M over documents. pred_lists[i]: ranked predicted phrases of document i;
-    gold_lists[i]: its gold keyphrases. Keys: f1@5 p@5 r@5 f1@10 p@10 r@10 f1@M p@M r@M (main: f1@10)."""
+def keyphrase_scores(pred_lists, gold_lists, ranked_lists=None) -> dict:
+    """Macro P/R/F1 @5, @10, @M over documents. pred_lists[i]: the predicted phrases of document i (@M:
+    all of them); gold_lists[i]: its gold keyphrases; ranked_lists[i]: the ranked list @5 / @10 cut (the
+    fine-tuned model's: its argmax phrases, then its most probable other spans, data.rank_candidates),
+    default pred_lists[i] (a ranked extractor such as YAKE). Keys: f1@5 p@5 r@5 f1@10 p@10 r@10 f1@M p@M r@M
+    (main: f1@10)."""
     if len(pred_lists) != len(gold_lists):
         raise ValueError(f"keyphrase_scores: {len(pred_lists)} prediction lists for {len(gold_lists)} documents")
+    ranked_lists = pred_lists if ranked_lists is None else ranked_lists
+    if len(ranked_lists) != len(gold_lists):
+        raise ValueError(f"keyphrase_scores: {len(ranked_lists)} ranked lists for {len(gold_lists)} documents")
     sums = {name: 0.0 for name in METRIC_NAMES}
-    for preds, gold in zip(pred_lists, gold_lists):
-        pred_keys, gold_set = dedupe(preds), set(dedupe(gold))
+    for preds, ranked, gold in zip(pred_lists, ranked_lists, gold_lists):
+        pred_keys, ranked_keys, gold_set = dedupe(preds), dedupe(ranked), set(dedupe(gold))
         for k in (*KS, "M"):
-            p, r, f = _prf(pred_keys, gold_set, None if k == "M" else k)
+            p, r, f = _prf(pred_keys if k == "M" else ranked_keys, gold_set, None if k == "M" else k)
             sums[f"p@{k}"] += p
             sums[f"r@{k}"] += r
             sums[f"f1@{k}"] += f

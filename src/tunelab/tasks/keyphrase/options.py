@@ -1,10 +1,4 @@
-"""The keyphrase family's options (inspec, kdd, www, keyphrase)."""
+"""The keyphrase family's options: ``--doc-stride`` (the sliding windows' overlap) is shared with the
+token-classification family and declared in tasks/tagging.py."""
 
-from ...config import declare, opt
-
-
-@declare("keyphrase", "task family", reads=("family:keyphrase",))
-class KeyphraseOptions:
-    doc_stride: int = opt(128, "keyphrase: tokens shared by consecutive sliding windows of a long document (their "
-                               "words' predictions are averaged); must be < --max-seq-length minus special tokens",
-                          min=0)
+from .. import tagging  # noqa: F401  (declares --doc-stride)

@@ -9,7 +9,9 @@ else the hub's midas/<name>) and ``keyphrase`` (any folder in the docsutf8/ + ke
   first sub-token of each word labelled, the others -100;
 - long documents: sliding windows of ``--max-seq-length`` tokens overlapping by ``--doc-stride``;
   a word's label probabilities are averaged over the windows that contain it;
-- prediction: argmax spans, scored by their mean P(B)+P(I), deduplicated after stemming, ranked;
+- prediction: argmax spans, scored by their mean P(B)+P(I), deduplicated after stemming, ranked (F1@M);
+  the list F1@5 / F1@10 cut continues with the most probable other spans (``data.rank_candidates``), so a
+  model that tags fewer than k phrases is still scored on k candidates;
 - splits: train / validation / test. Inspec: Hulth's 1000 / 500 / 500; kdd, www and user folders:
   a document-level 70 / 15 / 15 split seeded with SPLIT_SEED (the same for every run, whatever
   ``--seed``); the rule, sizes and id digests are in run.json ``data_notes.train.split``;
@@ -36,9 +38,10 @@ from ...errors import UserError
 from ...metrics import Metric, register
 from .. import TASKS
 from . import options  # noqa: F401  (declares the family's options)
+from .. import tagging
 from .data import (LABEL2ID, LABELS, decode_spans, encode_windows, find_dataset, load_hub,
-                             merge_word_probs, presence_counts, read_keyphrase_dir, split_docs)
-from .metrics import keyphrase_scores
+                   presence_counts, rank_candidates, read_keyphrase_dir, split_docs)
+from .metrics import KS, keyphrase_scores
 from ..supervised import Prediction, SupervisedTask
 
 
@@ -74,23 +77,11 @@ class KeyphrasePrediction(Prediction):
     """predictions[i]: ranked phrases of examples[i] (a Doc); references[i]: its gold keys."""
 
     scores: list = field(default_factory=list)  # scores[i][j]: score of predictions[i][j]
+    ranked: list = field(default_factory=list)  # ranked[i]: the @5 / @10 list (argmax phrases, then other spans)
+    ranked_scores: list = field(default_factory=list)
 
 
-def _collate(pad_id: int):
-    def collate(rows):
-        n = max(len(r["input_ids"]) for r in rows)
-        batch = {"input_ids": [r["input_ids"] + [pad_id] * (n - len(r["input_ids"])) for r in rows],
-                 "attention_mask": [r["attention_mask"] + [0] * (n - len(r["attention_mask"])) for r in rows],
-                 "labels": [r["labels"] + [-100] * (n - len(r["labels"])) for r in rows]}
-        return {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
-    return collate
-
-
-def token_logits(model, batch):
-    """Logits of the batch's own tokens [B, L, labels]: prompt tuning prepends virtual tokens, whose
-    logits are dropped (for every other method this is the model's output as is)."""
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-    return out.logits[:, -batch["input_ids"].shape[1]:, :]
+token_logits = tagging.token_logits  # the name older callers use
 
 
 class KeyphraseTask(SupervisedTask):
@@ -103,6 +94,7 @@ class KeyphraseTask(SupervisedTask):
     eval_splits = ("validation", "test")
     report_metrics = ("f1@10", "f1@5", "f1@M", "test_f1@10", "test_f1@5", "test_f1@M")  # report/tables.py columns
     defaults = {"max_seq_length": 512, "doc_stride": 128, "batch_size": 16, "eval_batch_size": 32}
+    revision = 2  # 2: F1@5 / F1@10 rank candidate spans after the argmax ones (cached compare cells re-run)
 
     def option_defaults(self, method) -> dict:
         out = super().option_defaults(method)  # the family's defaults + length-grouped batches
@@ -121,9 +113,7 @@ class KeyphraseTask(SupervisedTask):
         return t
 
     def validate(self, cfg) -> None:
-        if cfg.doc_stride >= cfg.max_seq_length - 2:
-            raise UserError(f"--doc-stride {cfg.doc_stride} must be smaller than --max-seq-length {cfg.max_seq_length} "
-                            "minus the special tokens")
+        tagging.check_stride(cfg.doc_stride, cfg.max_seq_length)
         if self.dataset is None and not cfg.data_dir:
             raise UserError("--task keyphrase needs --data-dir DIR (a folder with docsutf8/<id>.txt and keys/<id>.key)")
 
@@ -207,51 +197,35 @@ class KeyphraseTask(SupervisedTask):
 
     def collator(self, processor):
         tok = getattr(processor, "tokenizer", processor)
-        return _collate(tok.pad_token_id)
+        return tagging.collate(tok.pad_token_id)
 
     def decode(self, outputs, batch) -> list:
         return torch.softmax(outputs.float(), -1).cpu().numpy()
 
     def loss(self, model, batch):
-        logits = token_logits(model, batch)
-        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
-                                                 batch["labels"].reshape(-1), ignore_index=-100)
+        return tagging.token_loss(model, batch)
 
-    def metrics(self, predictions, references) -> dict:
-        scores = keyphrase_scores(predictions, references)
+    def metrics(self, predictions, references, ranked=None) -> dict:
+        scores = keyphrase_scores(predictions, references, ranked)
         return {n: scores[n] for n in self.metric_names}
 
     # ------------------------------------------------------------ windows in, documents out
     def window_tokens(self, model, tokenizer, cfg) -> int:
-        """Tokens per window: --max-seq-length, less when the model's positions cannot hold it plus the
-        virtual tokens of prompt / prefix tuning."""
-        limit = getattr(model.config, "max_position_embeddings", None) or cfg.max_seq_length
-        if 0 < getattr(tokenizer, "model_max_length", 0) < 100_000:
-            limit = min(limit, tokenizer.model_max_length)
-        peft = getattr(model, "active_peft_config", None)
-        if peft is not None and getattr(peft, "is_prompt_learning", False):
-            limit -= peft.num_virtual_tokens
-        return min(cfg.max_seq_length, limit)
+        return tagging.window_tokens(model, tokenizer, cfg.max_seq_length)
 
-    @torch.no_grad()
     def predict_docs(self, model, docs, windows_per_doc, collate, batch_size, device) -> KeyphrasePrediction:
         """Ranked phrases of every document from its windows' token probabilities."""
-        model.eval()
-        flat = [(i, j) for i, ws in enumerate(windows_per_doc) for j in range(len(ws))]
-        order = sorted(range(len(flat)), key=lambda k: -len(windows_per_doc[flat[k][0]][flat[k][1]]["input_ids"]))
-        probs = [[None] * len(ws) for ws in windows_per_doc]
-        for b in range(0, len(order), batch_size):
-            idx = [flat[k] for k in order[b:b + batch_size]]
-            batch = collate([windows_per_doc[i][j] for i, j in idx])
-            p = self.decode(token_logits(model, {k: v.to(device) for k, v in batch.items()}), batch)
-            for (i, j), pi in zip(idx, p):
-                probs[i][j] = pi[:len(windows_per_doc[i][j]["input_ids"])]
-        preds, scores = [], []
-        for d, ws, ps in zip(docs, windows_per_doc, probs):
-            spans = decode_spans(d.words, merge_word_probs(ws, ps, len(d.words)))
+        word_probs = tagging.predict_word_probs(model, windows_per_doc, [len(d.words) for d in docs], collate,
+                                                batch_size, device, len(LABELS), LABEL2ID["O"])
+        preds, scores, ranked, ranked_scores = [], [], [], []
+        for d, wp in zip(docs, word_probs):
+            spans = decode_spans(d.words, wp)
             preds.append([s["phrase"] for s in spans])
             scores.append([round(s["score"], 4) for s in spans])
-        return KeyphrasePrediction(preds, [list(d.keys) for d in docs], list(docs), scores)
+            cands = rank_candidates(d.words, wp, max(KS), spans)
+            ranked.append([c["phrase"] for c in cands])
+            ranked_scores.append([round(c["score"], 4) for c in cands])
+        return KeyphrasePrediction(preds, [list(d.keys) for d in docs], list(docs), scores, ranked, ranked_scores)
 
     def build_data(self, ctx):
         from ...train import distributed
@@ -295,9 +269,12 @@ class KeyphraseTask(SupervisedTask):
                                        cfg.eval_batch_size, ctx.device)
                 if distributed.is_distributed():
                     pr = KeyphrasePrediction(distributed.gather_shards(pr.predictions), [list(d.keys) for d in
-                                             split.examples], list(split.examples), distributed.gather_shards(pr.scores))
+                                             split.examples], list(split.examples), distributed.gather_shards(pr.scores),
+                                             distributed.gather_shards(pr.ranked),
+                                             distributed.gather_shards(pr.ranked_scores))
                 prefix = self.split_prefix(i, split)
-                metrics.update({prefix + k: v for k, v in self.metrics(pr.predictions, pr.references).items()})
+                metrics.update({prefix + k: v for k, v in
+                                self.metrics(pr.predictions, pr.references, pr.ranked).items()})
                 preds[split.name] = pr
             return metrics, preds
 
@@ -306,15 +283,65 @@ class KeyphraseTask(SupervisedTask):
     def after_fit(self, ctx, summary, before) -> dict:
         return self._record  # windows, documents, the ceiling (set by build_data)
 
+    # ------------------------------------------------------------ tunelab predict
+    def label_names(self) -> list:
+        return list(LABELS)
+
+    def read_inputs(self, path, cfg) -> list:
+        """Documents: a dataset folder (docsutf8/<id>.txt; keys/ not needed), a folder of .txt files
+        or one .txt file; ids are the file names' stems, in sorted order."""
+        from .data import Doc, _read_utf8, tokenize_words
+
+        p = Path(path)
+        files = [p] if p.is_file() else sorted((p / "docsutf8" if (p / "docsutf8").is_dir() else p).glob("*.txt"))
+        if not files:
+            raise UserError(f"--input {path}: no .txt documents (a docsutf8/ folder, a folder of .txt files or one file)")
+        docs = []
+        for f in files:
+            text = _read_utf8(f)
+            if not tokenize_words(text):
+                raise UserError(f"{f}: empty document")
+            docs.append(Doc(id=f.stem, text=text, keys=[], path=str(f), words=tokenize_words(text)))
+        return docs
+
+    def text_inputs(self, texts, cfg) -> list:
+        from .data import Doc, tokenize_words
+
+        for i, t in enumerate(texts, 1):
+            if not tokenize_words(t):
+                raise UserError(f"--text #{i}: no words in it")
+        return [Doc(id=str(i), text=t, keys=[], words=tokenize_words(t)) for i, t in enumerate(texts)]
+
+    def predict_inputs(self, model, processor, inputs, cfg, device, batch_size, progress=None):
+        """Ranked keyphrases (best first) with their scores, per document: the evaluation's decoding
+        (sliding windows of the run's size, word probabilities merged, spans ranked)."""
+        from ..base import progress_bar
+
+        tok = getattr(processor, "tokenizer", processor)
+        window, collate = self.window_tokens(model, tok, cfg), self.collator(processor)
+        bar = progress_bar(len(inputs), f"predict {self.name}", progress)
+        group = 256  # documents decoded together (windows length-sorted across them, as in evaluation)
+        for b in range(0, len(inputs), group):
+            docs = inputs[b:b + group]
+            wins = [encode_windows(d.words, None, tok, window, cfg.doc_stride) for d in docs]
+            pr = self.predict_docs(model, docs, wins, collate, batch_size, device)
+            for d, phrases, scores in zip(docs, pr.predictions, pr.scores):
+                yield {"id": d.id, "keyphrases": phrases, "scores": scores}
+            bar.update(len(docs))
+        bar.close()
+
     def write_predictions(self, path: str, predictions: dict) -> None:
-        """One row per document: split, doc_id, gold_keys, predicted_keys (ranked, best first) and their
-        scores; the three lists as JSON arrays (keys may contain ';' or ',')."""
+        """One row per document: split, doc_id, gold_keys, predicted_keys (the argmax phrases, ranked, best
+        first: F1@M) and their scores, ranked_keys (the list F1@5 / F1@10 cut: those phrases, then the most
+        probable other spans) and their scores; the lists as JSON arrays (keys may contain ';' or ',')."""
         with open(path, "w", encoding="utf-8") as f:
-            f.write("split\tdoc_id\tgold_keys\tpredicted_keys\tscores\n")
+            f.write("split\tdoc_id\tgold_keys\tpredicted_keys\tscores\tranked_keys\tranked_scores\n")
             for split, pr in predictions.items():
-                for doc, gold, pred, sc in zip(pr.examples, pr.references, pr.predictions, pr.scores):
+                for doc, gold, pred, sc, rk, rs in zip(pr.examples, pr.references, pr.predictions, pr.scores,
+                                                       pr.ranked, pr.ranked_scores):
                     f.write("\t".join([split, doc.id, json.dumps(gold, ensure_ascii=False),
-                                       json.dumps(pred, ensure_ascii=False), json.dumps(sc)]) + "\n")
+                                       json.dumps(pred, ensure_ascii=False), json.dumps(sc),
+                                       json.dumps(rk, ensure_ascii=False), json.dumps(rs)]) + "\n")
 
 
 def read_predictions(path: str) -> dict:
@@ -326,6 +353,18 @@ def read_predictions(path: str) -> dict:
             row = dict(zip(header, line.rstrip("\n").split("\t")))
             out.setdefault(row["split"], []).append((row["doc_id"], json.loads(row["gold_keys"]),
                                                      json.loads(row["predicted_keys"])))
+    return out
+
+
+def read_ranked(path: str) -> dict:
+    """predictions.tsv -> {split: [the ranked list F1@5 / F1@10 cut, per document]} (files written before
+    the ranked_keys column: the predicted keys, which were that list then)."""
+    out = {}
+    with open(path, encoding="utf-8") as f:
+        header = f.readline().rstrip("\n").split("\t")
+        for line in f:
+            row = dict(zip(header, line.rstrip("\n").split("\t")))
+            out.setdefault(row["split"], []).append(json.loads(row.get("ranked_keys", row["predicted_keys"])))
     return out
 
 
