@@ -78,3 +78,45 @@ def test_text_classification_lora_predict_and_export(tmp_path, ag, monkeypatch):
     cfg = json.loads((exp / "config.json").read_text())
     assert cfg["id2label"] == {str(i): n for i, n in enumerate(names)}
     assert json.loads((exp / "tunelab_export.json").read_text())["kind"] == "merged"
+
+
+def test_token_classification_predict_reproduces_predictions_tsv(tmp_path, shared_data, capsys):
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    d = shared_data / "ner" / "conll2003"
+    if not (d / "train.txt").is_file():
+        pytest.fail(f"CoNLL-2003 not found at {d}: set TUNELAB_SHARED_DATA to the shared data folder")
+    out = tmp_path / "run"
+    # windows of 32 tokens overlapping by 8: long sentences are cut and merged as in evaluation
+    assert main(["run", "--task", "token-classification", "--method", "full", "--model", "minilm",
+                 "--train-file", str(d / "train.txt"), "--validation-file", str(d / "valid.txt"),
+                 "--output-dir", str(out), "--max-train-samples", "64", "--max-eval-samples", "32", "--epochs", "2",
+                 "--lr", "6e-4", "--batch-size", "8", "--max-seq-length", "32", "--doc-stride", "8",
+                 "--threads", "1", "--seed", "0"]) == 0
+    rows = read_tsv(out / "predictions.tsv")
+    sents = [json.loads(r["tokens"]) for r in rows]
+    want = [json.loads(r["predicted_tags"]) for r in rows]
+    assert any(t != "O" for tags in want for t in tags)  # entities to reproduce
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["token_classification"]["longer_than_a_window"]["validation"] > 0
+    # a CoNLL file of the tokens alone (one column) and a JSONL of them: the same tags
+    conll = tmp_path / "in.conll"
+    conll.write_text("\n\n".join("\n".join(s) for s in sents) + "\n", encoding="utf-8")
+    rows_in = tmp_path / "in.jsonl"
+    rows_in.write_text("".join(json.dumps({"tokens": s}) + "\n" for s in sents), encoding="utf-8")
+    for inp in (conll, rows_in):
+        pred = tmp_path / f"{inp.name}.pred.jsonl"
+        assert main(["predict", str(out), "--input", str(inp), "--output", str(pred)]) == 0
+        got = jsonl(pred)
+        assert [g["tokens"] for g in got] == sents
+        assert [g["tags"] for g in got] == want
+        for g in got:  # entities are seqeval's spans of the tags, end exclusive
+            assert [(e["type"], e["start"], e["end"] - 1) for e in g["entities"]] == get_entities(g["tags"])
+            for e in g["entities"]:
+                assert e["text"] == " ".join(g["tokens"][e["start"]:e["end"]]) and 0 < e["score"] <= 1
+    # --text: whitespace-split words (CoNLL tokens have no spaces), the same tags
+    k = next(i for i, t in enumerate(want) if any(x != "O" for x in t))
+    capsys.readouterr()
+    assert main(["predict", str(out), "--text", " ".join(sents[k])]) == 0
+    (one,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert one["tags"] == want[k] and one["entities"]
