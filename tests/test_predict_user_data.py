@@ -120,3 +120,59 @@ def test_token_classification_predict_reproduces_predictions_tsv(tmp_path, share
     assert main(["predict", str(out), "--text", " ".join(sents[k])]) == 0
     (one,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert one["tags"] == want[k] and one["entities"]
+
+
+def test_text_classification_multi_label(tmp_path, ag, capsys):
+    """Multi-label: labels over 0.5 as predictions.tsv has them, per-label probabilities; the run's
+    text column missing from --input: one line, exit 2."""
+    train, val = ag
+    topic = {"World": ["world"], "Sports": ["sports"], "Business": ["business", "economy"],
+             "Sci/Tech": ["science", "technology"]}
+    for name, rows in (("train", train[:48]), ("val", val[:16])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"text": r["text"], "labels": topic[r["label"]]})
+                                                        + "\n" for r in rows))
+    out = tmp_path / "run"
+    assert main(["run", "--task", "text-classification", "--method", "full", "--train-file", str(tmp_path / "train.jsonl"),
+                 "--validation-file", str(tmp_path / "val.jsonl"), "--output-dir", str(out), "--lr", "1e-3", *TINY]) == 0
+    rows = read_tsv(out / "predictions.tsv")
+    names = sorted({t for v in topic.values() for t in v})
+    inp = write_csv(tmp_path / "in.csv", val[:16], ["text"])  # CSV without labels
+    pred = tmp_path / "pred.jsonl"
+    assert main(["predict", str(out), "--input", str(inp), "--output", str(pred)]) == 0
+    got = jsonl(pred)
+    assert [",".join(g["labels"]) for g in got] == [r["prediction"] for r in rows]
+    assert any(g["labels"] for g in got)
+    for g in got:
+        assert list(g["probabilities"]) == names
+        assert g["labels"] == [n for n in names if g["probabilities"][n] > 0.5]
+    bad = write_csv(tmp_path / "bad.csv", val[:2], ["label"])
+    capsys.readouterr()
+    assert main(["predict", str(out), "--input", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no column 'text'" in err[0], err
+
+
+def test_text_classification_pair_regression(tmp_path, glue_data_dir, capsys):
+    """Sentence pairs with float scores: the score per input, from a file's two columns or --text
+    "FIRST<TAB>SECOND", as predictions.tsv has it."""
+    rows = []
+    with open(f"{glue_data_dir}/STS-B/train.tsv", encoding="utf-8") as f:
+        header = f.readline().rstrip("\n").split("\t")
+        for line, _ in zip(f, range(44)):
+            c = dict(zip(header, line.rstrip("\n").split("\t")))
+            rows.append({"sentence1": c["sentence1"], "sentence2": c["sentence2"], "score": float(c["score"])})
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:32]))
+    va = write_csv(tmp_path / "val.csv", rows[32:], ["sentence1", "sentence2", "score"])
+    out = tmp_path / "run"
+    assert main(["run", "--task", "text-classification", "--method", "full", "--train-file", str(tmp_path / "train.jsonl"),
+                 "--validation-file", str(va), "--output-dir", str(out), *TINY]) == 0
+    want = [float(r["prediction"]) for r in read_tsv(out / "predictions.tsv")]
+    inp = tmp_path / "in.tsv"
+    inp.write_text("sentence2\tsentence1\n" + "".join(f"{r['sentence2']}\t{r['sentence1']}\n" for r in rows[32:]))
+    capsys.readouterr()
+    assert main(["predict", str(out), "--input", str(inp)]) == 0
+    got = [json.loads(x)["score"] for x in capsys.readouterr().out.splitlines()]
+    assert got == pytest.approx(want, rel=1e-5, abs=1e-5)  # predictions.tsv keeps 6 significant digits
+    assert main(["predict", str(out), "--text", rows[32]["sentence1"] + "\t" + rows[32]["sentence2"]]) == 0
+    (one,) = [json.loads(x)["score"] for x in capsys.readouterr().out.splitlines()]
+    assert one == pytest.approx(got[0], abs=1e-5)
