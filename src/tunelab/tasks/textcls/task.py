@@ -318,13 +318,14 @@ class UserTextClassification(TextClassificationTask):
     def read_inputs(self, path: str, cfg) -> list:
         """A data file of the kinds the run trains on (CSV / TSV / JSON / JSONL / Parquet) with the run's
         text column(s) (run.json ``text_classification.columns``); its label column, if any, is ignored."""
-        from ..datafiles import read_file
+        from ..datafiles import _quiet, read_file
 
         if os.path.isdir(path):
             raise UserError(f"--input {path}: a folder; task {self.name} reads one data file "
                             f"({', '.join(sorted(EXTENSIONS))})")
         cols = self.record.get("columns") or {}
         text, pair = cols.get("text"), cols.get("text_pair")
+        _quiet()  # no progress bars from datasets: stdout may be the JSONL
         ds, lines = read_file(path, "input")
         for c in (text, pair):
             if c and c not in ds.column_names:

@@ -300,7 +300,7 @@ class TokenClassificationTask(SupervisedTask):
         """A CoNLL file (token first; a tag column, if any, ignored; a file of tokens alone too) or rows
         (JSON lines / JSON / Parquet) with a list of tokens (``--text-column`` of the run, else ``tokens``
         / ``words``); tags not needed. One input per sentence / row, in file order."""
-        from ..datafiles import read_file
+        from ..datafiles import _quiet, read_file
         from .data import TOKEN_COLUMNS, Sentence
 
         if os.path.isdir(path):
@@ -311,6 +311,7 @@ class TokenClassificationTask(SupervisedTask):
         if ext not in EXTENSIONS:
             raise UserError(f"--input {path}: unknown file extension {ext or '(none)'!r} (CoNLL: "
                             f"{', '.join(CONLL_EXTENSIONS)}; rows: {', '.join(EXTENSIONS)})")
+        _quiet()  # no progress bars from datasets: stdout may be the JSONL
         ds, lines = read_file(path, "input")
         cols = ds.column_names
         col = cfg.text_column or next((c for c in TOKEN_COLUMNS if c in cols), None)
