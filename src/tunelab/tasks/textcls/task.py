@@ -22,6 +22,7 @@
 """
 
 import copy
+import os
 import sys
 
 import numpy as np
@@ -31,7 +32,7 @@ from ...metrics import Metric, register
 from ...models.heads import Head, register_head
 from .. import TASKS
 from ..base import Example, Split
-from ..datafiles import DATA_OPTIONS, check_options, hold_out, load_user_splits
+from ..datafiles import DATA_OPTIONS, EXTENSIONS, check_options, hold_out, load_user_splits
 from ..supervised import TextClassificationTask
 
 PAIRS = (("sentence1", "sentence2"), ("question1", "question2"), ("premise", "hypothesis"), ("question", "sentence"),
@@ -52,6 +53,35 @@ register_head(Head("multi-label", "AutoModelForSequenceClassification", "SEQ_CLS
                    description="one sigmoid per class (BCE loss): multi-label classification"))
 
 
+class _FromData:
+    """An attribute ``_read`` sets from the run's data, read on first use: a configured task reads its
+    files when the run first needs them (``load``, the head, the metrics ...); a finished run's task
+    (``tunelab predict`` / ``export``) gets them from run.json (``restore``) and never reads the data
+    files (which may be gone or large). Unconfigured (the registry's prototype): the class default."""
+
+    def __init__(self, default):
+        self.default = default
+
+    def __set_name__(self, owner, name):
+        self.key = "_data_" + name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self.default
+        d = obj.__dict__
+        if self.key not in d:
+            if getattr(obj, "cfg", None) is None:
+                return self.default
+            obj._read(obj.cfg)
+        return d[self.key]
+
+    def __set__(self, obj, value):
+        obj.__dict__[self.key] = value
+
+
+DATA_ATTRS = ("splits", "kind", "id2label", "record", "eval_splits", "head", "num_labels", "metric_names")
+
+
 class UserTextClassification(TextClassificationTask):
     """Any sentence / sentence-pair classification (or regression, or multi-label) data of the user's."""
 
@@ -59,25 +89,34 @@ class UserTextClassification(TextClassificationTask):
     family = "textcls"
     description = "your own sentence / pair classification data (--train-file ... or --dataset)"
     shared_options = ("max_seq_length", "eval_fraction", "text_column", "label_column") + DATA_OPTIONS
-    metric_names = ("accuracy", "macro_f1", "mcc")
-    eval_splits = ("validation",)
+    # set by _read from the data (or by restore from run.json): see _FromData
+    metric_names = _FromData(("accuracy", "macro_f1", "mcc"))
+    eval_splits = _FromData(("validation",))
+    head = _FromData("classification")
+    num_labels = _FromData(2)
+    kind = _FromData("single")  # single | regression | multi
+    id2label = _FromData([])
+    splits = _FromData({})  # split -> Split
+    record = _FromData({})
 
     def __init__(self):
         self.cfg = None
-        self.kind = "single"  # single | regression | multi
-        self.id2label: list = []
-        self.splits: dict = {}  # split -> Split
-        self.record: dict = {}
 
     def configure(self, cfg) -> "UserTextClassification":
         t = copy.copy(self)
-        t.cfg, t.splits, t.record = cfg, {}, {}
-        check_options(cfg, self.name)
-        t._read(cfg)
+        t.cfg = cfg
+        for a in DATA_ATTRS:
+            t.__dict__.pop("_data_" + a, None)
         return t
+
+    def validate(self, cfg) -> None:
+        """The data options (before anything is read); not on a finished run's reload (predict / export)."""
+        super().validate(cfg)
+        check_options(cfg, self.name)
 
     # ------------------------------------------------------------ data
     def _read(self, cfg) -> None:
+        self.splits = {}
         data = load_user_splits(cfg)
         train = data.splits["train"]
         cols = train.column_names
@@ -107,18 +146,11 @@ class UserTextClassification(TextClassificationTask):
                                         line=lines[i]))
             self.splits[split] = Split(split, examples, data.files_of(split),
                                        {**data.info_of(split), "columns": {"text": text, "text_pair": pair, "label": label}})
-        self.kind, self.id2label = kind, names
+        if kind == "single" and len(names) < 2:
+            raise UserError(f"{data.sources['train']}: column {label!r} has one class ({names[0]!r}); "
+                            "classification needs at least 2")
+        self._set_space(kind, names)
         self.eval_splits = ("validation", "test") if "test" in self.splits else ("validation",)
-        if kind == "regression":
-            self.head, self.num_labels, self.metric_names = "regression", 1, ("pearson", "spearman")
-        elif kind == "multi":
-            self.head, self.num_labels, self.metric_names = "multi-label", len(names), ("micro_f1", "macro_f1", "accuracy")
-        else:
-            if len(names) < 2:
-                raise UserError(f"{data.sources['train']}: column {label!r} has one class ({names[0]!r}); "
-                                "classification needs at least 2")
-            self.head, self.num_labels = "classification", len(names)
-            self.metric_names = ("accuracy", "f1", "mcc") if len(names) == 2 else ("accuracy", "macro_f1", "mcc")
         self.record = {"kind": {"single": "single-label", "regression": "regression", "multi": "multi-label"}[kind],
                        "columns": {"text": text, "text_pair": pair, "label": label},
                        "id2label": {str(i): n for i, n in enumerate(names)} if kind != "regression" else None}
@@ -129,6 +161,17 @@ class UserTextClassification(TextClassificationTask):
             hint = " (--validation-split test to validate on the test split)" if "test" in data.splits else ""
             print(f"[text-classification] no validation data: {held['sizes']['validation']} of {len(train)} train rows "
                   f"held out (seed 0, {'stratified' if held['stratified'] else 'not stratified'}){hint}", file=sys.stderr)
+
+    def _set_space(self, kind: str, names: list) -> None:
+        """kind, class names and what follows from them: the head, its outputs, the metrics."""
+        self.kind, self.id2label = kind, list(names)
+        if kind == "regression":
+            self.head, self.num_labels, self.metric_names = "regression", 1, ("pearson", "spearman")
+        elif kind == "multi":
+            self.head, self.num_labels, self.metric_names = "multi-label", len(names), ("micro_f1", "macro_f1", "accuracy")
+        else:
+            self.head, self.num_labels = "classification", len(names)
+            self.metric_names = ("accuracy", "f1", "mcc") if len(names) == 2 else ("accuracy", "macro_f1", "mcc")
 
     def _columns(self, cfg, cols, source):
         text, pair, label = cfg.text_column, getattr(cfg, "text_pair_column", None), cfg.label_column
@@ -248,6 +291,82 @@ class UserTextClassification(TextClassificationTask):
             for split, pr in predictions.items():
                 for i, (pi, ri, ex) in enumerate(zip(pr.predictions, pr.references, pr.examples)):
                     f.write(f"{split}\t{i}\t{getattr(ex, 'line', 0)}\t{self._name(ri)}\t{self._name(pi)}\n")
+
+    # ------------------------------------------------------------ tunelab predict / export (predict.py)
+    def restore(self, record: dict) -> None:
+        """The label space and columns from run.json's ``text_classification``: predict and export need
+        neither the training files nor a pass over them. An older run.json without it: read on use."""
+        tc = record.get("text_classification") or {}
+        kinds = {"single-label": "single", "regression": "regression", "multi-label": "multi"}
+        if tc.get("kind") not in kinds or not tc.get("columns"):
+            return
+        kind = kinds[tc["kind"]]
+        id2label = tc.get("id2label") or {}
+        self.splits = {}
+        self._set_space(kind, [id2label[k] for k in sorted(id2label, key=int)])
+        self.eval_splits = ("validation",)
+        self.record = dict(tc)
+
+    def label_names(self) -> list | None:
+        return None if self.kind == "regression" else list(self.id2label)
+
+    @property
+    def text_fields(self) -> int:
+        """Strings per input: 2 when the run trained on pairs (``--text "FIRST<TAB>SECOND"``)."""
+        return 2 if (self.record.get("columns") or {}).get("text_pair") else 1
+
+    def read_inputs(self, path: str, cfg) -> list:
+        """A data file of the kinds the run trains on (CSV / TSV / JSON / JSONL / Parquet) with the run's
+        text column(s) (run.json ``text_classification.columns``); its label column, if any, is ignored."""
+        from ..datafiles import _quiet, read_file
+
+        if os.path.isdir(path):
+            raise UserError(f"--input {path}: a folder; task {self.name} reads one data file "
+                            f"({', '.join(sorted(EXTENSIONS))})")
+        cols = self.record.get("columns") or {}
+        text, pair = cols.get("text"), cols.get("text_pair")
+        _quiet()  # no progress bars from datasets: stdout may be the JSONL
+        ds, lines = read_file(path, "input")
+        for c in (text, pair):
+            if c and c not in ds.column_names:
+                wanted = f"{text!r}" + (f" and {pair!r}" if pair else "")
+                raise UserError(f"--input {path}: no column {c!r} (the run trained on column(s) {wanted}); "
+                                f"columns: {', '.join(ds.column_names)}")
+        firsts = ds[text]
+        seconds = ds[pair] if pair else None
+        out = []
+        for i, t1 in enumerate(firsts):
+            parts = (t1,) if seconds is None else (t1, seconds[i])
+            where = f"{path}:{lines[i]}" if lines else f"{path} row {i}"
+            for c, v in zip((text, pair), parts):
+                if not isinstance(v, str) or not v.strip():
+                    raise UserError(f"{where}: empty text in column {c!r}")
+            out.append(Example(texts=parts, label=None, line=lines[i] if lines else 0))
+        return out
+
+    def predict_inputs(self, model, processor, inputs, cfg, device, batch_size, progress=None):
+        """single-label: label, label_id, every label's probability (softmax); regression: score;
+        multi-label: labels (those with sigmoid > 0.5, as predictions.tsv) and every label's probability."""
+        if self.kind != "multi":
+            yield from super().predict_inputs(model, processor, inputs, cfg, device, batch_size, progress)
+            return
+        import torch
+
+        from ..base import progress_bar
+
+        collate, names = self.collator(processor), list(self.id2label)
+        bar = progress_bar(len(inputs), f"predict {self.name}", progress)
+        for b in range(0, len(inputs), batch_size):
+            chunk = [Example(texts=e.texts, label=0, line=e.line) for e in inputs[b:b + batch_size]]
+            rows = self.encode(chunk, processor, cfg)
+            for r in rows:
+                r.pop("labels", None)
+            batch = collate(rows)
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
+            for z, p in zip(logits.tolist(), torch.sigmoid(logits).tolist()):
+                yield {"labels": [n for n, v in zip(names, z) if v > 0], "probabilities": dict(zip(names, p))}
+            bar.update(len(chunk))
+        bar.close()
 
 
 class _At:

@@ -58,8 +58,10 @@ def _read_text(path: Path) -> str:
         raise UserError(f"{path}: line {line}: not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r})") from None
 
 
-def read_conll(path) -> list:
-    """Sentences of a CoNLL file (see the module docstring); tags as written (not yet normalised)."""
+def read_conll(path, tags_needed: bool = True) -> list:
+    """Sentences of a CoNLL file (see the module docstring); tags as written (not yet normalised).
+    ``tags_needed=False`` (``tunelab predict``): a file of tokens alone (one column) is read too, and
+    the sentences' tags are left empty."""
     path = Path(path)
     text = _read_text(path)
     out, tokens, tags, first_line = [], [], [], 0
@@ -80,7 +82,7 @@ def read_conll(path) -> list:
         if fields[0] == "-DOCSTART-":
             flush()
             continue
-        if len(fields) < 2:
+        if len(fields) < 2 and tags_needed:
             raise UserError(f"{path}: line {n}: one column {fields[0]!r}: a CoNLL line needs the token first and "
                             "the tag last, separated by spaces or tabs")
         if columns is None:
@@ -91,7 +93,8 @@ def read_conll(path) -> list:
         if not tokens:
             first_line = n
         tokens.append(fields[0])
-        tags.append(fields[-1])
+        if tags_needed:
+            tags.append(fields[-1])
     flush()
     if not out:
         raise UserError(f"{path}: no sentences (a CoNLL file: one 'token ... tag' line per word, blank lines "

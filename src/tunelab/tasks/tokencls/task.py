@@ -75,11 +75,13 @@ class TokenClassificationTask(SupervisedTask):
         self._splits = None  # {split: (sentences, files, info)} once read
         self.labels = []
         self.types = []
+        self._restored = None  # run.json's token_classification record (predict / export): no data read
 
     def configure(self, cfg) -> "TokenClassificationTask":
         t = copy.copy(self)
         t.cfg = cfg
         t._splits = None
+        t._restored = None
         return t
 
     @property
@@ -175,7 +177,8 @@ class TokenClassificationTask(SupervisedTask):
         return Split(split, list(sents), dict(files), dict(info))
 
     def load_model(self, name: str, allow_pickle: bool = False):
-        self._load_all()
+        if not self._restored:
+            self._load_all()
         out = super().load_model(name, allow_pickle=allow_pickle)
         model = out[0]
         model.config.id2label = dict(enumerate(self.labels))
@@ -277,6 +280,96 @@ class TokenClassificationTask(SupervisedTask):
                 for i, (pred, gold, s) in enumerate(zip(pr.predictions, pr.references, pr.examples)):
                     f.write("\t".join([split, str(i), str(s.line), json.dumps(s.tokens, ensure_ascii=False),
                                        json.dumps(gold), json.dumps(pred)]) + "\n")
+
+    # ------------------------------------------------------------ tunelab predict / export (predict.py)
+    def restore(self, record: dict) -> None:
+        """The labels from run.json's ``token_classification`` (no data file read); an older run.json
+        without them: the data are read as in training."""
+        tc = record.get("token_classification") or {}
+        if tc.get("labels"):
+            self.labels, self.types = list(tc["labels"]), list(tc.get("entity_types") or [])
+            self.num_labels = len(self.labels)
+            self._restored = tc
+
+    def label_names(self) -> list | None:
+        if not self.labels:
+            self._load_all()
+        return list(self.labels)
+
+    def read_inputs(self, path: str, cfg) -> list:
+        """A CoNLL file (token first; a tag column, if any, ignored; a file of tokens alone too) or rows
+        (JSON lines / JSON / Parquet) with a list of tokens (``--text-column`` of the run, else ``tokens``
+        / ``words``); tags not needed. One input per sentence / row, in file order."""
+        from ..datafiles import _quiet, read_file
+        from .data import TOKEN_COLUMNS, Sentence
+
+        if os.path.isdir(path):
+            raise UserError(f"--input {path}: a folder; task {self.name} reads one CoNLL or JSON lines file")
+        if self.is_conll(path):
+            return read_conll(path, tags_needed=False)
+        ext = os.path.splitext(path)[1].lower()
+        if ext not in EXTENSIONS:
+            raise UserError(f"--input {path}: unknown file extension {ext or '(none)'!r} (CoNLL: "
+                            f"{', '.join(CONLL_EXTENSIONS)}; rows: {', '.join(EXTENSIONS)})")
+        _quiet()  # no progress bars from datasets: stdout may be the JSONL
+        ds, lines = read_file(path, "input")
+        cols = ds.column_names
+        col = cfg.text_column or next((c for c in TOKEN_COLUMNS if c in cols), None)
+        if col not in cols:
+            raise UserError(f"--input {path}: no tokens column (looked for {col or ', '.join(TOKEN_COLUMNS)}); "
+                            f"the columns are: {', '.join(map(str, cols))}")
+        out = []
+        for i, tokens in enumerate(ds[col]):
+            line = lines[i] if lines else 0
+            if not isinstance(tokens, list) or not all(isinstance(w, str) for w in tokens):
+                where = f"{path}: line {line}" if line else f"{path}: row {i}"
+                raise UserError(f"{where}: {col!r} must be a list of token strings")
+            out.append(Sentence(list(tokens), [], line, path, i))
+        return out
+
+    def text_inputs(self, texts: list, cfg) -> list:
+        """``--text "..."``: the words split on whitespace."""
+        from .data import Sentence
+
+        out = []
+        for i, t in enumerate(texts, 1):
+            words = t.split()
+            if not words:
+                raise UserError(f"--text #{i}: no words in it")
+            out.append(Sentence(words, [], 0, "--text", i - 1))
+        return out
+
+    def predict_inputs(self, model, processor, inputs, cfg, device, batch_size, progress=None):
+        """tokens, tags (IOB2, one per token) and entities (seqeval's spans: type, start and end token
+        indices, end exclusive, the text of the tokens, the mean tag probability), per sentence; the
+        windows (``--max-seq-length`` / ``--doc-stride`` of the run) and their merging as in evaluation."""
+        from seqeval.metrics.sequence_labeling import get_entities
+
+        from ..base import progress_bar
+
+        tok = getattr(processor, "tokenizer", processor)
+        rec = self._restored or {}
+        window = rec.get("window_tokens") or tagging.window_tokens(model, tok, cfg.max_seq_length)
+        stride = rec.get("doc_stride", cfg.doc_stride)
+        collate = self.collator(processor)
+        bar = progress_bar(len(inputs), f"predict {self.name}", progress)
+        step = max(batch_size, 1) * 64  # sentences per pass (windows are batched longest first within one)
+        for b in range(0, len(inputs), step):
+            chunk = inputs[b:b + step]
+            wins = [tagging.encode_windows(s.tokens, None, tok, window, stride) for s in chunk]
+            probs = tagging.predict_word_probs(model, wins, [len(s.tokens) for s in chunk], collate, batch_size,
+                                               device, len(self.labels), 0)
+            for s, p in zip(chunk, probs):
+                ids = p.argmax(axis=1) if len(p) else []
+                tags = [self.labels[i] for i in ids]
+                ents = []
+                for typ, start, end in get_entities(tags):
+                    score = float(sum(p[j, ids[j]] for j in range(start, end + 1)) / (end + 1 - start))
+                    ents.append({"type": typ, "start": start, "end": end + 1,
+                                 "text": " ".join(s.tokens[start:end + 1]), "score": score})
+                yield {"tokens": list(s.tokens), "tags": tags, "entities": ents}
+            bar.update(len(chunk))
+        bar.close()
 
 
 def read_predictions(path: str) -> dict:
