@@ -50,6 +50,20 @@ def read_record(run_dir: str) -> dict:
         return json.load(f)
 
 
+def records_with(rows: list, key: str) -> list:
+    """[(row, record)] for the report's rows (``row["run_dir"]``) whose run.json reads and holds a dict
+    under ``key`` (a family's own section: ``asr``, ``alignment``)."""
+    out = []
+    for r in rows:
+        try:
+            rec = read_record(r["run_dir"])
+        except (OSError, ValueError):
+            continue
+        if isinstance(rec.get(key), dict):
+            out.append((r, rec))
+    return out
+
+
 def git_commit() -> str | None:
     here = os.path.dirname(os.path.abspath(__file__))
     try:

@@ -8,11 +8,10 @@ Rows: one per (task label, method label, model), mean over its seeds; ranked by 
 better), win rate vs the base, train time and the training phase's peak RSS (run.json
 ``alignment.train_memory``), the reference model the objective held."""
 
-import json
-import os
 from statistics import mean
 
 from .. import REPORT_SECTIONS
+from ...results.record import records_with
 
 COLS = ("pref_accuracy_per_token", "pref_accuracy", "chosen_logppl", "win_rate")
 
@@ -28,14 +27,7 @@ def _f(v, nd=3):
 
 def alignment_blocks(done: list) -> tuple:
     groups = {}
-    for r in done:
-        try:
-            with open(os.path.join(r["run_dir"], "run.json"), encoding="utf-8") as f:
-                rec = json.load(f)
-        except (OSError, ValueError):
-            continue
-        if not isinstance(rec.get("alignment"), dict):
-            continue
+    for r, rec in records_with(done, "alignment"):
         groups.setdefault((r["task"], r["label"], r["model"]), []).append(rec)
     if not groups:
         return "Alignment objectives ranked", []

@@ -1,24 +1,15 @@
 """The report's speech section (``tasks.REPORT_SECTIONS``): for ASR runs (run.json ``asr``), CER/WER of
 the base model -> the fine-tuned one on every eval split, and a few transcripts side by side."""
 
-import json
-import os
 
 from .. import REPORT_SECTIONS
+from ...results.record import records_with
 
 
 def speech_blocks(done: list) -> tuple:
     """ASR runs (run.json ``asr``): CER/WER of the base model -> the fine-tuned one on every eval split
     (the change on the old domain is the forgetting), and a few transcripts side by side."""
-    runs = []
-    for r in done:
-        try:
-            with open(os.path.join(r["run_dir"], "run.json"), encoding="utf-8") as f:
-                rec = json.load(f)
-        except (OSError, ValueError):
-            continue
-        if isinstance(rec.get("asr"), dict):
-            runs.append((r, rec))
+    runs = records_with(done, "asr")
     out = []
     for task in dict.fromkeys(r["task"] for r, _ in runs):
         trs = [(r, rec) for r, rec in runs if r["task"] == task]
