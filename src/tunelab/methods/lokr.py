@@ -1,0 +1,28 @@
+"""LoKr (Yeh et al. 2024, LyCORIS) via PEFT: the weight update is a Kronecker product of a small
+matrix and a low-rank one (``--lokr-r``, ``--lokr-alpha``) on PEFT's default targets."""
+
+from peft import LoKrConfig
+
+from ..config import declare, opt
+from . import METHODS
+from .peft_common import TunerMethod
+
+
+@declare("lokr", reads=("lokr",))
+class LokrOptions:
+    lokr_r: int = opt(8, "LoKr rank", min=1)
+    lokr_alpha: float = opt(8, "LoKr alpha (scaling alpha/r)", above=0)
+
+
+@METHODS.register("lokr")
+class LoKr(TunerMethod):
+    """LoKr (PEFT): Kronecker-product weight updates on the attention projections; the head trains too."""
+
+    name = "lokr"
+    config_cls = LoKrConfig
+    mapping = "TRANSFORMERS_MODELS_TO_LOKR_TARGET_MODULES_MAPPING"
+    default_lr = 2e-3
+    describe_keys = ("r", "alpha")
+
+    def config_kwargs(self, cfg):
+        return {"r": cfg.lokr_r, "alpha": cfg.lokr_alpha}

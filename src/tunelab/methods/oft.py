@@ -1,0 +1,27 @@
+"""OFT (Qiu et al. 2023) via PEFT: an orthogonal block-diagonal rotation of each target's weight
+(``--oft-block-size``: the size of each block; it must divide the layer's width)."""
+
+from peft import OFTConfig
+
+from ..config import declare, opt
+from . import METHODS
+from .peft_common import TunerMethod
+
+
+@declare("oft", reads=("oft",))
+class OftOptions:
+    oft_block_size: int = opt(32, "OFT block size (divides the target layers' width; PEFT's default)", min=1)
+
+
+@METHODS.register("oft")
+class OFT(TunerMethod):
+    """OFT (PEFT): orthogonal block-diagonal rotations of the attention weights; the head trains too."""
+
+    name = "oft"
+    config_cls = OFTConfig
+    mapping = "TRANSFORMERS_MODELS_TO_OFT_TARGET_MODULES_MAPPING"
+    default_lr = 2e-3
+    describe_keys = ("r", "oft_block_size")
+
+    def config_kwargs(self, cfg):
+        return {"r": 0, "oft_block_size": cfg.oft_block_size}

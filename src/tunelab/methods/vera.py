@@ -1,0 +1,28 @@
+"""VeRA (Kopiczko et al. 2024) via PEFT: frozen random low-rank matrices shared by every layer, with
+trained scaling vectors per layer (``--vera-r``: the shared rank). All targets must have one shape
+(query/value on BERT do)."""
+
+from peft import VeraConfig
+
+from ..config import declare, opt
+from . import METHODS
+from .peft_common import TunerMethod
+
+
+@declare("vera", reads=("vera",))
+class VeraOptions:
+    vera_r: int = opt(256, "VeRA rank of the shared random matrices", min=1)
+
+
+@METHODS.register("vera")
+class VeRA(TunerMethod):
+    """VeRA (PEFT): shared frozen random matrices, trained per-layer scaling vectors; the head trains too."""
+
+    name = "vera"
+    config_cls = VeraConfig
+    mapping = "TRANSFORMERS_MODELS_TO_VERA_TARGET_MODULES_MAPPING"
+    default_lr = 1e-2
+    describe_keys = ("r", "projection_prng_key")
+
+    def config_kwargs(self, cfg):
+        return {"r": cfg.vera_r}
