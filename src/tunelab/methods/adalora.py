@@ -35,7 +35,16 @@ class AdaLoRA(TunerMethod):
     config_cls = AdaLoraConfig
     mapping = "TRANSFORMERS_MODELS_TO_ADALORA_TARGET_MODULES_MAPPING"
     default_lr = 2e-3
-    describe_keys = ("init_r", "target_r", "lora_alpha", "tinit", "tfinal", "deltaT", "total_step", "rank_pattern")
+    describe_keys = ("init_r", "target_r", "lora_alpha", "tinit", "tfinal", "deltaT", "total_step")
+
+    def describe(self):
+        """The config, and the rank each target kept (from PEFT's ``rank_pattern``; init_r before pruning)."""
+        out = super().describe()
+        pattern = self.peft_config.rank_pattern
+        if pattern:
+            out["ranks"] = {k.removesuffix(".lora_E.default").removesuffix(".lora_E"): int(sum(v))
+                            for k, v in pattern.items()}
+        return out
 
     def validate(self, cfg):
         if cfg.adalora_target_r > cfg.adalora_init_r:
