@@ -110,13 +110,16 @@ def dev_predictions_by_reload(run_dir: Path, glue_dir: str) -> tuple:
     return [int(r["prediction"]) for r in rows], got
 
 
-@pytest.mark.parametrize("method", ["ia3", "dora", "adalora", "loha", "vera"])
-def test_saved_adapter_reloads_and_reproduces_predictions(tmp_path, glue_data_dir, method):
+@pytest.mark.parametrize("method,extra", [("ia3", ()), ("dora", ()), ("adalora", ()), ("loha", ()), ("vera", ()),
+                                          ("lora", ("--lora-init", "pissa"))])
+def test_saved_adapter_reloads_and_reproduces_predictions(tmp_path, glue_data_dir, method, extra):
     out = tmp_path / method
-    args = tiny_run_args("sst2", method, glue_data_dir, str(out), "--max-eval-samples", "32", "--threads", "1")
+    args = tiny_run_args("sst2", method, glue_data_dir, str(out), "--max-eval-samples", "32", "--threads", "1", *extra)
     assert main(args) == 0
     rec = json.loads((out / "run.json").read_text())
     assert rec["status"] == "completed" and rec["method_details"]["peft_type"] == method.upper().replace("DORA", "LORA")
+    if extra:  # PiSSA saved as the plain LoRA it amounts to (rank 2r) on the unchanged base model
+        assert json.loads((out / "adapter_config.json").read_text())["r"] == 16
     assert json.loads((out / "adapter_config.json").read_text())["peft_type"] == rec["method_details"]["peft_type"]
     saved, reloaded = dev_predictions_by_reload(out, glue_data_dir)
     assert len(saved) == 32 and saved == reloaded

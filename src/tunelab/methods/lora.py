@@ -91,6 +91,34 @@ class LoRA(PeftMethod):
                           init_lora_weights=LORA_INIT[cfg.lora_init], use_rslora=bool(cfg.use_rslora),
                           use_dora=self.use_dora, **kw)
 
+    def prepare(self, model, ctx):
+        model = super().prepare(model, ctx)
+        self.initial_dir = None
+        if ctx.cfg.lora_init in ("pissa", "olora"):
+            # PiSSA / OLoRA move the principal part out of the base weights: keep the initial adapter, so
+            # that save() writes a plain LoRA (rank 2r) that loads onto the unchanged base model (PEFT's
+            # path_initial_model_for_weight_conversion)
+            import tempfile
+
+            self.initial_dir = tempfile.mkdtemp(prefix="tunelab-lora-init-")
+            init = self.peft_config.init_lora_weights
+            self.peft_config.init_lora_weights = True  # PEFT's recipe: the saved initial adapter is plain LoRA
+            model.save_pretrained(self.initial_dir, safe_serialization=True)
+            self.peft_config.init_lora_weights = init
+        return model
+
+    def save(self, model, out_dir):
+        if not getattr(self, "initial_dir", None):
+            return super().save(model, out_dir)
+        import shutil
+
+        try:
+            model.save_pretrained(out_dir, safe_serialization=True,
+                                  path_initial_model_for_weight_conversion=self.initial_dir)
+        finally:
+            shutil.rmtree(self.initial_dir, ignore_errors=True)
+        return ["adapter_model.safetensors", "adapter_config.json"]
+
     def prepare_error(self, e, ctx):
         if ctx.cfg.lora_targets:  # PEFT: the named target modules not found
             return f"--lora-targets: {str(e).splitlines()[0]}"
