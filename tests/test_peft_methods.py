@@ -184,3 +184,14 @@ def test_option_of_another_method_refused():
     with pytest.raises(UserError):
         build_config({"task": "sst2", "method": "ia3", "loha_r": 4})
     build_config({"task": "sst2", "method": "dora", "lora_r": 4, "lora_init": "pissa"})  # DoRA reads LoRA's
+
+
+def test_peft_wide_preset_has_every_peft_method(tmp_path):
+    from tunelab.compare.config import load_compare_config
+    from tunelab.compare.grid import expand
+
+    cells = expand(load_compare_config(preset="peft-wide"), str(tmp_path))
+    named = {"full", "lora", "bitfit"} | {m for m in EXPECT if get_method(m).uses_peft}
+    assert {c.label for c in cells} == named and len(named) == 15
+    assert len(cells) == 15 * 3 * 3 and {c.seed for c in cells} == {0, 1, 2}
+    assert {c.config.task for c in cells} == {"sst2", "mrpc", "cola"}
