@@ -112,11 +112,22 @@ class LoRA(PeftMethod):
             return super().save(model, out_dir)
         import shutil
 
+        import os
+
+        from peft import get_peft_model_state_dict
+        from safetensors.torch import load_file, save_file
+
         try:
             model.save_pretrained(out_dir, safe_serialization=True,
                                   path_initial_model_for_weight_conversion=self.initial_dir)
         finally:
             shutil.rmtree(self.initial_dir, ignore_errors=True)
+        # PEFT 0.21's conversion keeps the LoRA tensors only: put the head (modules_to_save) back
+        path = os.path.join(out_dir, "adapter_model.safetensors")
+        converted = load_file(path)
+        head = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()
+                if "lora_" not in k and k not in converted}
+        save_file({**converted, **head}, path, metadata={"format": "pt"})
         return ["adapter_model.safetensors", "adapter_config.json"]
 
     def prepare_error(self, e, ctx):
