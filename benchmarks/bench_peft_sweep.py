@@ -13,14 +13,13 @@ Runs land in ``--out-dir/<method>/lr<LR>-s<S>``; a completed one with the same c
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import append_section, command_line, machine_line, run_tunelab  # noqa: E402
+from bench_common import append_section, command_line, machine_line, run_or_reuse  # noqa: E402
 
 # method -> learning rates tried (adapters ~1e-3; vector / spectral / norm methods need more per weight)
 GRID = {
@@ -31,27 +30,15 @@ GRID = {
 }
 
 
-def read_json(path: str):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 def run_cell(a, method: str, lr: str, seed: int) -> dict | None:
     out = os.path.join(a.out_dir, method, f"lr{lr}-s{seed}")
     args = ["--task", "sst2", "--model", "minilm", "--data-dir", a.data_dir, "--max-train-samples", str(a.samples),
             "--epochs", str(a.epochs), "--seed", str(seed), "--threads", "1", "--method", method, "--lr", lr]
     if a.eval_samples:
         args += ["--max-eval-samples", str(a.eval_samples)]
-    done = os.path.join(out, "bench-args.json")
-    if os.path.exists(done) and read_json(done) == args and os.path.exists(os.path.join(out, "run.json")):
-        rec = read_json(os.path.join(out, "run.json"))
-    else:
-        rec, _, err = run_tunelab(args, out, f"{method} lr {lr} seed {seed}")
-        if rec is None:
-            print(f"{method} lr {lr} seed {seed}: FAILED {err}", flush=True)
-            return None
-        with open(done, "w", encoding="utf-8") as f:
-            json.dump(args, f)
+    rec = run_or_reuse(args, out, f"{method} lr {lr} seed {seed}")
+    if rec is None:
+        return None
     row = {"method": method, "lr": lr, "seed": seed, "accuracy": rec["metrics"]["accuracy"],
            "params": rec["params"]["trainable_without_head"], "params_head": rec["params"]["trainable"],
            "train_s": rec["time"]["train_seconds"], "cpu": rec["cpu_time"]["train_cpu_seconds"],

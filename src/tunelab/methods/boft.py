@@ -22,7 +22,4 @@ class BOFT(TunerMethod):
     config_cls = BOFTConfig
     mapping = "TRANSFORMERS_MODELS_TO_BOFT_TARGET_MODULES_MAPPING"
     default_lr = 2e-3
-    describe_keys = ("boft_block_size", "boft_n_butterfly_factor")
-
-    def config_kwargs(self, cfg):
-        return {"boft_block_size": cfg.boft_block_size, "boft_n_butterfly_factor": cfg.boft_n_butterfly_factor}
+    fields = {"boft_block_size": "boft_block_size", "boft_n_butterfly_factor": "boft_n_butterfly_factor"}

@@ -23,7 +23,4 @@ class FourierFT(TunerMethod):
     config_cls = FourierFTConfig
     mapping = "TRANSFORMERS_MODELS_TO_FOURIERFT_TARGET_MODULES_MAPPING"
     default_lr = 1e-2
-    describe_keys = ("n_frequency", "scaling")
-
-    def config_kwargs(self, cfg):
-        return {"n_frequency": cfg.fourierft_n_frequency, "scaling": cfg.fourierft_scaling}
+    fields = {"n_frequency": "fourierft_n_frequency", "scaling": "fourierft_scaling"}

@@ -21,7 +21,4 @@ class HRA(TunerMethod):
     config_cls = HRAConfig
     mapping = "TRANSFORMERS_MODELS_TO_HRA_TARGET_MODULES_MAPPING"
     default_lr = 2e-3
-    describe_keys = ("r",)
-
-    def config_kwargs(self, cfg):
-        return {"r": cfg.hra_r}
+    fields = {"r": "hra_r"}

@@ -22,7 +22,4 @@ class LoHa(TunerMethod):
     config_cls = LoHaConfig
     mapping = "TRANSFORMERS_MODELS_TO_LOHA_TARGET_MODULES_MAPPING"
     default_lr = 2e-3
-    describe_keys = ("r", "alpha")
-
-    def config_kwargs(self, cfg):
-        return {"r": cfg.loha_r, "alpha": cfg.loha_alpha}
+    fields = {"r": "loha_r", "alpha": "loha_alpha"}

@@ -22,7 +22,4 @@ class LoKr(TunerMethod):
     config_cls = LoKrConfig
     mapping = "TRANSFORMERS_MODELS_TO_LOKR_TARGET_MODULES_MAPPING"
     default_lr = 2e-3
-    describe_keys = ("r", "alpha")
-
-    def config_kwargs(self, cfg):
-        return {"r": cfg.lokr_r, "alpha": cfg.lokr_alpha}
+    fields = {"r": "lokr_r", "alpha": "lokr_alpha"}

@@ -21,7 +21,4 @@ class OFT(TunerMethod):
     config_cls = OFTConfig
     mapping = "TRANSFORMERS_MODELS_TO_OFT_TARGET_MODULES_MAPPING"
     default_lr = 2e-3
-    describe_keys = ("r", "oft_block_size")
-
-    def config_kwargs(self, cfg):
-        return {"r": 0, "oft_block_size": cfg.oft_block_size}
+    fields = {"oft_block_size": "oft_block_size"}

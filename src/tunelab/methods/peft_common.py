@@ -66,7 +66,7 @@ class PeftMethod(Method):
 
     def describe(self):
         d = self.peft_config.to_dict()
-        keys = ("peft_type", "target_modules", *self.describe_keys, "modules_to_save")
+        keys = ("peft_type", "target_modules", *getattr(self, "fields", ()), *self.describe_keys, "modules_to_save")
         out = {k: plain(v) for k, v in d.items() if k in keys}
         if out.get("modules_to_save"):
             out["modules_to_save"] = list(dict.fromkeys(out["modules_to_save"]))
@@ -81,9 +81,10 @@ class TunerMethod(PeftMethod):
 
     config_cls = None
     mapping: str | None = None
+    fields: dict = {}  # config field -> the option giving it (loha: {"r": "loha_r", "alpha": "loha_alpha"})
 
     def config_kwargs(self, cfg) -> dict:
-        return {}
+        return {k: getattr(cfg, opt) for k, opt in self.fields.items()}
 
     def build_config(self, ctx):
         kw = self.config_kwargs(ctx.cfg)

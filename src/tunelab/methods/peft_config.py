@@ -7,7 +7,6 @@ tunelab sets what belongs to the run, not to the tuner: ``task_type`` (from the 
 trains). Targets: the file's ``target_modules``, else PEFT's mapping for the architecture (Whisper: q/v).
 run.json ``method_details.peft_type`` names the tuner."""
 
-import json
 import os
 
 from ..config import declare, opt

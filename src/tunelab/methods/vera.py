@@ -22,7 +22,5 @@ class VeRA(TunerMethod):
     config_cls = VeraConfig
     mapping = "TRANSFORMERS_MODELS_TO_VERA_TARGET_MODULES_MAPPING"
     default_lr = 1e-2
-    describe_keys = ("r", "projection_prng_key")
-
-    def config_kwargs(self, cfg):
-        return {"r": cfg.vera_r}
+    fields = {"r": "vera_r"}
+    describe_keys = ("projection_prng_key",)
