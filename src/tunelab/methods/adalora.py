@@ -34,7 +34,8 @@ class AdaLoRA(TunerMethod):
     name = "adalora"
     config_cls = AdaLoraConfig
     mapping = "TRANSFORMERS_MODELS_TO_ADALORA_TARGET_MODULES_MAPPING"
-    # minilm, SST-2 500 x 2, seed 0, dev subset 300 (majority 0.55; BENCHMARKS.md "PEFT methods"): 5e-3 -> 0.667 (one lr measured)
+    # minilm, SST-2 500 x 2, seed 0, dev subset 300 (majority 0.55), BENCHMARKS.md "PEFT methods":
+    # 5e-3 -> 0.667 (one lr measured)
     default_lr = 5e-3
     describe_keys = ("init_r", "target_r", "lora_alpha", "tinit", "tfinal", "deltaT", "total_step")
 

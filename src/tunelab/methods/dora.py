@@ -12,5 +12,6 @@ class DoRA(LoRA):
 
     name = "dora"
     use_dora = True
-    # minilm, SST-2 500 x 2, seed 0, dev subset 300 (majority 0.55; BENCHMARKS.md "PEFT methods"): 2e-3 -> 0.730 (LoRA's default, kept)
+    # minilm, SST-2 500 x 2, seed 0, dev subset 300 (majority 0.55), BENCHMARKS.md "PEFT methods":
+    # 2e-3 -> 0.730 (LoRA's default, kept)
     default_lr = 2e-3

@@ -14,7 +14,8 @@ class IA3(TunerMethod):
     name = "ia3"
     config_cls = IA3Config
     mapping = "TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING"
-    # minilm, SST-2 500 x 2, seed 0, dev subset 300 (majority 0.55; BENCHMARKS.md "PEFT methods"): 5e-3 -> 0.697, 1e-2 -> 0.703;
+    # minilm, SST-2 500 x 2, seed 0, dev subset 300 (majority 0.55), BENCHMARKS.md "PEFT methods":
+    # 5e-3 -> 0.697, 1e-2 -> 0.703;
     # 800 x 2 (dev 500): 5e-3 -> 0.742, 1e-2 -> 0.726. 5e-3: the better one at the larger budget
     default_lr = 5e-3
     describe_keys = ("feedforward_modules",)

@@ -21,7 +21,8 @@ class VeRA(TunerMethod):
     name = "vera"
     config_cls = VeraConfig
     mapping = "TRANSFORMERS_MODELS_TO_VERA_TARGET_MODULES_MAPPING"
-    # minilm, SST-2 500 x 2, seed 0, dev subset 300 (majority 0.55; BENCHMARKS.md "PEFT methods"): 2e-2 -> 0.667 (one lr measured; the VeRA paper's GLUE range)
+    # minilm, SST-2 500 x 2, seed 0, dev subset 300 (majority 0.55), BENCHMARKS.md "PEFT methods":
+    # 2e-2 -> 0.667 (one lr measured; the VeRA paper's GLUE range)
     default_lr = 2e-2
     fields = {"r": "vera_r"}
     describe_keys = ("projection_prng_key",)
