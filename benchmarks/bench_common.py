@@ -38,6 +38,24 @@ def append_section(path: str, lines: list) -> None:
     print(f"appended to {path}")
 
 
+def run_or_reuse(args: list, out_dir: str, what: str):
+    """``run_tunelab`` unless OUT_DIR holds a completed run of the same ARGS (``bench-args.json``).
+    -> run.json dict or None (failed)."""
+    import json
+
+    done = os.path.join(out_dir, "bench-args.json")
+    if os.path.exists(done) and os.path.exists(os.path.join(out_dir, "run.json")):
+        with open(done, encoding="utf-8") as f:
+            if json.load(f) == args:
+                with open(os.path.join(out_dir, "run.json"), encoding="utf-8") as g:
+                    return json.load(g)
+    rec, _, _ = run_tunelab(args, out_dir, what)
+    if rec is not None:
+        with open(done, "w", encoding="utf-8") as f:
+            json.dump(args, f)
+    return rec
+
+
 def run_tunelab(args: list, out_dir: str, what: str):
     """``python -m tunelab.cli run ARGS --output-dir OUT_DIR --overwrite`` in its own process.
     -> (run.json dict or None, wall seconds, the last error line or None)."""

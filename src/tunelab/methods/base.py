@@ -87,6 +87,11 @@ class Method:
     def on_step(self, state) -> None:
         """Called after every optimizer step (dynamic methods only)."""
 
+    def on_optimizer_step(self, state) -> None:
+        """Called right after each optimizer step, before the gradients are zeroed (they are the global
+        batch's in data-parallel runs); ``state.step`` counts the steps before this one. For tuners that
+        read the step's gradients (AdaLoRA's ``update_and_allocate``)."""
+
     def on_train_end(self, state) -> None:
         """Called once after the last step."""
 

@@ -23,6 +23,9 @@ class FullFineTuning(Method):
     def option_defaults(cls, given=None) -> dict:
         return {**super().option_defaults(given), "batch_size": cls.default_batch_size}
 
+    def describe(self):
+        return {"trains": "every parameter"}
+
     def prepare(self, model, ctx):
         for p in model.parameters():
             p.requires_grad_(True)

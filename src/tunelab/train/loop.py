@@ -209,6 +209,7 @@ def train(model, method, train_loader, evaluate, cfg, lr: float, device, on_epoc
                 else:
                     optimizer.step()
                 scheduler.step()
+                method.on_optimizer_step(state)  # the step's gradients still there (AdaLoRA)
                 optimizer.zero_grad(set_to_none=True)
                 state.step += 1
                 done = i + 1

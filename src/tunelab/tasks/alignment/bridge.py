@@ -75,6 +75,10 @@ class MethodBridge(TrainerCallback):
         self._bar = tqdm(total=state.max_steps, desc=self.desc, unit="step", dynamic_ncols=True, mininterval=1.0)
         self.method.on_train_start(self.state)
 
+    def on_optimizer_step(self, args, state, control, **kw):
+        self.state.step = state.global_step  # Trainer: steps before this one (gradients not yet zeroed)
+        self.method.on_optimizer_step(self.state)
+
     def on_step_end(self, args, state, control, **kw):
         s = self.state
         s.step = state.global_step

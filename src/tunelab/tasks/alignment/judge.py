@@ -130,7 +130,7 @@ class _TrainablesOnly:
     def on_train_start(self, state):
         pass
 
-    on_step = on_train_end = on_train_start
+    on_step = on_optimizer_step = on_train_end = on_train_start
 
 
 def _train_judge(folder, source, tok, train_pairs, eval_pairs, cfg, device):
