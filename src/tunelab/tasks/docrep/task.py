@@ -23,7 +23,7 @@ train vectors: test macro-F1 (main), accuracy, 5-NN accuracy and KMeans NMI. Lab
   truncated at 128 / 512 tokens, or its mean over chunks of ``--docrep-chunk-length``: nothing trains;
   the same split, classifier, metrics and ``predictions.tsv`` as a fine-tuned run, so ``tunelab compare``
   (preset ``docrep-quick``) puts them in one table. Their run.json ``params`` say 0 trainable.
-- ``probe.safetensors`` (next to ``predictions.tsv``): the logistic regression of that last evaluation
+- ``probe.safetensors`` (next to ``predictions.tsv``; trained runs and ``encoder-chunks``): the last evaluation's logistic regression
   (``evaluate.save_probe``, no pickle); ``tunelab predict`` gives each input document its vector, the
   probe's ``label`` and ``probabilities``, reproducing ``predictions.tsv``'s ``predicted_category``.
 """
@@ -384,7 +384,9 @@ class DocrepTask(Task):
                             f"\t{p.categories[p.references[i]]}\t{p.categories[p.logreg[i]]}"
                             f"\t{p.sources.get(ex.line, '')}\n")
         probes = [p for p in predictions.values() if p.probe is not None]
-        if probes:  # the classifier behind the predicted categories, for tunelab predict
+        baseline = self.cfg.docrep_baseline if self.cfg is not None else None
+        if probes and baseline in (None, "", "encoder-chunks"):  # the classifier behind predicted_category, for
+            # tunelab predict (which embeds by chunks: a probe on TF-IDF / Doc2Vec / truncated vectors would not fit)
             from .evaluate import PROBE_FILE, save_probe
 
             save_probe(os.path.join(os.path.dirname(os.path.abspath(path)), PROBE_FILE), probes[0].probe,
