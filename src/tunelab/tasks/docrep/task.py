@@ -23,9 +23,10 @@ train vectors: test macro-F1 (main), accuracy, 5-NN accuracy and KMeans NMI. Lab
   truncated at 128 / 512 tokens, or its mean over chunks of ``--docrep-chunk-length``: nothing trains;
   the same split, classifier, metrics and ``predictions.tsv`` as a fine-tuned run, so ``tunelab compare``
   (preset ``docrep-quick``) puts them in one table. Their run.json ``params`` say 0 trainable.
-- ``probe.safetensors`` (next to ``predictions.tsv``; trained runs and ``encoder-chunks``): the last evaluation's logistic regression
-  (``evaluate.save_probe``, no pickle); ``tunelab predict`` gives each input document its vector, the
-  probe's ``label`` and ``probabilities``, reproducing ``predictions.tsv``'s ``predicted_category``.
+- ``probe.safetensors`` (next to ``predictions.tsv``; trained runs and ``encoder-chunks``): the last
+  evaluation's logistic regression (``evaluate.save_probe``, no pickle); ``tunelab predict`` gives each
+  input document its vector, the probe's ``label`` and ``probabilities``, reproducing
+  ``predictions.tsv``'s ``predicted_category``.
 """
 
 import copy
