@@ -205,8 +205,8 @@ def test_alignment_predict_reproduces_scores_and_generations(tmp_path, tiny_llam
 @pytest.mark.slow  # ~30 s of CPU: docrep's evaluation fits its classifiers on every train document
 def test_docrep_predict_embeds_documents(tmp_path, bbc_dir):
     """docrep's product is the document vector: one per input, the same for a file and for --text of
-    its content, and the trained encoder's (not the base model's). (predictions.tsv's categories come
-    from classifiers fitted at evaluation time on the train documents; the run does not save them.)"""
+    its content, and the trained encoder's (not the base model's); with the saved probe's label, that of
+    predictions.tsv."""
     import numpy as np
 
     out = tmp_path / "run"
@@ -222,6 +222,8 @@ def test_docrep_predict_embeds_documents(tmp_path, bbc_dir):
     assert main(["predict", str(out), "--input", str(inp), "--output", str(pred)]) == 0
     got = jsonl(pred)
     assert [g["source"] for g in got] == sorted(sources) and {len(g["embedding"]) for g in got} == {384}
+    expected = {r["source"]: r["predicted_category"] for r in read_tsv(out / "predictions.tsv")}
+    assert [g["label"] for g in got] == [expected[s] for s in sorted(sources)]
     text = open(os.path.join(bbc_dir, sorted(sources)[0]), encoding="utf-8", errors="replace").read().strip()
     one = tmp_path / "one.jsonl"
     assert main(["predict", str(out), "--text", text, "--output", str(one)]) == 0
@@ -239,3 +241,66 @@ def torch_equal(a, b):
     import torch
 
     return a.shape == b.shape and torch.equal(a, b)
+
+
+def _short_bbc(bbc_dir, dst, per_category=6, chars=300):
+    """A small real corpus: the first ``per_category`` BBC articles of each category (sorted file names),
+    each cut to its first ``chars`` characters (whole words), as DIR/<category>/<file>.txt."""
+    for cat in sorted(os.listdir(bbc_dir)):
+        if not os.path.isdir(os.path.join(bbc_dir, cat)):
+            continue
+        (dst / cat).mkdir(parents=True)
+        for name in sorted(f for f in os.listdir(os.path.join(bbc_dir, cat)) if f.endswith(".txt"))[:per_category]:
+            text = open(os.path.join(bbc_dir, cat, name), encoding="utf-8", errors="replace").read()
+            (dst / cat / name).write_text(text[:chars].rsplit(" ", 1)[0].strip(), encoding="utf-8")
+    return dst
+
+
+def test_docrep_predict_labels_reproduce_predictions_tsv(tmp_path, bbc_dir):
+    """The run saves the logistic regression behind predictions.tsv (probe.safetensors, no pickle);
+    predict on the run's test documents gives each its vector, the probe's label -- exactly
+    predictions.tsv's predicted_category -- and probabilities (one per category, summing to 1, the
+    largest at the label)."""
+    corpus = _short_bbc(bbc_dir, tmp_path / "bbc-short")
+    out = tmp_path / "run"
+    assert main(["run", "--task", "docrep", "--method", "lora", "--data-dir", str(corpus), "--output-dir", str(out),
+                 "--docrep-chunk-length", "32", "--batch-size", "8", "--max-train-samples", "8", "--epochs", "1",
+                 "--threads", "1", "--seed", "0"]) == 0
+    assert (out / "probe.safetensors").is_file()
+    rows = read_tsv(out / "predictions.tsv")
+    pred = tmp_path / "pred.jsonl"
+    assert main(["predict", str(out), "--input", str(corpus), "--output", str(pred)]) == 0
+    got = {g["source"]: g for g in jsonl(pred)}
+    assert len(got) == 30 and {r["source"] for r in rows} <= set(got)
+    categories = sorted(os.listdir(corpus))
+    for r in rows:
+        g = got[r["source"]]
+        assert g["label"] == r["predicted_category"], r["source"]
+        assert set(g["probabilities"]) == set(categories) and len(g["embedding"]) == 384
+        assert abs(sum(g["probabilities"].values()) - 1) < 1e-6  # float32 vectors: float32 softmax
+        assert max(g["probabilities"], key=g["probabilities"].get) == g["label"]
+
+
+@pytest.mark.parametrize("n_classes, sparse", [(5, False), (2, False), (3, True)])
+def test_docrep_probe_file_is_the_fitted_classifier(tmp_path, n_classes, sparse):
+    """save_probe -> load_probe: fresh scikit-learn objects with the saved attributes predict and give
+    probabilities exactly as the fitted pipeline (multinomial, binary, sparse TF-IDF-like input)."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from tunelab.tasks.docrep.evaluate import fit_probe, load_probe, save_probe
+
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % n_classes
+    x = (rng.normal(size=(60, 12)) + y[:, None] * 0.3).astype(np.float32)
+    test = rng.normal(size=(25, 12)).astype(np.float32)
+    if sparse:
+        x, test = sp.csr_matrix(np.abs(x) * (x > 0.5)), sp.csr_matrix(np.abs(test) * (test > 0.5))
+    clf = fit_probe(x, y, seed=0)
+    names = [f"class-{i}" for i in range(n_classes)]
+    save_probe(str(tmp_path / "probe.safetensors"), clf, names)
+    loaded, got_names = load_probe(str(tmp_path / "probe.safetensors"))
+    assert got_names == names
+    assert np.array_equal(loaded.predict(test), clf.predict(test))
+    assert np.array_equal(loaded.predict_proba(test), clf.predict_proba(test))
+    assert not np.array_equal(clf.predict_proba(test)[0], np.full(n_classes, 1 / n_classes))

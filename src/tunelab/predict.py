@@ -54,7 +54,7 @@ def load_run(run_dir: str, device: str = "cpu", what: str = "tunelab predict"):
 
     from .tasks import get_task
 
-    rec = read_run(run_dir, what)
+    rec = {**read_run(run_dir, what), "run_dir": os.path.abspath(run_dir)}  # restore may read files there
     cfg = run_config(rec)
     task = get_task(cfg.task).configure(cfg)
     task.restore(rec)  # what load() would have set from the data (image classes ...)

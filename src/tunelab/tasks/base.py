@@ -176,7 +176,7 @@ class Task(ABC):
     def restore(self, record: dict) -> None:
         """Before ``load_model`` on a finished run (predict / export): take back what ``load`` would
         have set from the data and the model needs (e.g. the class names of an image folder) from its
-        run.json ``record``. Default: nothing."""
+        run.json ``record`` (``record["run_dir"]``: the run folder it was read from). Default: nothing."""
 
     def read_inputs(self, path: str, cfg) -> list:
         """``tunelab predict --input PATH``: the inputs in a file (or folder) of the format and columns

@@ -23,6 +23,10 @@ train vectors: test macro-F1 (main), accuracy, 5-NN accuracy and KMeans NMI. Lab
   truncated at 128 / 512 tokens, or its mean over chunks of ``--docrep-chunk-length``: nothing trains;
   the same split, classifier, metrics and ``predictions.tsv`` as a fine-tuned run, so ``tunelab compare``
   (preset ``docrep-quick``) puts them in one table. Their run.json ``params`` say 0 trainable.
+- ``probe.safetensors`` (next to ``predictions.tsv``; trained runs and ``encoder-chunks``): the last
+  evaluation's logistic regression (``evaluate.save_probe``, no pickle); ``tunelab predict`` gives each
+  input document its vector, the probe's ``label`` and ``probabilities``, reproducing
+  ``predictions.tsv``'s ``predicted_category``.
 """
 
 import copy
@@ -75,6 +79,7 @@ class DocPredictions:
     cluster: list  # KMeans cluster ids (arbitrary numbering)
     categories: list
     sources: dict  # line -> source ("sport/199.txt", "file.csv:12", ...)
+    probe: object = None  # the fitted logistic regression pipeline (saved as probe.safetensors)
 
 
 class DocrepTask(Task):
@@ -91,6 +96,7 @@ class DocrepTask(Task):
     def __init__(self, name: str, doc: str, bbc: bool):
         self.name, self.doc, self.bbc = name, doc, bbc
         self.cfg = None
+        self._probe = None  # (pipeline, category names) of a finished run (restore), for predict
         self._corpus = None  # (examples by corpus index, train indices, test indices, files, notes)
 
     # ------------------------------------------------------------ options
@@ -241,7 +247,7 @@ class DocrepTask(Task):
             x_train, x_test = vectors(model)
             metrics, preds = evaluate_with_predictions(x_train, y_train, x_test, y_test, seed=ctx.cfg.seed)
             out = DocPredictions(test, y_test.tolist(), preds["logreg"].tolist(), preds["knn"].tolist(),
-                                 preds["cluster"].tolist(), categories, self._sources)
+                                 preds["cluster"].tolist(), categories, self._sources, preds["probe"])
             return {k: metrics[k] for k in self.metric_names}, {"test": out}
 
         return evaluate
@@ -329,9 +335,19 @@ class DocrepTask(Task):
     def text_inputs(self, texts, cfg) -> list:
         return [(str(i), t) for i, t in enumerate(texts)]
 
+    def restore(self, record: dict) -> None:
+        """The run's saved probe (``probe.safetensors`` in ``record["run_dir"]``), when there is one (runs
+        made before it was saved predict the vector only)."""
+        from .evaluate import PROBE_FILE, load_probe
+
+        path = os.path.join(record.get("run_dir") or "", PROBE_FILE)
+        self._probe = load_probe(path) if record.get("run_dir") and os.path.isfile(path) else None
+
     def predict_inputs(self, model, processor, inputs, cfg, device, batch_size, progress=None):
         """The document vector (the representation the run trained: every chunk's pooled vector,
-        averaged), as the evaluation embeds documents for its classifiers."""
+        averaged), as the evaluation embeds documents for its classifiers, and, when the run saved its
+        probe, that logistic regression's ``label`` (category name) and ``probabilities`` (category ->
+        probability, the categories it was fitted on)."""
         from ..base import progress_bar
         from .chunks import chunk_documents, model_length
         from .embed import document_vectors
@@ -344,8 +360,16 @@ class DocrepTask(Task):
             chunk = inputs[b:b + group]
             vecs = document_vectors(model, chunk_documents(tok, [t for _, t in chunk], length), batch_size,
                                     tok.pad_token_id or 0, cfg.docrep_pooling)
-            for (src, _), v in zip(chunk, vecs):
-                yield {"source": src, "embedding": [round(float(x), 7) for x in v]}
+            if self._probe is not None:
+                clf, names = self._probe
+                classes = [names[int(c)] for c in clf.classes_]
+                labels, probs = clf.predict(vecs), clf.predict_proba(vecs)
+            for r, ((src, _), v) in enumerate(zip(chunk, vecs)):
+                row = {"source": src, "embedding": [round(float(x), 7) for x in v]}
+                if self._probe is not None:
+                    row["label"] = names[int(labels[r])]
+                    row["probabilities"] = {c: float(p) for c, p in zip(classes, probs[r])}
+                yield row
             bar.update(len(chunk))
         bar.close()
 
@@ -360,6 +384,14 @@ class DocrepTask(Task):
                     f.write(f"{split}\t{i}\t{ex.line}\t{p.references[i]}\t{p.logreg[i]}\t{p.knn[i]}\t{p.cluster[i]}"
                             f"\t{p.categories[p.references[i]]}\t{p.categories[p.logreg[i]]}"
                             f"\t{p.sources.get(ex.line, '')}\n")
+        probes = [p for p in predictions.values() if p.probe is not None]
+        baseline = self.cfg.docrep_baseline if self.cfg is not None else None
+        if probes and baseline in (None, "", "encoder-chunks"):  # the classifier behind predicted_category, for
+            # tunelab predict (which embeds by chunks: a probe on TF-IDF / Doc2Vec / truncated vectors would not fit)
+            from .evaluate import PROBE_FILE, save_probe
+
+            save_probe(os.path.join(os.path.dirname(os.path.abspath(path)), PROBE_FILE), probes[0].probe,
+                       probes[0].categories)
 
 
 TASKS.add("bbc-docrep", DocrepTask("bbc-docrep", "BBC News (2,225 articles, 5 categories)", bbc=True))
