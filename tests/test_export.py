@@ -102,6 +102,8 @@ def test_other_mergeable_adapters(tmp_path, glue_data_dir, method):
     assert main(tiny_run_args("sst2", method, glue_data_dir, str(run), "--max-train-samples", "32",
                               "--max-eval-samples", "8")) == 0
     assert main(["export", str(run), "--output", str(exp), "--merge"]) == 0
+    assert json.loads((exp / "tunelab_export.json").read_text())["kind"] == "merged"  # not the adapter fallback
+    assert not (exp / "adapter_config.json").exists()
     model = AutoModelForSequenceClassification.from_pretrained(str(exp)).eval()
     _, peft_model, processor, _, _ = load_run(str(run))
     assert torch.allclose(logits_of(model, AutoTokenizer.from_pretrained(str(exp))), logits_of(peft_model, processor),

@@ -74,6 +74,19 @@ def model_card(rec: dict, kind: str, note: str | None, names, auto_class: str, d
     return "\n".join(lines)
 
 
+def _unwrap_saved_modules(model) -> None:
+    """Replace every PEFT ``ModulesToSaveWrapper`` (the head: classifier, pooler) by its trained copy, in
+    place. PEFT's LoRA merge does this itself; IA3's (PEFT 0.21) fails on a wrapped module without a
+    ``weight`` (BERT's pooler), so it is done here for every tuner before ``merge_and_unload``."""
+    from peft.utils import ModulesToSaveWrapper
+
+    for name, mod in list(model.named_modules()):
+        if isinstance(mod, ModulesToSaveWrapper):
+            parent_name, _, attr = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, attr, mod.modules_to_save[mod.active_adapters[0]])
+
+
 def export(run_dir: str, out: str, merge: bool = False, dtype: str | None = None,
            push_to_hub: str | None = None) -> dict:
     """Write the export folder; returns {"kind": "merged" | "model" | "peft-adapter", "note": ...}."""
@@ -107,12 +120,14 @@ def export(run_dir: str, out: str, merge: bool = False, dtype: str | None = None
                                           f"`{rec['model']}`.")
         else:
             try:
+                _unwrap_saved_modules(model)  # the trained head copies become the head
                 model = model.merge_and_unload()
                 kind = "merged"
             except (AttributeError, ValueError, NotImplementedError, TypeError) as e:
                 kind, note = "peft-adapter", (f"PEFT cannot merge {peft_cfg.peft_type} here ({str(e).splitlines()[0]}): "
                                               "this is the PEFT adapter folder; load it with `PeftModel.from_pretrained` "
                                               f"on the base model `{rec['model']}`.")
+                model = load_run(run_dir, "cpu", what="tunelab export")[1]  # a failed merge may have changed it
     else:
         kind = "model"
     target = model.get_base_model() if kind == "peft-adapter" else model
