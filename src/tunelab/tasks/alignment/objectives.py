@@ -142,19 +142,11 @@ def train_simpo(model, tok, pairs, method, lr, cfg, device, workdir, bridge):
 
 
 def train_grpo(model, tok, pairs, method, lr, cfg, device, workdir, bridge, reward_fn):
-    from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    g = _group_size(cfg)
-    beta = cfg.beta
-    ds = Dataset.from_list([{"prompt": p.prompt} for p in pairs])
-    args = trainer_args(GRPOConfig, cfg, lr, device, workdir, beta=beta, num_generations=g,
-                        max_completion_length=cfg.max_response_length, temperature=1.0, log_completions=False)
-    trainer = GRPOTrainer(model=model, reward_funcs=[reward_fn], args=args, train_dataset=ds, processing_class=tok,
-                          optimizers=(make_optimizer(model, method, lr, cfg, bridge.head_names), None), callbacks=[bridge])
-    summary = run_trainer(trainer, bridge)
-    drop_ref_adapter(model)
-    return {**summary, "beta": beta, "group_size": g}
+    summary = _train_online(GRPOConfig, GRPOTrainer, model, tok, pairs, method, lr, cfg, device, workdir, bridge,
+                            reward_fn)
+    return {**summary, "group_size": _group_size(cfg)}
 
 
 def _group_size(cfg) -> int:
@@ -166,15 +158,23 @@ def _group_size(cfg) -> int:
 
 
 def train_rlhf(model, tok, pairs, method, lr, cfg, device, workdir, bridge, reward_fn):
-    from datasets import Dataset
     from trl import RLOOConfig, RLOOTrainer
 
+    return _train_online(RLOOConfig, RLOOTrainer, model, tok, pairs, method, lr, cfg, device, workdir, bridge,
+                         reward_fn)
+
+
+def _train_online(config_cls, trainer_cls, model, tok, pairs, method, lr, cfg, device, workdir, bridge, reward_fn):
+    """TRL's online RL trainers (RLOO for rlhf, GRPO): groups of ``--rl-generations`` sampled completions
+    per prompt scored by ``reward_fn``, KL coefficient ``--beta`` (resolved: the task's default unless given)."""
+    from datasets import Dataset
+
     g = _group_size(cfg)
-    beta = cfg.beta  # resolved: the rlhf task's default (tasks/alignment.py) unless given
+    beta = cfg.beta
     ds = Dataset.from_list([{"prompt": p.prompt} for p in pairs])
-    args = trainer_args(RLOOConfig, cfg, lr, device, workdir, beta=beta, num_generations=g,
+    args = trainer_args(config_cls, cfg, lr, device, workdir, beta=beta, num_generations=g,
                         max_completion_length=cfg.max_response_length, temperature=1.0, log_completions=False)
-    trainer = RLOOTrainer(model=model, reward_funcs=[reward_fn], args=args, train_dataset=ds, processing_class=tok,
+    trainer = trainer_cls(model=model, reward_funcs=[reward_fn], args=args, train_dataset=ds, processing_class=tok,
                           optimizers=(make_optimizer(model, method, lr, cfg, bridge.head_names), None), callbacks=[bridge])
     summary = run_trainer(trainer, bridge)
     drop_ref_adapter(model)
