@@ -85,3 +85,16 @@ def read_jsonl(path: str, what: str = "JSON Lines file") -> list:
             except json.JSONDecodeError as e:
                 raise UserError(f"{path}:{i}: invalid JSON ({e.msg})") from None
     return rows
+
+
+def read_tsv_by_split(path: str, fields) -> dict:
+    """A predictions.tsv (header line, tab-separated) -> {split: [row tuple]}, each row the values of
+    ``fields``: a column name (its text as written) or a ``(name, parse)`` pair (e.g. ``json.loads``)."""
+    out = {}
+    with open(path, encoding="utf-8") as f:
+        header = f.readline().rstrip("\n").split("\t")
+        for line in f:
+            row = dict(zip(header, line.rstrip("\n").split("\t")))
+            out.setdefault(row["split"], []).append(
+                tuple(row[c] if isinstance(c, str) else c[1](row[c[0]]) for c in fields))
+    return out

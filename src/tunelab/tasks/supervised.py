@@ -181,11 +181,16 @@ class SupervisedTask(Task):
         return self.train_loop(ctx, train_loader, evaluate, loss_fn=self.loss)
 
     def write_predictions(self, path: str, predictions: dict) -> None:
+        name = self.prediction_text
         with open(path, "w", encoding="utf-8") as f:
             f.write("split\tindex\tline\tlabel\tprediction\n")
             for split, pr in predictions.items():
                 for i, (pi, ri, ex) in enumerate(zip(pr.predictions, pr.references, pr.examples)):
-                    f.write(f"{split}\t{i}\t{getattr(ex, 'line', 0)}\t{ri}\t{pi}\n")
+                    f.write(f"{split}\t{i}\t{getattr(ex, 'line', 0)}\t{name(ri)}\t{name(pi)}\n")
+
+    def prediction_text(self, value) -> str:
+        """A label or prediction as predictions.tsv writes it (a family with label names maps them here)."""
+        return str(value)
 
 
 class TextClassificationTask(SupervisedTask):

@@ -71,6 +71,16 @@ register(Metric("wer", wer, higher_is_better=False,
                 description="word error rate (corpus-level, after asr_text.normalize)"))
 
 
+def window_audio(u, where: str, advice: str = ""):
+    """The utterance's audio, refused with one line when longer than Whisper's 30-s window."""
+    audio = u.audio()
+    if len(audio) > MAX_SECONDS * SAMPLING_RATE:
+        raise UserError(f"{where}: {len(audio) / SAMPLING_RATE:.1f} s long; Whisper transcribes "
+                        f"{MAX_SECONDS}-s windows: split the recording{advice}")
+    return audio
+
+
+
 def load_speech_processor(source: str):
     from transformers import AutoProcessor
 
@@ -100,6 +110,7 @@ def family_lr(method) -> float | None:
 
 
 @dataclass
+
 class Utterance:
     """One audio clip and its transcript. Audio is decoded when the run encodes it (after any
     ``--max-*-samples`` subsampling), not when the split is read."""
@@ -224,10 +235,7 @@ class SpeechRecognitionTask(SupervisedTask):
         limit = getattr(self, "max_label_tokens", 448)
         rows = []
         for u in examples:
-            audio = u.audio()
-            if len(audio) > MAX_SECONDS * SAMPLING_RATE:
-                raise UserError(f"{u.where}: {u.file}: {len(audio) / SAMPLING_RATE:.1f} s long; Whisper transcribes "
-                                f"{MAX_SECONDS}-s windows: split the recording or remove the row")
+            audio = window_audio(u, f"{u.where}: {u.file}", " or remove the row")
             ids = tok(" " + u.transcription.strip()).input_ids
             if ids and ids[0] == sot:
                 ids = ids[1:]  # the model prepends the decoder start token itself
@@ -387,13 +395,7 @@ class SpeechRecognitionTask(SupervisedTask):
         bar = progress_bar(len(inputs), f"predict {self.name}", progress)
         for b in range(0, len(inputs), batch_size):
             chunk = inputs[b:b + batch_size]
-            audio = []
-            for u in chunk:
-                a = u.audio()
-                if len(a) > MAX_SECONDS * SAMPLING_RATE:
-                    raise UserError(f"{u.where}: {len(a) / SAMPLING_RATE:.1f} s long; Whisper transcribes "
-                                    f"{MAX_SECONDS}-s windows: split the recording")
-                audio.append(a)
+            audio = [window_audio(u, u.where) for u in chunk]
             feats = fe(audio, sampling_rate=SAMPLING_RATE, return_tensors="pt").input_features
             ids = core.generate(input_features=feats.to(device), max_new_tokens=cfg.max_new_tokens, num_beams=1,
                                 do_sample=False, **self.generate_kwargs)

@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from ...errors import UserError
+from ...textio import read_tsv_by_split
 from ...metrics import Metric, register
 from .. import TASKS
 from . import options  # noqa: F401  (declares the family's options)
@@ -346,14 +347,7 @@ class KeyphraseTask(SupervisedTask):
 
 def read_predictions(path: str) -> dict:
     """predictions.tsv -> {split: [(doc_id, gold keys, ranked predicted keys)]} (for reports and checks)."""
-    out = {}
-    with open(path, encoding="utf-8") as f:
-        header = f.readline().rstrip("\n").split("\t")
-        for line in f:
-            row = dict(zip(header, line.rstrip("\n").split("\t")))
-            out.setdefault(row["split"], []).append((row["doc_id"], json.loads(row["gold_keys"]),
-                                                     json.loads(row["predicted_keys"])))
-    return out
+    return read_tsv_by_split(path, ["doc_id", ("gold_keys", json.loads), ("predicted_keys", json.loads)])
 
 
 def read_ranked(path: str) -> dict:

@@ -278,19 +278,12 @@ class UserTextClassification(TextClassificationTask):
             model.config.save_pretrained(ctx.out_dir)  # a PEFT adapter has no config.json: id2label goes beside it
         return {"text_classification": self.record}
 
-    def _name(self, v) -> str:
+    def prediction_text(self, v) -> str:
         if self.kind == "regression":
             return f"{v:.6g}"
         if self.kind == "multi":
             return ",".join(n for n, on in zip(self.id2label, v) if on)
         return self.id2label[v]
-
-    def write_predictions(self, path: str, predictions: dict) -> None:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write("split\tindex\tline\tlabel\tprediction\n")
-            for split, pr in predictions.items():
-                for i, (pi, ri, ex) in enumerate(zip(pr.predictions, pr.references, pr.examples)):
-                    f.write(f"{split}\t{i}\t{getattr(ex, 'line', 0)}\t{self._name(ri)}\t{self._name(pi)}\n")
 
     # ------------------------------------------------------------ tunelab predict / export (predict.py)
     def restore(self, record: dict) -> None:

@@ -26,6 +26,7 @@ import json
 import os
 
 from ...errors import UserError
+from ...textio import read_tsv_by_split
 from .. import TASKS, tagging
 from ..base import Split, sha256_file
 from ..supervised import Prediction, SupervisedTask
@@ -374,13 +375,7 @@ class TokenClassificationTask(SupervisedTask):
 
 def read_predictions(path: str) -> dict:
     """predictions.tsv -> {split: [(tokens, gold tags, predicted tags)]}."""
-    out = {}
-    with open(path, encoding="utf-8") as f:
-        header = f.readline().rstrip("\n").split("\t")
-        for line in f:
-            row = dict(zip(header, line.rstrip("\n").split("\t")))
-            out.setdefault(row["split"], []).append((json.loads(row["tokens"]), json.loads(row["gold_tags"]),
-                                                     json.loads(row["predicted_tags"])))
-    return out
+    return read_tsv_by_split(path, [(c, json.loads) for c in ("tokens", "gold_tags", "predicted_tags")])
+
 
 TASKS.add("token-classification", TokenClassificationTask())
