@@ -114,7 +114,7 @@ def _shuffled_dev_copy(src: str, dst: Path) -> Path:
     """A GLUE folder whose SST-2 train is the real one and whose dev labels are permuted."""
     d = dst / "SST-2"
     d.mkdir(parents=True)
-    (d / "train.tsv").symlink_to(Path(src, "SST-2", "train.tsv"))
+    (d / "train.tsv").symlink_to(Path(src, "SST-2", "train.tsv").resolve())  # absolute: CI passes a relative data dir
     lines = Path(src, "SST-2", "dev.tsv").read_text(encoding="utf-8").splitlines()
     head, rows = lines[0], [ln.split("\t") for ln in lines[1:]]
     labels = [r[-1] for r in rows]
