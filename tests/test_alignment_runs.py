@@ -56,6 +56,29 @@ def test_dpo_lora_tiny_random_llama_full_record(tmp_path, tiny_llama_dir, hh_dat
     assert m["pref_accuracy"] == pytest.approx(sum(summed) / 6, abs=1e-9)
     assert m["pref_accuracy_per_token"] == pytest.approx(sum(per_tok) / 6, abs=1e-9)
     assert isinstance(m["base_pref_accuracy_per_token"], float)
+    # the pair-by-pair change against the base model adds up to the accuracy change (no ties with float scores)
+    for key in ("pref_accuracy", "pref_accuracy_per_token"):
+        ch = rec["alignment"]["change_vs_base"][key]
+        assert ch["gained"] - ch["lost"] == round(6 * (m[key] - m["base_" + key]))
+
+
+def test_change_vs_base_counts_flips_and_runs_the_exact_sign_test():
+    from scipy.stats import binomtest
+
+    from tunelab.tasks.alignment.evaluate import change_vs_base
+
+    def row(c, r, ct=1, rt=1):
+        return {"chosen_score": c, "rejected_score": r, "chosen_tokens": ct, "rejected_tokens": rt}
+
+    # base: right, wrong, wrong, tied, wrong ; trained: wrong, right, right, right, wrong (by the sum)
+    base = [row(-1, -2), row(-3, -2), row(-5, -1), row(-2, -2), row(-9, -1)]
+    trained = [row(-3, -2), row(-1, -2), row(-1, -5), row(-1, -2), row(-9, -2)]
+    ch = change_vs_base(base, trained)["pref_accuracy"]
+    assert (ch["gained"], ch["lost"]) == (2, 1)  # the tied pair is no change either way
+    assert ch["sign_test_p"] == pytest.approx(binomtest(2, 3, 0.5).pvalue, abs=1e-6)
+    # per token: 10 chosen tokens at -5 (mean -0.5) beats 1 rejected token at -1
+    per_tok = change_vs_base([row(-5, -1)], [row(-5, -1, ct=10)])["pref_accuracy_per_token"]
+    assert (per_tok["gained"], per_tok["lost"], per_tok["sign_test_p"]) == (1, 0, 1.0)
 
 
 @pytest.mark.parametrize("task,method,extra", [

@@ -49,6 +49,31 @@ def lm_preference_metrics(model, pairs, pad_id, batch_size, device, context=list
     return metrics, rows
 
 
+def _correct(rows: list, per_token: bool) -> list:
+    def score(r, side):
+        s = r[f"{side}_score"]
+        return s / max(1, r[f"{side}_tokens"]) if per_token else s
+
+    return [_ranked(score(r, "chosen"), score(r, "rejected")) for r in rows]
+
+
+def change_vs_base(base_rows: list, rows: list) -> dict:
+    """Pair by pair, the trained model's ranking against the base model's on the same held-out pairs:
+    how many pairs it newly ranks right (``gained``) or newly ranks wrong (``lost``), and the exact
+    two-sided sign test on those changed pairs (McNemar's exact test; a pair tied under either
+    model is left out). Per ranking: summed log-likelihood and per token."""
+    from scipy.stats import binomtest
+
+    out = {}
+    for key, per_token in (("pref_accuracy", False), ("pref_accuracy_per_token", True)):
+        b, t = _correct(base_rows, per_token), _correct(rows, per_token)
+        gained = sum(1 for x, y in zip(b, t) if x == 0.0 and y == 1.0)
+        lost = sum(1 for x, y in zip(b, t) if x == 1.0 and y == 0.0)
+        p = binomtest(gained, gained + lost, 0.5).pvalue if gained + lost else 1.0
+        out[key] = {"gained": gained, "lost": lost, "sign_test_p": round(float(p), 6)}
+    return out
+
+
 def reward_preference_metrics(model, pairs, pad_id, batch_size, device):
     c = reward_scores(model, [p.prompt_ids + p.chosen_ids for p in pairs], pad_id, batch_size, device)
     r = reward_scores(model, [p.prompt_ids + p.rejected_ids for p in pairs], pad_id, batch_size, device)

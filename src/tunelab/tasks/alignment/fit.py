@@ -21,7 +21,7 @@ from ..base import FitSummary
 from .bridge import MethodBridge
 from .collate import COH_TEMPLATES, CoHCollator, SFTCollator, coh_inference_ids
 from .data import tokenize_pairs
-from .evaluate import (N_SAMPLES, base_evaluation, lm_preference_metrics, reward_preference_metrics,
+from .evaluate import (N_SAMPLES, base_evaluation, change_vs_base, lm_preference_metrics, reward_preference_metrics,
                        win_rate_and_samples)
 from .judge import get_judge
 from .objectives import (is_peft, train_dpo, train_grpo, train_kto, train_lm, train_orpo, train_reward, train_rlhf,
@@ -241,6 +241,8 @@ def fit_alignment(task, ctx) -> FitSummary:
         "train_curve_summary": curve_summary(summary["curve"], CURVE_KEY[obj]),
         "reference_model": reference_of(obj, model), "train_memory": train_memory,
     }
+    if generative and paired:
+        details["change_vs_base"] = change_vs_base(base_eval["rows"], bridge.last_predictions[split.name][0])
     for k in ("beta", "loss_type", "simpo_gamma", "group_size", "kto_examples"):
         if k in summary:
             details[k] = summary[k]
