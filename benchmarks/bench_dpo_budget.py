@@ -1,0 +1,113 @@
+"""How much CPU training does DPO need before held-out preference accuracy moves off the base model?
+
+Each budget (train pairs x epochs, LoRA rank, lr) runs as one ``tunelab run --task dpo --method lora
+--model smollm2`` per seed, evaluated on the same held-out hh-rlhf pairs after every epoch (so one run
+of E epochs gives the budgets of 1..E epochs). The table: optimizer steps, train seconds, the base
+model's held-out ``pref_accuracy_per_token`` and each seed's after every epoch, the mean gain, and for
+the last epoch the pairs newly ranked right / wrong against the base model with the exact sign test
+(run.json ``alignment.change_vs_base``). "Clearly above the base" = every seed above the base and
+every seed's sign test p < 0.05.
+
+    python benchmarks/bench_dpo_budget.py --data-dir ../shared/data/hh-rlhf --budgets 400x3 --seeds 0,1,2 \
+        --eval-samples 128 --threads 1 [--append BENCHMARKS.md]
+
+A budget is ``PAIRSxEPOCHS[:rRANK][:lrLR]`` (default rank 8, lr tunelab's LoRA DPO default 1e-3).
+Runs land in ``--out-dir/<budget>-s<seed>``; a completed one with the same command is reused.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+
+from bench_common import append_section, command_line, machine_line, run_or_reuse
+
+
+def parse_budget(text: str) -> dict:
+    pairs, _, rest = text.partition("x")
+    epochs, *opts = rest.split(":")
+    b = {"name": text, "pairs": int(pairs), "epochs": int(epochs), "rank": None, "lr": None}
+    for o in opts:
+        if o.startswith("r"):
+            b["rank"] = int(o[1:])
+        elif o.startswith("lr"):
+            b["lr"] = o[2:]
+        else:
+            raise SystemExit(f"--budgets {text!r}: expected PAIRSxEPOCHS[:rRANK][:lrLR]")
+    return b
+
+
+def run_budget(a, b: dict, seed: int):
+    args = ["--task", "dpo", "--method", "lora", "--model", "smollm2", "--data-dir", a.data_dir,
+            "--max-train-samples", str(b["pairs"]), "--epochs", str(b["epochs"]), "--seed", str(seed),
+            "--max-eval-samples", str(a.eval_samples), "--max-prompt-length", str(a.max_prompt_length),
+            "--max-response-length", str(a.max_response_length), "--judge", "none", "--win-rate-prompts", "0"]
+    if b["rank"]:
+        args += ["--lora-r", str(b["rank"])]
+    if b["lr"]:
+        args += ["--lr", b["lr"]]
+    if a.threads:
+        args += ["--threads", str(a.threads)]
+    rec = run_or_reuse(args, os.path.join(a.out_dir, f"{b['name'].replace(':', '-')}-s{seed}"),
+                       f"dpo {b['name']} seed {seed}")
+    if rec is not None:
+        per_epoch = [h["metrics"]["pref_accuracy_per_token"] for h in rec["history"]]
+        print(f"dpo {b['name']} seed {seed}: per-token acc by epoch {per_epoch} "
+              f"(base {rec['metrics']['base_pref_accuracy_per_token']:.3f}), "
+              f"train {rec['time']['train_seconds']:.0f} s", flush=True)
+    return rec
+
+
+def table(results: list) -> list:
+    lines = ["| budget (pairs x epochs, LoRA r, lr) | epoch | optimizer steps | train s (mean) | base | "
+             "per-token pref. accuracy by seed | mean gain | seeds above base | gained / lost pairs, sign-test p "
+             "(per seed) |", "|---|---|---|---|---|---|---|---|---|"]
+    for b, recs in results:
+        recs = [r for r in recs if r is not None]
+        if not recs:
+            lines.append(f"| {b['name']} | | | | | failed | | | |")
+            continue
+        base = recs[0]["metrics"]["base_pref_accuracy_per_token"]
+        steps = recs[0]["time"]["steps"]
+        cfg = recs[0]["config"]
+        label = f"{b['pairs']} x {b['epochs']}, r {cfg.get('lora_r')}, lr {cfg['lr']:g}"
+        for e in range(b["epochs"]):
+            accs = [r["history"][e]["metrics"]["pref_accuracy_per_token"] for r in recs if len(r["history"]) > e]
+            gain = statistics.mean(x - base for x in accs)
+            last = e == b["epochs"] - 1
+            flips = " / ".join(
+                f"{c['gained']}-{c['lost']}, p {c['sign_test_p']:.3f}"
+                for c in (r["alignment"]["change_vs_base"]["pref_accuracy_per_token"] for r in recs)) if last else ""
+            secs = statistics.mean(r["time"]["train_seconds"] for r in recs) if last else None
+            lines.append(f"| {label if e == 0 else ''} | {e + 1} | {round(steps * (e + 1) / b['epochs'])} | "
+                         f"{'' if secs is None else f'{secs:.0f}'} | {base:.3f} | "
+                         f"{' / '.join(f'{x:.3f}' for x in accs)} | {gain:+.3f} | "
+                         f"{sum(x > base for x in accs)}/{len(accs)} | {flips} |")
+    return lines
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default="../shared/data/hh-rlhf")
+    p.add_argument("--budgets", default="400x3")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--eval-samples", type=int, default=128)
+    p.add_argument("--max-prompt-length", type=int, default=64)
+    p.add_argument("--max-response-length", type=int, default=48)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out-dir", default=os.path.join("runs", "bench-dpo-budget"))
+    p.add_argument("--append", help="append the table to this markdown file")
+    a = p.parse_args()
+    seeds = [int(s) for s in a.seeds.split(",")]
+    results = [(b, [run_budget(a, b, s) for s in seeds]) for b in map(parse_budget, a.budgets.split(","))]
+    lines = table(results)
+    print("\n".join(lines))
+    if a.append:
+        append_section(a.append, ["", "### DPO: the CPU budget at which held-out preference accuracy moves", "",
+                                  machine_line(a.threads), "", f"Command: `{command_line('bench_dpo_budget.py')}`",
+                                  "", *lines, ""])
+    return 0 if all(r is not None for _, recs in results for r in recs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
