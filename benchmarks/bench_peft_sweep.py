@@ -49,15 +49,16 @@ def run_cell(a, method: str, lr: str, seed: int) -> dict | None:
 
 
 def table(rows: list, majority: float | None) -> list:
-    out = ["| method | lr | trainable excl. head | incl. head | dev acc (seeds) | mean | train s | "
+    out = ["| method | lr | trainable excl. head | incl. head | dev acc (seeds) | mean ± std | train s | "
            "train CPU s | peak RSS MB |", "|---|---|---|---|---|---|---|---|---|"]
     for m in dict.fromkeys(r["method"] for r in rows):
         for lr in dict.fromkeys(r["lr"] for r in rows if r["method"] == m):
             rs = sorted((r for r in rows if r["method"] == m and r["lr"] == lr), key=lambda r: r["seed"])
             acc = [r["accuracy"] for r in rs]
+            std = f" ± {statistics.stdev(acc):.4f}" if len(acc) > 1 else ""
             flag = " (majority)" if majority is not None and statistics.mean(acc) <= majority + 1e-9 else ""
             out.append(f"| {m} | {lr} | {rs[0]['params']:,} | {rs[0]['params_head']:,} | "
-                       f"{' / '.join(f'{x:.4f}' for x in acc)} | {statistics.mean(acc):.4f}{flag} | "
+                       f"{' / '.join(f'{x:.4f}' for x in acc)} | {statistics.mean(acc):.4f}{std}{flag} | "
                        f"{statistics.mean(r['train_s'] for r in rs):.1f} | {statistics.mean(r['cpu'] for r in rs):.1f} | "
                        f"{max(r['rss'] for r in rs):.0f} |")
     return out
