@@ -25,7 +25,9 @@ SMALL = ["--max-train-samples", "32", "--max-eval-samples", "16", "--max-seq-len
          "--epochs", "2", "--threads", "1", "--seed", "3"]
 # alf (default score change, probe window of 3 steps): top 3 from step 0, decisions after steps 3 and 7; the kill at
 # step 6 falls inside the second probe window, so the resumed run needs the shadow optimizer's state
-CASES = {"full": [], "alf": ["--alf-interval", "7"]}
+# adalora (8 steps: pruning from step 0, ranks fixed at the last): the kill falls while ranks are being reallocated,
+# so the resumed run needs the rank allocator's importance averages
+CASES = {"full": [], "alf": ["--alf-interval", "7"], "adalora": []}
 KILL_AT = 6  # checkpoint step after which the run is killed: batch 2 of 4 in the second epoch
 
 
@@ -87,7 +89,7 @@ def killed(glue_data_dir, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["full", "alf"])
+@pytest.mark.parametrize("method", ["full", "alf", "adalora"])
 def test_sigkilled_run_resumes_to_the_uninterrupted_result(killed, method, tmp_path):
     ref, folder = killed(method)
     out = tmp_path / "run"
@@ -113,6 +115,8 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(killed, method, tmp_p
         assert rec["layers"] == ref["layers"] and [e["step"] for e in rec["layers"]] == [0, 3, 7]
         assert rec["layers"][2]["probe_steps"] == 3
         assert rec["params"] == ref["params"]
+    if method == "adalora":  # the same ranks kept per target
+        assert rec["method_details"]["ranks"] == ref["method_details"]["ranks"]
     # the checkpoint (and the stale temp folder) are gone once the run completed
     assert not [p for p in os.listdir(out) if p.startswith("checkpoint")]
     preds = (out / "predictions.tsv").read_text()

@@ -7,7 +7,8 @@ before zeroing the gradients; in data-parallel runs they are the all-reduced one
 the same ranks). ``total_step`` is known only when training starts (``on_train_start``); the warm-up
 without pruning (``tinit``) and the final phase at fixed ranks (``tfinal``) are shares of it. The
 reallocated ranks (``rank_pattern``) are saved in ``adapter_config.json``, so ``PeftModel.from_pretrained``
-rebuilds the pruned adapter."""
+rebuilds the pruned adapter. A checkpoint (``--save-every``) keeps the allocator's importance averages and
+the rank pattern (``state_dict``), so a resumed run reallocates as the uninterrupted one."""
 
 from peft import AdaLoraConfig
 
@@ -71,3 +72,17 @@ class AdaLoRA(TunerMethod):
 
     def on_optimizer_step(self, state):
         self.peft_model.base_model.update_and_allocate(state.step)
+
+    def state_dict(self):
+        """The rank allocator's importance averages and the current rank pattern, so that a run resumed
+        from a checkpoint reallocates (and masks) exactly as the uninterrupted run."""
+        ra = self.peft_model.base_model.rankallocator
+        return {"ipt": dict(ra.ipt), "exp_avg_ipt": dict(ra.exp_avg_ipt), "exp_avg_unc": dict(ra.exp_avg_unc),
+                "rank_pattern": self.peft_config.rank_pattern}
+
+    def load_state_dict(self, state):
+        ra = self.peft_model.base_model.rankallocator
+        for key in ("ipt", "exp_avg_ipt", "exp_avg_unc"):
+            getattr(ra, key).clear()
+            getattr(ra, key).update(state[key])
+        self.peft_config.rank_pattern = state["rank_pattern"]
