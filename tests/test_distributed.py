@@ -88,12 +88,37 @@ def test_alf_two_processes_train_the_same_layers(tmp_path, glue_data_dir):
     r1, r2 = record(one), record(two)
     d = r2["distributed"]
     assert d["gradient_sync"].startswith("all-reduce")
-    recorded = hashlib.sha256(json.dumps({"layers": r2["layers"]}, sort_keys=True, default=str).encode()).hexdigest()
+    recorded = hashlib.sha256(json.dumps({"layers": r2["layers"], "method_details": r2["method_details"]},
+                                         sort_keys=True, default=str).encode()).hexdigest()
     assert [r["method_record_sha256"] for r in d["per_rank"]] == [recorded, recorded]
     assert d["method_record_identical"] is True
     assert len(r2["layers"]) == 3 and all(len(e["active"]) == 3 for e in r2["layers"])
     assert all(e["scores"] and e["decision"] for e in r2["layers"][1:])  # probe-based decisions were taken
     assert abs(r2["metrics"]["accuracy"] - r1["metrics"]["accuracy"]) <= 0.005
+
+
+def test_adalora_two_processes_reallocate_the_same_ranks(tmp_path, glue_data_dir):
+    """AdaLoRA under 2 processes: the loop's per-step hook (update_and_allocate) sees the all-reduced
+    gradients, so both ranks prune to the same ranks (hash of the method record, which holds them);
+    ranks were reallocated down to the budget, as in 1 process."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    opts = ("--adalora-init-r", "6", "--adalora-target-r", "2", "--adalora-tinit", "0", "--adalora-tfinal", "0.2")
+    assert main(args_for("adalora", glue_data_dir, one, *opts, n_train=96)) == 0
+    p = torchrun(args_for("adalora", glue_data_dir, two, *opts, n_train=96))
+    assert p.returncode == 0, p.stderr[-3000:]
+    r1, r2 = record(one), record(two)
+    d = r2["distributed"]
+    assert d["method_record_identical"] is True and d["gradient_sync"] == "DistributedDataParallel"
+    recorded = hashlib.sha256(json.dumps({"method_details": r2["method_details"]}, sort_keys=True,
+                                         default=str).encode()).hexdigest()
+    assert [r["method_record_sha256"] for r in d["per_rank"]] == [recorded, recorded]
+    ranks = r2["method_details"]["ranks"]
+    assert ranks and min(ranks.values()) < 6 and sum(ranks.values()) < 6 * len(ranks)
+    assert r2["method_details"]["total_step"] == r1["method_details"]["total_step"] == 6
+    # both runs end at the budget (target rank x targets); which target keeps how much may differ between 1 and 2
+    # processes, since each rank draws its own dropout masks (so do the losses, slightly)
+    assert sum(r1["method_details"]["ranks"].values()) == sum(ranks.values()) == 2 * len(ranks)
+    assert abs(r2["history"][0]["train_loss"] - r1["history"][0]["train_loss"]) < 0.05
 
 
 def test_trl_task_refused_with_one_line(tmp_path):

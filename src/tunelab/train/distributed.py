@@ -378,12 +378,13 @@ def sync_mode(method) -> str:
 def describe(cfg, state, method, n_train: int) -> dict:
     """run.json ``distributed`` (collective: every rank calls it): world size, backend, how batches
     and gradients are shared, and each rank's time, memory and a hash of its method record
-    (a dynamic method's ``layers`` timeline), so a divergence between ranks shows."""
+    (a dynamic method's ``layers`` timeline, the method's details: AdaLoRA's reallocated ranks), so a
+    divergence between ranks shows."""
     if not is_distributed():
         return {}
     from .resources import peak_cuda_mb, peak_rss_mb
 
-    extras = json.dumps(method.record_extras(), sort_keys=True, default=str)
+    extras = json.dumps({**method.record_extras(), "method_details": method.describe()}, sort_keys=True, default=str)
     mine = {"rank": rank(), "host": os.uname().nodename, "train_seconds": round(state.train_seconds, 3),
             "train_cpu_seconds": round(state.train_cpu_seconds, 3), "peak_rss_mb": peak_rss_mb(),
             "peak_cuda_mb": peak_cuda_mb(), "method_record_sha256": hashlib.sha256(extras.encode()).hexdigest()}
