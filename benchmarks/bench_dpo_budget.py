@@ -2,8 +2,9 @@
 
 Each budget (train pairs x epochs, LoRA rank, lr) runs as one ``tunelab run --task dpo --method lora
 --model smollm2`` per seed, evaluated on the same held-out hh-rlhf pairs after every epoch (so one run
-of E epochs gives the budgets of 1..E epochs). The table: optimizer steps, train seconds, the base
-model's held-out ``pref_accuracy_per_token`` and each seed's after every epoch, the mean gain, and for
+of E epochs gives the budgets of 1..E epochs; the held-out subset is drawn per seed). The table:
+optimizer steps, train seconds, the base model's held-out ``pref_accuracy_per_token`` and each seed's
+after every epoch, the mean gain, and for
 the last epoch the pairs newly ranked right / wrong against the base model with the exact sign test
 (run.json ``alignment.change_vs_base``). "Clearly above the base" = every seed above the base and
 every seed's sign test p < 0.05.
@@ -59,7 +60,7 @@ def run_budget(a, b: dict, seed: int):
 
 
 def table(results: list) -> list:
-    lines = ["| budget (pairs x epochs, LoRA r, lr) | epoch | optimizer steps | train s (mean) | base | "
+    lines = ["| budget (pairs x epochs, LoRA r, lr) | epoch | optimizer steps | train s (mean) | base (by seed) | "
              "per-token pref. accuracy by seed | mean gain | seeds above base | gained / lost pairs, sign-test p "
              "(per seed) |", "|---|---|---|---|---|---|---|---|---|"]
     for b, recs in results:
@@ -67,22 +68,23 @@ def table(results: list) -> list:
         if not recs:
             lines.append(f"| {b['name']} | | | | | failed | | | |")
             continue
-        base = recs[0]["metrics"]["base_pref_accuracy_per_token"]
+        # the held-out subset is drawn per seed, so each seed has its own base number
+        base = [r["metrics"]["base_pref_accuracy_per_token"] for r in recs]
         steps = recs[0]["time"]["steps"]
         cfg = recs[0]["config"]
         label = f"{b['pairs']} x {b['epochs']}, r {cfg.get('lora_r')}, lr {cfg['lr']:g}"
         for e in range(b["epochs"]):
-            accs = [r["history"][e]["metrics"]["pref_accuracy_per_token"] for r in recs if len(r["history"]) > e]
-            gain = statistics.mean(x - base for x in accs)
+            accs = [r["history"][e]["metrics"]["pref_accuracy_per_token"] for r in recs]
+            gain = statistics.mean(x - b for x, b in zip(accs, base))
             last = e == b["epochs"] - 1
             flips = " / ".join(
                 f"{c['gained']}-{c['lost']}, p {c['sign_test_p']:.3f}"
                 for c in (r["alignment"]["change_vs_base"]["pref_accuracy_per_token"] for r in recs)) if last else ""
             secs = statistics.mean(r["time"]["train_seconds"] for r in recs) if last else None
             lines.append(f"| {label if e == 0 else ''} | {e + 1} | {round(steps * (e + 1) / b['epochs'])} | "
-                         f"{'' if secs is None else f'{secs:.0f}'} | {base:.3f} | "
+                         f"{'' if secs is None else f'{secs:.0f}'} | {' / '.join(f'{b:.3f}' for b in base)} | "
                          f"{' / '.join(f'{x:.3f}' for x in accs)} | {gain:+.3f} | "
-                         f"{sum(x > base for x in accs)}/{len(accs)} | {flips} |")
+                         f"{sum(x > b for x, b in zip(accs, base))}/{len(accs)} | {flips} |")
     return lines
 
 
