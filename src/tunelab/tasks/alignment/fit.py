@@ -21,8 +21,8 @@ from ..base import FitSummary
 from .bridge import MethodBridge
 from .collate import COH_TEMPLATES, CoHCollator, SFTCollator, coh_inference_ids
 from .data import tokenize_pairs
-from .evaluate import (N_SAMPLES, base_evaluation, change_vs_base, lm_preference_metrics, reward_preference_metrics,
-                       win_rate_and_samples)
+from .evaluate import (N_SAMPLES, base_evaluation, change_vs_base, lm_preference_metrics,
+                       reward_preference_metrics, win_rate_and_samples)
 from .judge import get_judge
 from .objectives import (is_peft, train_dpo, train_grpo, train_kto, train_lm, train_orpo, train_reward, train_rlhf,
                          train_simpo)
