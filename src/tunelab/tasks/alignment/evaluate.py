@@ -36,20 +36,21 @@ def lm_preference_metrics(model, pairs, pad_id, batch_size, device, context=list
     lp = response_logprobs(model, items, pad_id, batch_size, device)
     n = len(pairs)
     chosen, rejected = lp[:n], lp[n:] if has_rej else [(None, None)] * n
-    metrics = {}
-    if has_rej:
-        metrics["pref_accuracy"] = sum(_ranked(c[0], r[0]) for c, r in zip(chosen, rejected)) / n
-        # the same ranking by mean log-likelihood per response token: the summed one is dominated by
-        # response length (a longer response has a lower sum), so it barely moves in short runs
-        metrics["pref_accuracy_per_token"] = sum(_ranked(c[0] / max(1, c[1]), r[0] / max(1, r[1]))
-                                                 for c, r in zip(chosen, rejected)) / n
-    metrics["chosen_logppl"] = -sum(c[0] for c in chosen) / max(1, sum(c[1] for c in chosen))
     rows = [{"chosen_score": c[0], "rejected_score": r[0], "chosen_tokens": c[1], "rejected_tokens": r[1]}
             for c, r in zip(chosen, rejected)]
+    metrics = {}
+    if has_rej:
+        metrics["pref_accuracy"] = sum(_correct(rows, per_token=False)) / n
+        # the same ranking by mean log-likelihood per response token: the summed one is dominated by
+        # response length (a longer response has a lower sum), so it barely moves in short runs
+        metrics["pref_accuracy_per_token"] = sum(_correct(rows, per_token=True)) / n
+    metrics["chosen_logppl"] = -sum(c[0] for c in chosen) / max(1, sum(c[1] for c in chosen))
     return metrics, rows
 
 
 def _correct(rows: list, per_token: bool) -> list:
+    """Per pair: 1 if chosen scores above rejected, 0.5 on a tie, else 0 (by the sum or per token)."""
+
     def score(r, side):
         s = r[f"{side}_score"]
         return s / max(1, r[f"{side}_tokens"]) if per_token else s
