@@ -14,6 +14,13 @@ every seed's sign test p < 0.05.
 
 A budget is ``PAIRSxEPOCHS[:rRANK][:lrLR]`` (default rank 8, lr tunelab's LoRA DPO default 1e-3).
 Runs land in ``--out-dir/<budget>-s<seed>``; a completed one with the same command is reused.
+
+``--objectives dpo,dpo-ipo,orpo,simpo,kto`` runs the other offline preference objectives at the same
+budgets and seeds (``dpo-ipo`` = ``--task dpo --dpo-loss ipo``; each objective at tunelab's default lr
+and beta unless the budget names an lr; runs in ``--out-dir/<objective>-<budget>-s<seed>``, dpo's as
+above) and adds the objective table: held-out pref_accuracy, pref_accuracy_per_token, chosen_logppl
+(each with the base model's), train time and peak RSS of training, mean +- std over seeds. Win rate is
+not in it: these runs use ``--judge none`` (a judge trained per seed would cost more than the runs).
 """
 
 import argparse
@@ -38,8 +45,12 @@ def parse_budget(text: str) -> dict:
     return b
 
 
-def run_budget(a, b: dict, seed: int):
-    args = ["--task", "dpo", "--method", "lora", "--model", "smollm2", "--data-dir", a.data_dir,
+OBJECTIVES = {"dpo": ["--task", "dpo"], "dpo-ipo": ["--task", "dpo", "--dpo-loss", "ipo"], "orpo": ["--task", "orpo"],
+              "simpo": ["--task", "simpo"], "kto": ["--task", "kto"]}
+
+
+def run_budget(a, b: dict, seed: int, objective: str = "dpo"):
+    args = [*OBJECTIVES[objective], "--method", "lora", "--model", "smollm2", "--data-dir", a.data_dir,
             "--max-train-samples", str(b["pairs"]), "--epochs", str(b["epochs"]), "--seed", str(seed),
             "--max-eval-samples", str(a.eval_samples), "--max-prompt-length", str(a.max_prompt_length),
             "--max-response-length", str(a.max_response_length), "--judge", "none", "--win-rate-prompts", "0"]
@@ -49,11 +60,12 @@ def run_budget(a, b: dict, seed: int):
         args += ["--lr", b["lr"]]
     if a.threads:
         args += ["--threads", str(a.threads)]
-    rec = run_or_reuse(args, os.path.join(a.out_dir, f"{b['name'].replace(':', '-')}-s{seed}"),
-                       f"dpo {b['name']} seed {seed}")
+    prefix = "" if objective == "dpo" else f"{objective}-"
+    rec = run_or_reuse(args, os.path.join(a.out_dir, f"{prefix}{b['name'].replace(':', '-')}-s{seed}"),
+                       f"{objective} {b['name']} seed {seed}")
     if rec is not None:
         per_epoch = [h["metrics"]["pref_accuracy_per_token"] for h in rec["history"]]
-        print(f"dpo {b['name']} seed {seed}: per-token acc by epoch {per_epoch} "
+        print(f"{objective} {b['name']} seed {seed}: per-token acc by epoch {per_epoch} "
               f"(base {rec['metrics']['base_pref_accuracy_per_token']:.3f}), "
               f"train {rec['time']['train_seconds']:.0f} s", flush=True)
     return rec
@@ -88,6 +100,38 @@ def table(results: list) -> list:
     return lines
 
 
+def mean_std(values: list, fmt: str = ".3f") -> str:
+    if len(values) < 2:
+        return format(values[0], fmt) if values else ""
+    return f"{statistics.mean(values):{fmt}} ± {statistics.stdev(values):{fmt}}"
+
+
+def objective_table(rows: list) -> list:
+    """rows: [(objective, budget, [run.json or None per seed])] -> markdown lines, mean +- std over seeds."""
+    lines = ["| objective | budget | lr | seeds | pref. accuracy (base) | per-token pref. accuracy (base) | "
+             "gain per token | chosen logppl (base) | gained / lost pairs per token | train s | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for objective, b, recs in rows:
+        done = [r for r in recs if r is not None]
+        if not done:
+            lines.append(f"| {objective} | {b['name']} | | 0/{len(recs)} | failed | | | | | | |")
+            continue
+        m = [r["metrics"] for r in done]
+        col = lambda k: mean_std([x[k] for x in m])  # noqa: E731
+        flips = " / ".join(f"{c['gained']}-{c['lost']}" for c in
+                           (r["alignment"]["change_vs_base"]["pref_accuracy_per_token"] for r in done))
+        lines.append(
+            f"| {objective} | {b['pairs']} x {b['epochs']} | {done[0]['config']['lr']:g} | {len(done)}/{len(recs)} | "
+            f"{col('pref_accuracy')} ({col('base_pref_accuracy')}) | "
+            f"{col('pref_accuracy_per_token')} ({col('base_pref_accuracy_per_token')}) | "
+            f"{statistics.mean(x['pref_accuracy_per_token'] - x['base_pref_accuracy_per_token'] for x in m):+.3f} | "
+            f"{col('chosen_logppl')} ({col('base_chosen_logppl')}) | "
+            f"{flips} | "
+            f"{mean_std([r['time']['train_seconds'] for r in done], '.0f')} | "
+            f"{mean_std([r['alignment']['train_memory']['peak_rss_mb'] for r in done], '.0f')} |")
+    return lines
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default="../shared/data/hh-rlhf")
@@ -98,17 +142,26 @@ def main():
     p.add_argument("--max-response-length", type=int, default=48)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out-dir", default=os.path.join("runs", "bench-dpo-budget"))
-    p.add_argument("--append", help="append the table to this markdown file")
+    p.add_argument("--objectives", default="dpo", help="comma-separated: " + ", ".join(OBJECTIVES))
+    p.add_argument("--append", help="append the table(s) to this markdown file")
     a = p.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
-    results = [(b, [run_budget(a, b, s) for s in seeds]) for b in map(parse_budget, a.budgets.split(","))]
-    lines = table(results)
+    objectives = a.objectives.split(",")
+    unknown = [o for o in objectives if o not in OBJECTIVES]
+    if unknown:
+        raise SystemExit(f"--objectives {','.join(unknown)}: expected some of {', '.join(OBJECTIVES)}")
+    budgets = [parse_budget(t) for t in a.budgets.split(",")]
+    runs = [(o, b, [run_budget(a, b, s, o) for s in seeds]) for b in budgets for o in objectives]
+    lines = table([(b, recs) for o, b, recs in runs if o == "dpo"]) if "dpo" in objectives else []
+    if objectives != ["dpo"]:
+        lines += ["", *objective_table(runs)] if lines else objective_table(runs)
     print("\n".join(lines))
     if a.append:
-        append_section(a.append, ["", "### DPO: the CPU budget at which held-out preference accuracy moves", "",
-                                  machine_line(a.threads), "", f"Command: `{command_line('bench_dpo_budget.py')}`",
-                                  "", *lines, ""])
-    return 0 if all(r is not None for _, recs in results for r in recs) else 1
+        title = "DPO: the CPU budget at which held-out preference accuracy moves" if objectives == ["dpo"] else \
+            "Preference objectives at one CPU budget"
+        append_section(a.append, ["", f"### {title}", "", machine_line(a.threads), "",
+                                  f"Command: `{command_line('bench_dpo_budget.py')}`", "", *lines, ""])
+    return 0 if all(r is not None for _, _, recs in runs for r in recs) else 1
 
 
 if __name__ == "__main__":
