@@ -143,8 +143,8 @@ def cmd_compare(ns) -> int:
                 if not scells and store.meta().get("search"):  # an earlier compare here searched; this one does not
                     store.set_meta(search=None, search_grid=[])
                 if scells:
-                    cells = _search(cc, groups, scells, cells, store, out, ns, jobs, executor)
-                res = run_grid(cells, store, out, isolation=ns.isolation, jobs=jobs, executor=executor)
+                    cells = _search(cc, groups, scells, cells, store, out, ns, executor)
+                res = run_grid(cells, store, out, executor)
             store.set_meta(finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         finally:
             store.close()
@@ -162,7 +162,7 @@ def cmd_compare(ns) -> int:
     return 0
 
 
-def _search(cc, groups, scells, cells, store, out, ns, jobs, executor) -> list:
+def _search(cc, groups, scells, cells, store, out, ns, executor) -> list:
     """Run the search cells, choose per (model, task, method), record it; -> the grid's cells with
     the chosen configurations."""
     from ..results.record import write_json_atomic
@@ -173,7 +173,7 @@ def _search(cc, groups, scells, cells, store, out, ns, jobs, executor) -> list:
     print(f"search: {len(scells)} runs ({len(groups)} method x task x model, on a selection split of "
           f"{cc.search_fraction:g} of each task's training data), then the grid", flush=True)
     store.set_meta(search_grid=[c.run_id for c in scells])
-    sres = run_grid(scells, store, out, isolation=ns.isolation, jobs=jobs, executor=executor)
+    sres = run_grid(scells, store, out, executor)
     outcomes = [choose(g, store) for g in groups]
     by_key = {(o["task"], o["label"], o["model"]): o for o in outcomes}
     new = expand(cc, out, ns.data_dir, ns.threads, ns.report_to, ns.logging_dir, chosen=chosen(outcomes))

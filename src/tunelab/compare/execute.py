@@ -250,15 +250,11 @@ def default_isolation() -> str:
     return "fork" if hasattr(os, "fork") and sys.platform.startswith("linux") else "exec"
 
 
-def run_grid(cells: list, store: Store, output_dir: str, progress: bool = True, isolation: str | None = None,
-             jobs: int = 1, executor=None) -> dict:
-    """Run every cell not yet completed, ``executor.slots`` at a time (default: a LocalExecutor of
-    ``jobs`` processes); returns {completed, skipped, failed}."""
+def run_grid(cells: list, store: Store, output_dir: str, executor, progress: bool = True) -> dict:
+    """Run every cell not yet completed, ``executor.slots`` at a time (compare/executors.py: local
+    processes or Ray tasks); returns {completed, skipped, failed}."""
     from tqdm.auto import tqdm
 
-    from .executors import LocalExecutor
-
-    executor = executor or LocalExecutor(jobs, isolation)
     jobs = executor.slots
     tqdm.monitor_interval = 0  # no monitor thread: forking while it holds tqdm's lock would deadlock the child
 

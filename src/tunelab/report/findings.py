@@ -9,9 +9,8 @@ never called significant: its dev-set bootstrap p measures only the noise of the
 it is "within noise" (bootstrap p >= 0.05) or "one seed: not tested across seeds"."""
 
 from .budget import budget_sentence
+from .stats import ALPHA, verdict
 from .tables import TaskSummary, higher_is_better
-
-ALPHA = 0.05
 MAJORITY_MARGIN = 0.01  # within this of the majority-class score = "did not learn"
 
 
@@ -38,27 +37,6 @@ VERDICTS = {  # verdict -> the findings' wording (in this order)
                  f"seed-to-seed variance; more seeds: the quick-seeds preset)"),
     "untested": "Without a p-value",
 }
-
-SHORT_VERDICTS = {  # the same verdicts in a table cell
-    "same": "within noise (t-test)",
-    "below": "worse (t-test)",
-    "above": "better (t-test)",
-    "noise": "within noise (1 seed, bootstrap)",
-    "one-seed": "1 seed: not tested",
-    "untested": "no p-value",
-}
-
-
-def verdict(sig, higher_is_better_: bool) -> str:
-    """A method-vs-full-FT verdict: significant only from the across-seed t-test."""
-    if sig.p is None:
-        return "untested"
-    if sig.test != "t-test":  # one seed: a bootstrap over dev examples
-        return "noise" if sig.p >= ALPHA else "one-seed"
-    if sig.p >= ALPHA:
-        return "same"
-    return "above" if (sig.delta > 0) == higher_is_better_ else "below"
-
 
 def task_findings(ts: TaskSummary) -> str:
     done = [m for m in ts.methods if m.rows and ts.main_metric in m.metrics]

@@ -30,10 +30,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..metrics import higher_is_better
-from .stats import paired_ttest
+from .stats import ALPHA, paired_ttest
 from .tables import Table, TaskSummary, fmt
 
-ALPHA = 0.05
 TIE = "≈"
 
 
@@ -448,7 +447,7 @@ def overview_blocks(summaries: list, asset_dir: str, root: str, stem: str = "ove
     blocks.append(("h", 3, "Aggregate over tasks"))
     blocks.append(("p", aggregate_text(agg)))
     os.makedirs(asset_dir, exist_ok=True)
-    path = cd_diagram(agg, os.path.join(asset_dir, f"{stem}-cd.png"))
+    path = cd_diagram(agg, cliques(agg), os.path.join(asset_dir, f"{stem}-cd.png"))
     if path:
         blocks.append(("img", path, os.path.relpath(path, root).replace(os.sep, "/"),
                        f"critical-difference diagram: mean rank over {len(cols)} tasks (1 = best); methods joined "

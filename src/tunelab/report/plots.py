@@ -115,18 +115,16 @@ def make_plots(summaries: list, out_dir: str) -> dict:
     return out
 
 
-def cd_diagram(agg, path: str, title: str = "") -> str | None:
+def cd_diagram(agg, groups: list, path: str, title: str = "") -> str | None:
     """Critical-difference diagram (Demšar 2006): each method at its mean rank on a rank axis (1 = best,
     left), the Nemenyi CD as a bar above the axis, and thick bars joining methods whose mean ranks
-    differ by less than the CD (report/overview.py ``cliques``). None when the Friedman test did not apply."""
-    from .overview import cliques
-
+    differ by less than the CD (``groups``: report/overview.py ``cliques``). None when the Friedman test did
+    not apply."""
     if agg.cd is None or not agg.labels:
         return None
     plt = _plt()
     k = len(agg.labels)
     order = sorted(agg.labels, key=lambda lb: agg.mean_rank[lb])
-    groups = cliques(agg)
     half = (k + 1) // 2
     rows = max(half, k - half)
     height = 1.0 + 0.25 * rows + 0.16 * len(groups)

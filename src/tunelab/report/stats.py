@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 BOOTSTRAP_SAMPLES = 2000
+ALPHA = 0.05  # the significance level of every test the report calls significant
 ACROSS_SEEDS = 2  # paired seeds from which the t-test over seeds replaces the dev-set bootstrap
 
 
@@ -205,3 +206,24 @@ def mean_std(values: list) -> tuple:
     if not v:
         return None, None
     return float(np.mean(v)), (float(np.std(v, ddof=1)) if len(v) > 1 else None)
+
+
+SHORT_VERDICTS = {  # the same verdicts in a table cell
+    "same": "within noise (t-test)",
+    "below": "worse (t-test)",
+    "above": "better (t-test)",
+    "noise": "within noise (1 seed, bootstrap)",
+    "one-seed": "1 seed: not tested",
+    "untested": "no p-value",
+}
+
+
+def verdict(sig, higher_is_better_: bool) -> str:
+    """A method-vs-full-FT verdict: significant only from the across-seed t-test."""
+    if sig.p is None:
+        return "untested"
+    if sig.test != "t-test":  # one seed: a bootstrap over dev examples
+        return "noise" if sig.p >= ALPHA else "one-seed"
+    if sig.p >= ALPHA:
+        return "same"
+    return "above" if (sig.delta > 0) == higher_is_better_ else "below"

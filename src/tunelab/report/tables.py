@@ -8,7 +8,7 @@ single-seed cell reads exactly like its run.json.
 from dataclasses import dataclass, field
 
 from .budget import FLAG, TOLERANCE, achieved_share, off_budget
-from .stats import Significance, compare_to_reference, majority_baseline, mean_std
+from .stats import SHORT_VERDICTS, Significance, compare_to_reference, majority_baseline, mean_std, verdict
 
 from ..metrics import higher_is_better  # noqa: F401  (the direction is the registered metric's)
 from ..tasks import load_families
@@ -216,9 +216,7 @@ def task_table(ts: TaskSummary) -> Table:
 
 
 def _verdict_cell(sig, main) -> str:
-    """The findings' verdict vs full FT in a few words (report/findings.py ``verdict``)."""
-    from .findings import SHORT_VERDICTS, verdict
-
+    """The findings' verdict vs full FT in a few words (report/stats.py ``verdict``)."""
     if sig is None or sig.delta is None:
         return "—"
     return SHORT_VERDICTS[verdict(sig, higher_is_better(main))]
