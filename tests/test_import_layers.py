@@ -103,3 +103,65 @@ def test_downward_and_same_layer_imports_pass():
           "from ...models.aliases import register_alias\n")
     assert violations(ok, "tunelab.tasks.keyphrase.task") == []
     assert violations("from .tasks import get_task\nfrom .methods import get_method\n", "tunelab.resolve") == []
+
+
+def circles(graph: dict) -> list:
+    """The import circles of ``graph`` (module -> modules it imports): strongly connected components of
+    more than one module (Tarjan)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in list(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def import_graph() -> dict:
+    """module -> the tunelab modules it imports (``from X import name`` -> X.name when that is a module,
+    else X); a submodule importing its own package is left out (the package's face, not a circle)."""
+    sources = {module: (path, is_package) for module, is_package, path in all_modules()}
+    graph = {}
+    for module, (path, is_package) in sources.items():
+        targets = set()
+        for _, target in imported_modules(path.read_text(encoding="utf-8"), module, is_package):
+            while target not in sources and "." in target:
+                target = target.rsplit(".", 1)[0]
+            if target in sources and target != module and not module.startswith(target + "."):
+                targets.add(target)
+        graph[module] = targets
+    return graph
+
+
+def test_no_two_modules_import_each_other_even_round_a_circle():
+    # within a layer the layer check allows both directions; a circle (a -> b -> a), even through imports
+    # inside functions, means neither module can be read or tested without the other
+    assert circles(import_graph()) == []
+
+
+def test_the_circle_check_finds_a_circle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}
+    assert circles(graph) == [["a", "b", "c"]]
+    # the report's old circle, as it was: findings took TaskSummary from tables, tables took verdict back
+    assert circles({"report.findings": {"report.tables"}, "report.tables": {"report.findings", "report.stats"},
+                    "report.stats": set()}) == [["report.findings", "report.tables"]]
