@@ -148,11 +148,12 @@ def test_unpair_gives_trls_rows():
 
 def test_report_ranks_all_objectives(tmp_path):
     """The report's alignment section: one row per objective x method, mean over seeds, ranked by
-    held-out pref_accuracy_per_token then pref_accuracy."""
+    held-out pref_accuracy_per_token then pref_accuracy; equal accuracies share a rank; each seed's
+    pairs gained / lost against the base with the sign test's p."""
     from tunelab.tasks.alignment.report import alignment_blocks
 
     runs = {("dpo", 0): (0.5, 0.6), ("dpo", 1): (0.7, 0.6), ("orpo", 0): (0.55, 0.9), ("dpo-ipo", 0): (0.6, 0.1),
-            ("simpo", 0): (0.6, 0.2)}
+            ("simpo", 0): (0.6, 0.2), ("coh", 0): (0.6, 0.2)}
     done = []
     for (task, seed), (per_tok, acc) in runs.items():
         d = tmp_path / f"{task}-{seed}"
@@ -160,8 +161,10 @@ def test_report_ranks_all_objectives(tmp_path):
         rec = {"metrics": {"pref_accuracy_per_token": per_tok, "pref_accuracy": acc, "chosen_logppl": 2.0,
                            "win_rate": 0.5, "base_pref_accuracy_per_token": 0.48, "base_pref_accuracy": 0.48,
                            "base_chosen_logppl": 2.1},
-               "time": {"train_seconds": 10.0 + seed}, "alignment": {"objective": task.split("-")[0],
-                                                                     "train_memory": {"peak_rss_mb": 100.0}}}
+               "time": {"train_seconds": 10.0 + seed},
+               "alignment": {"objective": task.split("-")[0], "train_memory": {"peak_rss_mb": 100.0},
+                             "change_vs_base": {"pref_accuracy_per_token": {"gained": 5 + seed, "lost": 1,
+                                                                            "sign_test_p": 0.2 - 0.1 * seed}}}}
         (d / "run.json").write_text(json.dumps(rec))
         done.append({"run_dir": str(d), "task": task, "label": "lora", "model": "smollm2", "seed": seed})
     done.append({"run_dir": str(tmp_path / "missing"), "task": "kto", "label": "lora", "model": "smollm2", "seed": 0})
@@ -169,6 +172,8 @@ def test_report_ranks_all_objectives(tmp_path):
     table = blocks[-1]
     order = [row[1] for row in table[2]]
     # dpo: mean per-token 0.6, acc 0.6 -> ties simpo / dpo-ipo on per-token, wins on pref_accuracy
-    assert order == ["dpo", "simpo", "dpo-ipo (dpo)", "orpo"]
+    assert order == ["dpo", "simpo", "coh", "dpo-ipo (dpo)", "orpo"]
+    assert [row[0] for row in table[2]] == ["1", "2", "2", "4", "5"]  # simpo and coh tie on both accuracies
     dpo = table[2][0]
-    assert dpo[4] == "2" and dpo[5] == "0.600 (0.480)" and dpo[9] == "10.5"
+    assert dpo[4] == "2" and dpo[5] == "0.600 (0.480)" and dpo[10] == "10.5"
+    assert dpo[8] == "5-1 (p 0.20) / 6-1 (p 0.10)"
