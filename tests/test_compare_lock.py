@@ -104,7 +104,7 @@ def test_lock_released_on_error_and_on_ctrl_c(tmp_path, monkeypatch, capsys):
     (tmp_path / "empty").mkdir()
     seen = []
 
-    def interrupted(cells, store, output_dir, **kw):
+    def interrupted(cells, store, output_dir, executor, **kw):
         seen.append(lock_content(out)["pid"])
         raise KeyboardInterrupt
 
