@@ -19,8 +19,10 @@ Runs land in ``--out-dir/<budget>-s<seed>``; a completed one with the same comma
 budgets and seeds (``dpo-ipo`` = ``--task dpo --dpo-loss ipo``; each objective at tunelab's default lr
 and beta unless the budget names an lr; runs in ``--out-dir/<objective>-<budget>-s<seed>``, dpo's as
 above) and adds the objective table: held-out pref_accuracy, pref_accuracy_per_token, chosen_logppl
-(each with the base model's), train time and peak RSS of training, mean +- std over seeds. Win rate is
-not in it: these runs use ``--judge none`` (a judge trained per seed would cost more than the runs).
+(each with the base model's), seeds above the base, each seed's gained / lost pairs with the exact sign
+test, train time and peak RSS of training, mean +- std over seeds. Win rate is not in it: these runs
+use ``--judge none``. The only offline judge is tunelab's reward model trained on the same few hundred
+pairs, whose held-out accuracy is 0.53-0.56, so its win rates would be coin flips reported as numbers.
 """
 
 import argparse
@@ -109,22 +111,24 @@ def mean_std(values: list, fmt: str = ".3f") -> str:
 def objective_table(rows: list) -> list:
     """rows: [(objective, budget, [run.json or None per seed])] -> markdown lines, mean +- std over seeds."""
     lines = ["| objective | budget | lr | seeds | pref. accuracy (base) | per-token pref. accuracy (base) | "
-             "gain per token | chosen logppl (base) | gained / lost pairs per token | train s | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "gain per token | seeds above base | chosen logppl (base) | gained / lost pairs per token, sign-test p "
+             "(per seed) | train s | peak RSS MB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for objective, b, recs in rows:
         done = [r for r in recs if r is not None]
         if not done:
-            lines.append(f"| {objective} | {b['name']} | | 0/{len(recs)} | failed | | | | | | |")
+            lines.append(f"| {objective} | {b['name']} | | 0/{len(recs)} | failed | | | | | | | |")
             continue
         m = [r["metrics"] for r in done]
         col = lambda k: mean_std([x[k] for x in m])  # noqa: E731
-        flips = " / ".join(f"{c['gained']}-{c['lost']}" for c in
-                           (r["alignment"]["change_vs_base"]["pref_accuracy_per_token"] for r in done))
+        changes = [r["alignment"]["change_vs_base"]["pref_accuracy_per_token"] for r in done]
+        flips = " / ".join(f"{c['gained']}-{c['lost']}, p {c['sign_test_p']:.3f}" for c in changes)
+        above = sum(x["pref_accuracy_per_token"] > x["base_pref_accuracy_per_token"] for x in m)
         lines.append(
             f"| {objective} | {b['pairs']} x {b['epochs']} | {done[0]['config']['lr']:g} | {len(done)}/{len(recs)} | "
             f"{col('pref_accuracy')} ({col('base_pref_accuracy')}) | "
             f"{col('pref_accuracy_per_token')} ({col('base_pref_accuracy_per_token')}) | "
             f"{statistics.mean(x['pref_accuracy_per_token'] - x['base_pref_accuracy_per_token'] for x in m):+.3f} | "
+            f"{above}/{len(m)} | "
             f"{col('chosen_logppl')} ({col('base_chosen_logppl')}) | "
             f"{flips} | "
             f"{mean_std([r['time']['train_seconds'] for r in done], '.0f')} | "
