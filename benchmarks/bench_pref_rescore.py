@@ -58,14 +58,6 @@ def score_run(run_dir: str, max_pairs, cache: dict) -> dict:
             "metrics": metrics, "rows": rows, "base_metrics": base_metrics, "base_rows": base_rows}
 
 
-def versus(a_rows: list, b_rows: list) -> tuple:
-    """Per token: (pairs A ranks right and B wrong, the reverse, exact sign-test p) on the same pairs."""
-    from tunelab.tasks.alignment.evaluate import change_vs_base
-
-    c = change_vs_base(b_rows, a_rows)["pref_accuracy_per_token"]
-    return c["gained"], c["lost"], c["sign_test_p"]
-
-
 def tables(scored: list, against: str) -> list:
     from tunelab.tasks.alignment.evaluate import change_vs_base
 
@@ -87,8 +79,8 @@ def tables(scored: list, against: str) -> list:
         lines += ["", f"| objective vs {against} (same seed, same pairs) | seed | pairs only it ranks right / only "
                       f"{against} ranks right, per token | sign-test p |", "|---|---|---|---|"]
         for s, r in sorted(pairs, key=lambda x: (x[0]["objective"], x[0]["seed"])):
-            g, lost, p = versus(s["rows"], r["rows"])
-            lines.append(f"| {s['objective']} | {s['seed']} | {g} / {lost} | {p:.3f} |")
+            c = change_vs_base(r["rows"], s["rows"])["pref_accuracy_per_token"]  # dpo's ranking as the "base"
+            lines.append(f"| {s['objective']} | {s['seed']} | {c['gained']} / {c['lost']} | {c['sign_test_p']:.3f} |")
     return lines
 
 
